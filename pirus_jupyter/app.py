@@ -1,0 +1,127 @@
+"""PirusApp: the jupyter-server extension. Settings, service wiring and the handler table."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from jupyter_core.paths import jupyter_data_dir
+from jupyter_server.extension.application import ExtensionApp
+from tornado.ioloop import IOLoop
+from traitlets import Bool, Dict, Float, Int, Type, Unicode, Union, default
+
+from .backend import Backend
+from .handlers import build_handlers
+from .services import Services
+
+
+class PirusApp(ExtensionApp):
+    name = "pirus"
+    extension_url = "/pirus/api/v1"
+    load_other_extensions = True
+
+    data_dir = Unicode(
+        config=True,
+        help="Folder for Pirus state: the database, installed packages, upload parts. "
+        "Default: <jupyter data dir>/pirus.",
+    )
+
+    @default("data_dir")
+    def _default_data_dir(self) -> str:
+        return os.path.join(jupyter_data_dir(), "pirus")
+
+    db_path = Unicode("", config=True, help="SQLite database file. Default: <data_dir>/pirus.db.")
+
+    lxd_endpoint = Unicode(
+        "", config=True,
+        help="LXD endpoint: empty for the local unix socket, or an https:// URL of a remote "
+        "daemon / cluster member (then set lxd_cert and lxd_key).",
+    )
+    lxd_cert = Unicode("", config=True, help="Client certificate (PEM) for a remote LXD.")
+    lxd_key = Unicode("", config=True, help="Client key (PEM) for a remote LXD.")
+    lxd_verify = Union(
+        [Bool(), Unicode()], default_value=True, config=True,
+        help="Verify a remote LXD's TLS certificate: true, false, or a CA bundle path.",
+    )
+    lxd_project = Unicode("default", config=True, help="LXD project holding Pirus images and containers.")
+
+    max_parallel_runs = Int(config=True, help="Runs holding a container at once. Default: CPU count.")
+
+    @default("max_parallel_runs")
+    def _default_max_parallel(self) -> int:
+        return os.cpu_count() or 1
+
+    default_limits = Dict(
+        {"cpu": "", "memory": "", "processes": "1000"}, config=True,
+        help="Default container limits (LXD limits.cpu, limits.memory, limits.processes); a "
+        "pipeline manifest's own limits override them. Empty means unlimited.",
+    )
+    run_timeout = Float(
+        0, config=True, help="Seconds after which a running pipeline is stopped (ERROR). 0: none."
+    )
+    log_max_bytes = Int(
+        256 * 1024 * 1024, config=True,
+        help="Cap per log file (out.log, err.log); a pipeline writing more is stopped (ERROR).",
+    )
+    runs_dir = Unicode(
+        "pirus-runs", config=True,
+        help="Folder, relative to the Jupyter root, where run folders (inputs, outputs, logs) "
+        "are created so that they show in the file browser.",
+    )
+    uploads_dir = Unicode(
+        "pirus-uploads", config=True,
+        help="Folder, relative to the Jupyter root, where finished input uploads are placed.",
+    )
+    databases_dir = Unicode(
+        "", config=True,
+        help="Folder of reference databases mounted read-only in every run. "
+        "Default: <data_dir>/databases.",
+    )
+    max_package_size = Int(
+        32 * 1024**3, config=True,
+        help="Largest accepted pipeline package, in bytes, compressed or uncompressed.",
+    )
+    upload_max_size = Int(
+        1024**4, config=True, help="Largest accepted upload (TUS Tus-Max-Size), in bytes."
+    )
+    upload_expiration = Float(
+        7 * 24 * 3600.0, config=True,
+        help="Seconds an unfinished upload is kept after its last change (TUS expiration).",
+    )
+    notify_enabled = Bool(
+        True, config=True,
+        help="Expose the server inside run containers (LXD proxy device) so pipelines can "
+        "POST progress to $PIRUS_NOTIFY_URL.",
+    )
+    poll_interval = Float(
+        0.25, config=True, help="Seconds between checks of a running pipeline's progress file."
+    )
+
+    backend_class = Type(
+        default_value="pirus_jupyter.lxd.LXDBackend", klass=Backend, config=True,
+        help="Container backend class (the LXD backend; tests may plug another).",
+    )
+
+    def initialize_settings(self) -> None:
+        root_dir = Path(self.serverapp.root_dir).resolve()
+        data_dir = Path(self.data_dir)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        backend = self.backend_class(
+            endpoint=self.lxd_endpoint or None,
+            cert=(self.lxd_cert, self.lxd_key) if self.lxd_cert else None,
+            verify=self.lxd_verify,
+            project=self.lxd_project,
+        )
+        self.services = Services.build(
+            app=self, root_dir=root_dir, data_dir=data_dir, backend=backend,
+        )
+        self.settings["pirus"] = self.services
+        IOLoop.current().add_callback(self.services.start)
+
+    def initialize_handlers(self) -> None:
+        self.handlers.extend(build_handlers())
+
+    async def stop_extension(self) -> None:
+        services = getattr(self, "services", None)
+        if services is not None:
+            await services.stop()

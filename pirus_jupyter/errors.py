@@ -1,0 +1,78 @@
+"""Domain errors, each carrying its HTTP status and a stable machine-readable code.
+
+Services raise these; the base handler maps them to ``{"error": {"code", "message"}}`` in one
+place, so no handler needs its own try/except.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class PirusError(Exception):
+    status: int = 500
+    code: str = "internal_error"
+
+    def __init__(self, message: str, *, details: Any = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+        if code:
+            self.code = code
+
+    def to_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.details is not None:
+            body["details"] = self.details
+        return {"error": body}
+
+
+class InvalidRequest(PirusError):
+    status = 400
+    code = "invalid_request"
+
+
+class Forbidden(PirusError):
+    status = 403
+    code = "forbidden"
+
+
+class NotFound(PirusError):
+    status = 404
+    code = "not_found"
+
+
+class Conflict(PirusError):
+    """The resource exists but its state forbids the operation (e.g. an illegal run move)."""
+
+    status = 409
+    code = "conflict"
+
+
+class Gone(PirusError):
+    status = 410
+    code = "gone"
+
+
+class PayloadTooLarge(PirusError):
+    status = 413
+    code = "payload_too_large"
+
+
+class UnsupportedMediaType(PirusError):
+    status = 415
+    code = "unsupported_media_type"
+
+
+class BackendError(PirusError):
+    """LXD refused or failed; the message says what LXD said."""
+
+    status = 502
+    code = "backend_error"
+
+
+class InvalidPackage(PirusError):
+    """A pipeline package is malformed or unsafe."""
+
+    status = 400
+    code = "invalid_package"

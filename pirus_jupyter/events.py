@@ -1,0 +1,59 @@
+"""Publish/subscribe of change events, fanned out to websocket subscribers.
+
+Each subscriber owns a bounded queue. A subscriber that falls too far behind is cut off (its
+``overflowed`` flag is set and the websocket closes) instead of slowing the publisher or growing
+memory without bound; clients reconnect and re-read state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+EVENT_TYPES = (
+    "run.created", "run.updated", "run.deleted",
+    "pipeline.created", "pipeline.updated", "pipeline.deleted",
+    "file.created", "file.deleted",
+    "upload.created", "upload.updated", "upload.deleted",
+)
+
+
+@dataclass(eq=False)
+class Subscription:
+    queue: asyncio.Queue[dict[str, Any]] = field(default_factory=lambda: asyncio.Queue(1000))
+    overflowed: bool = False
+
+    async def get(self) -> dict[str, Any]:
+        return await self.queue.get()
+
+
+class EventBus:
+    def __init__(self, queue_size: int = 1000) -> None:
+        self._subscribers: set[Subscription] = set()
+        self.queue_size = queue_size
+
+    def subscribe(self) -> Subscription:
+        sub = Subscription(queue=asyncio.Queue(self.queue_size))
+        self._subscribers.add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        self._subscribers.discard(sub)
+
+    @property
+    def subscriber_count(self) -> int:
+        return len(self._subscribers)
+
+    def publish(self, event_type: str, data: dict[str, Any]) -> None:
+        """Deliver ``{"type", "data"}`` to every subscriber without ever awaiting."""
+        message = {"type": event_type, "data": data}
+        for sub in list(self._subscribers):
+            try:
+                sub.queue.put_nowait(message)
+            except asyncio.QueueFull:
+                sub.overflowed = True
+                self._subscribers.discard(sub)
+                # Wake the consumer so it notices it was cut off.
+                sub.queue.get_nowait()
+                sub.queue.put_nowait({"type": "subscription.overflow", "data": {}})

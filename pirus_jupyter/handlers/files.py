@@ -1,0 +1,51 @@
+"""File records: inputs uploaded, outputs of runs."""
+
+from __future__ import annotations
+
+from jupyter_server.auth.decorator import authorized
+from tornado import web
+
+from .base import PirusHandler
+from .streaming import send_file
+
+ID = r"(?P<file_id>\d+)"
+
+
+class FilesHandler(PirusHandler):
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        run_id = self.get_query_argument("run_id", None)
+        items, total = await self.services.files.list(
+            run_id=int(run_id) if run_id and run_id.isdigit() else None,
+            limit=self.query_int("limit", 100, 1, 1000), offset=self.query_int("offset", 0))
+        self.send_json({"items": items, "total": total})
+
+
+class FileHandler(PirusHandler):
+    @web.authenticated
+    @authorized
+    async def get(self, file_id: str) -> None:
+        self.send_json(await self.services.files.get(int(file_id)))
+
+    @web.authenticated
+    @authorized
+    async def delete(self, file_id: str) -> None:
+        await self.services.files.delete(int(file_id))
+        self.set_status(204)
+        self.finish()
+
+
+class FileContentHandler(PirusHandler):
+    @web.authenticated
+    @authorized
+    async def get(self, file_id: str) -> None:
+        path = await self.services.files.content_path(int(file_id))
+        await send_file(self, path, "application/octet-stream", filename=path.name)
+
+
+handlers = [
+    (r"/pirus/api/v1/files/?", FilesHandler),
+    (rf"/pirus/api/v1/files/{ID}", FileHandler),
+    (rf"/pirus/api/v1/files/{ID}/content", FileContentHandler),
+]

@@ -1,0 +1,101 @@
+"""Pipelines: list, install (from a file under the root or a finished upload), read, uninstall,
+form, icon, package and documents."""
+
+from __future__ import annotations
+
+import mimetypes
+from pathlib import Path
+
+from jupyter_server.auth.decorator import authorized
+from tornado import web
+
+from ..errors import InvalidRequest
+from ..files import resolve_under
+from .base import PirusHandler
+from .streaming import send_file
+
+ID = r"(?P<pipeline_id>\d+)"
+
+
+class PipelinesHandler(PirusHandler):
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        status = self.get_query_argument("status", None)
+        items = await self.services.pipelines.list(status)
+        self.send_json({"items": items, "total": len(items)})
+
+    @web.authenticated
+    @authorized
+    async def post(self) -> None:
+        body = self.read_json()
+        if isinstance(body.get("path"), str):
+            source = resolve_under(self.services.root_dir, body["path"])
+            pipeline = await self.services.pipelines.install_from_path(source)
+        elif isinstance(body.get("upload_id"), str):
+            source = await self.services.uploads.completed_path(body["upload_id"])
+            pipeline = await self.services.pipelines.install_from_path(Path(source))
+        else:
+            raise InvalidRequest('give {"path": "<package under the Jupyter root>"} or '
+                                 '{"upload_id": "<finished upload>"}')
+        self.set_header("Location", self.api_url("pipelines", pipeline["id"]))
+        self.send_json(pipeline, status=202)
+
+
+class PipelineHandler(PirusHandler):
+    @web.authenticated
+    @authorized
+    async def get(self, pipeline_id: str) -> None:
+        self.send_json(await self.services.pipelines.get(int(pipeline_id)))
+
+    @web.authenticated
+    @authorized
+    async def delete(self, pipeline_id: str) -> None:
+        await self.services.pipelines.remove(int(pipeline_id))
+        self.set_status(204)
+        self.finish()
+
+
+class PipelineFormHandler(PirusHandler):
+    @web.authenticated
+    @authorized
+    async def get(self, pipeline_id: str) -> None:
+        """The normalised draft-07 form; ``?inputs=a&inputs=b`` fills the input placeholders."""
+        inputs = [Path(p).name for p in self.get_query_arguments("inputs")]
+        dbs = [d["name"] for d in await self.services.runs.databases()]
+        self.send_json(await self.services.pipelines.form(int(pipeline_id), inputs, dbs))
+
+
+class PipelineIconHandler(PirusHandler):
+    @web.authenticated
+    @authorized
+    async def get(self, pipeline_id: str) -> None:
+        path = await self.services.pipelines.icon_path(int(pipeline_id))
+        await send_file(self, path, mimetypes.guess_type(path.name)[0] or "image/png")
+
+
+class PipelinePackageHandler(PirusHandler):
+    @web.authenticated
+    @authorized
+    async def get(self, pipeline_id: str) -> None:
+        path = await self.services.pipelines.package_path(int(pipeline_id))
+        await send_file(self, path, "application/octet-stream",
+                        filename=f"pipeline-{pipeline_id}{''.join(path.suffixes)}")
+
+
+class PipelineDocumentHandler(PirusHandler):
+    @web.authenticated
+    @authorized
+    async def get(self, pipeline_id: str, name: str) -> None:
+        path = await self.services.pipelines.document_path(int(pipeline_id), name)
+        await send_file(self, path, mimetypes.guess_type(name)[0] or "text/plain")
+
+
+handlers = [
+    (r"/pirus/api/v1/pipelines/?", PipelinesHandler),
+    (rf"/pirus/api/v1/pipelines/{ID}", PipelineHandler),
+    (rf"/pirus/api/v1/pipelines/{ID}/form", PipelineFormHandler),
+    (rf"/pirus/api/v1/pipelines/{ID}/icon", PipelineIconHandler),
+    (rf"/pirus/api/v1/pipelines/{ID}/package", PipelinePackageHandler),
+    (rf"/pirus/api/v1/pipelines/{ID}/documents/(?P<name>[^/]+)", PipelineDocumentHandler),
+]

@@ -1,0 +1,113 @@
+"""Runs: create (queued), list, read, pause/resume/cancel, logs, outputs, delete, notify."""
+
+from __future__ import annotations
+
+import json
+
+from jupyter_server.auth.decorator import authorized
+from tornado import web
+
+from ..errors import InvalidRequest
+from ..models import RunStatus
+from .base import PirusHandler
+
+ID = r"(?P<run_id>\d+)"
+
+
+class RunsHandler(PirusHandler):
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        statuses = [s for arg in self.get_query_arguments("status") for s in arg.split(",") if s]
+        bad = [s for s in statuses if s not in RunStatus.__members__]
+        if bad:
+            raise InvalidRequest(f"unknown status {bad[0]!r}")
+        pipeline = self.get_query_argument("pipeline_id", None)
+        if pipeline is not None and not pipeline.isdigit():
+            raise InvalidRequest("pipeline_id must be an integer")
+        limit = self.query_int("limit", 50, 1, 1000)
+        offset = self.query_int("offset", 0)
+        items, total = await self.services.runs.list(
+            statuses or None, int(pipeline) if pipeline else None, limit, offset)
+        self.send_json({"items": items, "total": total, "limit": limit, "offset": offset})
+
+    @web.authenticated
+    @authorized
+    async def post(self) -> None:
+        body = self.read_json()
+        unknown = set(body) - {"pipeline_id", "name", "config", "inputs"}
+        if unknown:
+            raise InvalidRequest(f"unknown field(s): {', '.join(sorted(unknown))}")
+        run = await self.services.runs.create(
+            body.get("pipeline_id"), body.get("name"), body.get("config"), body.get("inputs"))
+        self.set_header("Location", self.api_url("runs", run["id"]))
+        self.send_json(run, status=201)
+
+
+class RunHandler(PirusHandler):
+    @web.authenticated
+    @authorized
+    async def get(self, run_id: str) -> None:
+        self.send_json(await self.services.runs.get(int(run_id)))
+
+    @web.authenticated
+    @authorized
+    async def delete(self, run_id: str) -> None:
+        await self.services.runs.delete(int(run_id))
+        self.set_status(204)
+        self.finish()
+
+
+class RunActionHandler(PirusHandler):
+    @web.authenticated
+    @authorized
+    async def post(self, run_id: str, action: str) -> None:
+        runs = self.services.runs
+        operation = {"pause": runs.pause, "resume": runs.resume, "cancel": runs.cancel}[action]
+        self.send_json(await operation(int(run_id)))
+
+
+class RunLogHandler(PirusHandler):
+    @web.authenticated
+    @authorized
+    async def get(self, run_id: str, which: str) -> None:
+        tail_arg = self.get_query_argument("tail", None)
+        tail = self.query_int("tail", 0, 0, 100000) if tail_arg is not None else None
+        text = await self.services.runs.logs(int(run_id), which, tail)
+        self.set_header("Content-Type", "text/plain; charset=utf-8")
+        self.finish(text)
+
+
+class RunOutputsHandler(PirusHandler):
+    @web.authenticated
+    @authorized
+    async def get(self, run_id: str) -> None:
+        run = await self.services.runs.get(int(run_id))
+        self.send_json({"items": run["outputs"], "total": len(run["outputs"])})
+
+
+class RunNotifyHandler(PirusHandler):
+    """Progress posted by a pipeline from inside its container. It has no Jupyter token: it is
+    authenticated by the run's own secret, which stops working when the run ends."""
+
+    def check_xsrf_cookie(self) -> None:
+        return  # no browser cookie is involved: the per-run token is the credential
+
+    async def post(self, run_id: str) -> None:
+        token = self.get_query_argument("token", "")
+        try:
+            payload = json.loads(self.request.body or b"null")
+        except ValueError as e:
+            raise InvalidRequest("notify body must be JSON") from e
+        run = await self.services.runs.notify(int(run_id), token, payload)
+        self.send_json({"id": run["id"], "status": run["status"], "progress": run["progress"]})
+
+
+handlers = [
+    (r"/pirus/api/v1/runs/?", RunsHandler),
+    (rf"/pirus/api/v1/runs/{ID}", RunHandler),
+    (rf"/pirus/api/v1/runs/{ID}/(?P<action>pause|resume|cancel)", RunActionHandler),
+    (rf"/pirus/api/v1/runs/{ID}/logs/(?P<which>[a-z]+)", RunLogHandler),
+    (rf"/pirus/api/v1/runs/{ID}/outputs", RunOutputsHandler),
+    (rf"/pirus/api/v1/runs/{ID}/notify", RunNotifyHandler),
+]

@@ -1,0 +1,105 @@
+"""Pipeline, Run and File records: public vs internal fields, statuses, the run state machine."""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+from typing import Any
+
+from .errors import Conflict
+
+
+class PipelineStatus(str, Enum):
+    UPLOADING = "UPLOADING"
+    PAUSE = "PAUSE"
+    ERROR = "ERROR"
+    INSTALLING = "INSTALLING"
+    READY = "READY"
+
+
+class RunStatus(str, Enum):
+    WAITING = "WAITING"
+    PAUSE = "PAUSE"
+    INITIALIZING = "INITIALIZING"
+    RUNNING = "RUNNING"
+    FINISHING = "FINISHING"
+    ERROR = "ERROR"
+    DONE = "DONE"
+    CANCELED = "CANCELED"
+
+
+S = RunStatus
+
+# The one table of allowed run moves. Anything not listed is refused with a 409.
+RUN_TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
+    # INITIALIZING -> WAITING: a server stopped mid-initialisation re-queues the run.
+    S.WAITING: frozenset({S.INITIALIZING, S.CANCELED, S.ERROR}),
+    S.INITIALIZING: frozenset({S.RUNNING, S.WAITING, S.CANCELED, S.ERROR}),
+    S.RUNNING: frozenset({S.PAUSE, S.FINISHING, S.CANCELED, S.ERROR}),
+    S.PAUSE: frozenset({S.RUNNING, S.CANCELED, S.ERROR}),
+    S.FINISHING: frozenset({S.DONE, S.ERROR}),
+    S.DONE: frozenset(),
+    S.ERROR: frozenset(),
+    S.CANCELED: frozenset(),
+}
+
+FINAL_RUN_STATUSES = frozenset(s for s, moves in RUN_TRANSITIONS.items() if not moves)
+# Runs holding a container (or about to): they count against max parallel runs.
+ACTIVE_RUN_STATUSES = frozenset({S.INITIALIZING, S.RUNNING, S.PAUSE, S.FINISHING})
+
+
+def check_run_move(current: RunStatus | str, target: RunStatus | str) -> None:
+    """Raise Conflict unless ``current -> target`` is in the table."""
+    current, target = RunStatus(current), RunStatus(target)
+    if target not in RUN_TRANSITIONS[current]:
+        raise Conflict(
+            f"a run in {current.value} cannot move to {target.value}", code="illegal_transition"
+        )
+
+
+def can_move(current: RunStatus | str, target: RunStatus | str) -> bool:
+    return RunStatus(target) in RUN_TRANSITIONS[RunStatus(current)]
+
+
+# Public fields: the only ones that ever leave the server. Everything else in a row is internal
+# (host paths, LXD aliases, tokens).
+PIPELINE_PUBLIC = (
+    "id", "name", "description", "version", "pirus_api", "license", "developers", "size",
+    "upload_offset", "status", "error", "created", "documents", "limits",
+)
+RUN_PUBLIC = (
+    "id", "pipeline_id", "pipeline_name", "pipeline_version", "name", "config", "inputs", "outputs", "start", "end", "status",
+    "progress", "exit_code", "error", "created", "metrics",
+)
+FILE_PUBLIC = ("id", "name", "path", "size", "sha256", "source", "run_id", "created")
+
+JSON_FIELDS = frozenset(
+    {"developers", "config", "inputs", "outputs", "progress", "metrics", "documents", "limits",
+     "manifest", "timings"}
+)
+
+
+def decode_row(row: dict[str, Any]) -> dict[str, Any]:
+    """Turn a store row into Python values (JSON columns decoded)."""
+    out = dict(row)
+    for key in JSON_FIELDS & out.keys():
+        value = out[key]
+        if isinstance(value, str):
+            out[key] = json.loads(value)
+    return out
+
+
+def public(row: dict[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
+    return {key: row.get(key) for key in fields}
+
+
+def public_pipeline(row: dict[str, Any]) -> dict[str, Any]:
+    return public(row, PIPELINE_PUBLIC)
+
+
+def public_run(row: dict[str, Any]) -> dict[str, Any]:
+    return public(row, RUN_PUBLIC)
+
+
+def public_file(row: dict[str, Any]) -> dict[str, Any]:
+    return public(row, FILE_PUBLIC)

@@ -1,0 +1,254 @@
+"""Pipelines: install (validate, import into LXD, extract form and icon), list, uninstall."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import secrets
+import shutil
+from pathlib import Path
+from typing import Any
+
+from .backend import Backend
+from .errors import Conflict, InvalidPackage, NotFound, PirusError
+from .events import EventBus
+from .forms import normalize_form
+from .models import ACTIVE_RUN_STATUSES, PipelineStatus, RunStatus, public_pipeline
+from .packages import PackageInfo, inspect_package
+from .store import Store, now_iso
+
+PACKAGE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.xz", ".txz")
+
+
+def _package_suffix(name: str) -> str:
+    for suffix in PACKAGE_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return suffix
+    return ".tar"
+
+
+class PipelineService:
+    def __init__(self, store: Store, events: EventBus, backend: Backend, *, packages_dir: Path,
+                 max_package_size: int, log: logging.Logger) -> None:
+        self.store = store
+        self.events = events
+        self.backend = backend
+        self.packages_dir = packages_dir
+        self.max_package_size = max_package_size
+        self.log = log
+        self._tasks: set[asyncio.Task[None]] = set()
+        packages_dir.mkdir(parents=True, exist_ok=True)
+
+    # -- reading ----------------------------------------------------------------------
+    async def list(self, status: str | None = None) -> list[dict[str, Any]]:
+        where, params = ("status = ?", [status]) if status else (None, [])
+        return [public_pipeline(r) for r in await self.store.select("pipelines", where, params)]
+
+    async def get(self, pipeline_id: int) -> dict[str, Any]:
+        return public_pipeline(await self.store.get("pipelines", pipeline_id))
+
+    async def row(self, pipeline_id: int) -> dict[str, Any]:
+        """The internal record (host paths, LXD alias): never sent to clients."""
+        return await self.store.get("pipelines", pipeline_id)
+
+    async def form(self, pipeline_id: int, input_names: list[str] | None = None,
+                   databases: list[str] | None = None) -> dict[str, Any]:
+        row = await self.row(pipeline_id)
+        raw = None
+        if row.get("form_file"):
+            raw = json.loads(await asyncio.to_thread(Path(row["form_file"]).read_text))
+        return normalize_form(raw, input_names, databases)
+
+    async def icon_path(self, pipeline_id: int) -> Path:
+        row = await self.row(pipeline_id)
+        if not row.get("icon_file"):
+            raise NotFound(f"pipeline {pipeline_id} has no icon")
+        return Path(row["icon_file"])
+
+    async def document_path(self, pipeline_id: int, name: str) -> Path:
+        row = await self.row(pipeline_id)
+        if name not in (row.get("documents") or []):
+            raise NotFound(f"pipeline {pipeline_id} has no document {name!r}")
+        return Path(row["root_path"]) / "documents" / name
+
+    async def package_path(self, pipeline_id: int) -> Path:
+        row = await self.row(pipeline_id)
+        if row["status"] != PipelineStatus.READY or not row.get("pipeline_file"):
+            raise Conflict(f"pipeline {pipeline_id} is {row['status']}, not READY")
+        return Path(row["pipeline_file"])
+
+    # -- installing -------------------------------------------------------------------
+    async def _create(self, name: str, status: PipelineStatus, size: int = 0,
+                      upload_id: str | None = None) -> dict[str, Any]:
+        row = await self.store.insert("pipelines", {
+            "name": name, "status": status.value, "size": size, "upload_offset": 0,
+            "created": now_iso(), "upload_id": upload_id, "developers": [], "documents": [],
+            "limits": {},
+        })
+        root = self.packages_dir / str(row["id"])
+        row = await self.store.update("pipelines", row["id"], {"root_path": str(root)})
+        self.events.publish("pipeline.created", public_pipeline(row))
+        return row
+
+    async def _set(self, pipeline_id: int, **values: Any) -> dict[str, Any]:
+        row = await self.store.update("pipelines", pipeline_id, values)
+        self.events.publish("pipeline.updated", public_pipeline(row))
+        return row
+
+    async def install_from_path(self, source: Path) -> dict[str, Any]:
+        """Copy a package file (from the Jupyter root or a finished upload) and install it."""
+        if not source.is_file():
+            raise NotFound(f"no package file at {source.name!r}")
+        size = source.stat().st_size
+        if size > self.max_package_size:
+            raise InvalidPackage(f"package is {size} bytes, over the {self.max_package_size} "
+                                 "byte limit", code="package_too_large")
+        row = await self._create(source.name, PipelineStatus.INSTALLING, size=size)
+        target = Path(row["root_path"]) / ("package" + _package_suffix(source.name))
+        try:
+            await asyncio.to_thread(self._copy_in, source, target)
+        except OSError as e:
+            await self._set(row["id"], status=PipelineStatus.ERROR.value,
+                            error=f"cannot copy the package: {e}")
+            return public_pipeline(await self.row(row["id"]))
+        row = await self._set(row["id"], pipeline_file=str(target), upload_offset=size)
+        self._spawn(row["id"])
+        return public_pipeline(row)
+
+    @staticmethod
+    def _copy_in(source: Path, target: Path) -> None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(target.name + ".part")
+        shutil.copyfile(source, partial)
+        os.replace(partial, target)  # never a half-copied package under the final name
+
+    async def create_uploading(self, filename: str, size: int | None, upload_id: str
+                               ) -> dict[str, Any]:
+        return await self._create(filename, PipelineStatus.UPLOADING, size=size or 0,
+                                  upload_id=upload_id)
+
+    async def set_upload_offset(self, pipeline_id: int, offset: int) -> None:
+        await self._set(pipeline_id, upload_offset=offset)
+
+    async def install_file(self, pipeline_id: int, path: Path) -> None:
+        """Take ownership of a finished upload's file and install it in the background."""
+        row = await self.row(pipeline_id)
+        target = Path(row["root_path"]) / ("package" + _package_suffix(row["name"]))
+        await asyncio.to_thread(target.parent.mkdir, parents=True, exist_ok=True)
+        await asyncio.to_thread(shutil.move, path, target)
+        size = target.stat().st_size
+        await self._set(pipeline_id, status=PipelineStatus.INSTALLING.value,
+                        pipeline_file=str(target), size=size, upload_offset=size)
+        self._spawn(pipeline_id)
+
+    async def fail(self, pipeline_id: int, message: str) -> None:
+        await self._set(pipeline_id, status=PipelineStatus.ERROR.value, error=message)
+
+    def _spawn(self, pipeline_id: int) -> None:
+        task = asyncio.get_running_loop().create_task(self._install(pipeline_id))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def wait_installs(self) -> None:
+        """Wait for background installs (used at shutdown and by tests)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def resume_installs(self) -> None:
+        """After a restart, packages left INSTALLING are installed again (install is idempotent)."""
+        for row in await self.store.select("pipelines", "status = ?", ["INSTALLING"]):
+            if row.get("pipeline_file") and Path(row["pipeline_file"]).is_file():
+                self._spawn(row["id"])
+            else:
+                await self.fail(row["id"], "the server stopped before the package was stored")
+
+    async def _install(self, pipeline_id: int) -> None:
+        row = await self.row(pipeline_id)
+        alias = row.get("lxd_alias") or f"pirus-pipeline-{pipeline_id}-{secrets.token_hex(4)}"
+        try:
+            info = await asyncio.to_thread(
+                inspect_package, Path(row["pipeline_file"]), self.max_package_size)
+            await self._check_not_installed(pipeline_id, info)
+            await self._set(pipeline_id, lxd_alias=alias)
+            fingerprint = await asyncio.to_thread(
+                self.backend.import_image, Path(row["pipeline_file"]), alias, info.fingerprint)
+            values = await asyncio.to_thread(self._write_assets, Path(row["root_path"]), info)
+        except PirusError as e:
+            await self._install_failed(pipeline_id, alias, e.message)
+            return
+        except Exception as e:  # an install never leaves a pipeline stuck in INSTALLING
+            self.log.exception("pirus: installing pipeline %s failed", pipeline_id)
+            await self._install_failed(pipeline_id, alias, f"unexpected error: {e}")
+            return
+        m = info.manifest
+        await self._set(
+            pipeline_id, status=PipelineStatus.READY.value, error=None, name=m["name"],
+            description=m.get("description"), version=m.get("version"),
+            pirus_api=m.get("pirus_api"), license=m.get("license"), developers=m["developers"],
+            limits=m["limits"], manifest=m, lxd_fingerprint=fingerprint,
+            lxd_inputs_path=m["inputs"], lxd_outputs_path=m["outputs"],
+            lxd_logs_path=m["logs"], lxd_db_path=m["databases"], lxd_run_cmd=m["run"],
+            **values,
+        )
+
+    async def _check_not_installed(self, pipeline_id: int, info: PackageInfo) -> None:
+        m = info.manifest
+        others = await self.store.select(
+            "pipelines", "name = ? AND coalesce(version, '') = ? AND status = ? AND id != ?",
+            [m["name"], m.get("version") or "", "READY", pipeline_id])
+        if others:
+            raise InvalidPackage(
+                f"{m['name']} {m.get('version') or ''} is already installed as pipeline "
+                f"{others[0]['id']}".replace("  ", " "), code="already_installed")
+
+    @staticmethod
+    def _write_assets(root: Path, info: PackageInfo) -> dict[str, Any]:
+        """Form, icon and documents copied out of the package for serving."""
+        values: dict[str, Any] = {"form_file": None, "icon_file": None, "documents": []}
+        if info.form is not None:
+            try:
+                json.loads(info.form)
+            except ValueError as e:
+                raise InvalidPackage(f"form.json is not valid JSON: {e}",
+                                     code="invalid_form") from e
+            (root / "form.json").write_bytes(info.form)
+            values["form_file"] = str(root / "form.json")
+        if info.icon is not None:
+            icon = root / ("icon" + (Path(info.manifest["icon"]).suffix or ".png"))
+            icon.write_bytes(info.icon)
+            values["icon_file"] = str(icon)
+        if info.documents:
+            (root / "documents").mkdir(exist_ok=True)
+            for name, content in info.documents.items():
+                (root / "documents" / name).write_bytes(content)
+            values["documents"] = sorted(info.documents)
+        return values
+
+    async def _install_failed(self, pipeline_id: int, alias: str, message: str) -> None:
+        try:
+            await asyncio.to_thread(self.backend.delete_image, alias)
+        except PirusError as e:
+            self.log.warning("pirus: could not remove image %s: %s", alias, e.message)
+        await self._set(pipeline_id, status=PipelineStatus.ERROR.value, error=message)
+
+    # -- removing ---------------------------------------------------------------------
+    async def remove(self, pipeline_id: int) -> None:
+        """Uninstall: refused while runs are active; the image alias and files go."""
+        row = await self.row(pipeline_id)
+        if row["status"] in (PipelineStatus.INSTALLING, PipelineStatus.UPLOADING):
+            raise Conflict(f"pipeline {pipeline_id} is {row['status']}; wait for it to finish")
+        active = [s.value for s in ACTIVE_RUN_STATUSES] + [RunStatus.WAITING.value]
+        marks = ",".join("?" * len(active))
+        count = await self.store.count(
+            "runs", f"pipeline_id = ? AND status IN ({marks})", [pipeline_id, *active])
+        if count:
+            raise Conflict(f"pipeline {pipeline_id} has {count} active run(s)",
+                           code="pipeline_in_use")
+        if row.get("lxd_alias"):
+            await asyncio.to_thread(self.backend.delete_image, row["lxd_alias"])
+        await self.store.delete("pipelines", pipeline_id)
+        if row.get("root_path"):
+            await asyncio.to_thread(shutil.rmtree, row["root_path"], True)
+        self.events.publish("pipeline.deleted", {"id": pipeline_id})

@@ -1,0 +1,699 @@
+"""Runs: the queue, the lifecycle on LXD, progress, and reconciliation after a restart.
+
+A run's folder (under the runs folder of the Jupyter root) holds ``inputs/`` (read-only in the
+container, with ``config.json``), ``outputs/``, ``logs/`` (``out.log``, ``err.log``) and a hidden
+``.pirus/`` state folder (progress file, exit code). The command runs detached inside LXD and
+writes its exit code to ``.pirus/exit_code``, so a run survives a restart of this server: the
+monitor only reads files and asks LXD for the container's state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import os
+import re
+import secrets
+import shutil
+import time
+from collections.abc import Awaitable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from .backend import Backend, ContainerSpec, ContainerState, DiskMount
+from .errors import BackendError, Conflict, Forbidden, InvalidRequest, NotFound, PirusError
+from .events import EventBus
+from .files import FileService, is_within, resolve_under, safe_filename, sha256_file, to_api_path
+from .forms import validate_config
+from .models import (
+    ACTIVE_RUN_STATUSES,
+    FINAL_RUN_STATUSES,
+    PipelineStatus,
+    RunStatus,
+    check_run_move,
+    public_run,
+)
+from .pipelines import PipelineService
+from .store import Store, now_iso
+
+S = RunStatus
+STATE_DIR = "/.pirus"
+PROGRESS_FILE = f"{STATE_DIR}/progress.jsonl"
+EXIT_FILE = "exit_code"
+STATE_CHECK_INTERVAL = 2.0
+LOG_NAMES = ("out", "err")
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.")[:40] or "run"
+
+
+def _elapsed(start: str | None, end: str | None = None) -> float | None:
+    if not start:
+        return None
+    t0 = datetime.fromisoformat(start)
+    t1 = datetime.fromisoformat(end) if end else datetime.now(t0.tzinfo)
+    return round((t1 - t0).total_seconds(), 3)
+
+
+def tail_lines(path: Path, count: int, block: int = 64 * 1024) -> str:
+    """The last ``count`` lines of a file, read backwards (logs can be gigabytes)."""
+    if not path.exists():
+        return ""
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        end = f.tell()
+        data = b""
+        while end > 0 and data.count(b"\n") <= count:
+            step = min(block, end)
+            end -= step
+            f.seek(end)
+            data = f.read(step) + data
+    lines = data.decode(errors="replace").splitlines()
+    return "\n".join(lines[-count:]) + ("\n" if lines else "")
+
+
+def phase_durations(timings: list[list[str]]) -> dict[str, float]:
+    """Seconds spent in each status, from the run's list of [status, time] moves (a status
+    entered several times, e.g. RUNNING around a PAUSE, adds up)."""
+    phases: dict[str, float] = {}
+    for (status, at), nxt in zip(timings, [*timings[1:], None]):
+        seconds = _elapsed(at, nxt[1] if nxt else None) or 0.0
+        if nxt is None and status in ("DONE", "ERROR", "CANCELED"):
+            continue
+        phases[status] = round(phases.get(status, 0.0) + seconds, 3)
+    return phases
+
+
+def _clean_progress(raw: Any, previous: dict[str, Any] | None) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise InvalidRequest("progress must be an object with value, min, max, label")
+    out = dict(previous or {"value": 0, "min": 0, "max": 100, "label": None})
+    for key in ("value", "min", "max"):
+        if key in raw:
+            value = raw[key]
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise InvalidRequest(f"progress.{key} must be a number")
+            out[key] = value
+    if "label" in raw:
+        out["label"] = None if raw["label"] is None else str(raw["label"])[:500]
+    return out
+
+
+class RunManager:
+    def __init__(self, store: Store, events: EventBus, backend: Backend, files: FileService,
+                 pipelines: PipelineService, *, root_dir: Path, runs_dir: Path,
+                 databases_dir: Path, max_parallel: int, default_limits: dict[str, str],
+                 run_timeout: float, log_max_bytes: int, poll_interval: float,
+                 notify_enabled: bool, server_port: int, base_url: str,
+                 log: logging.Logger) -> None:
+        self.store = store
+        self.events = events
+        self.backend = backend
+        self.files = files
+        self.pipelines = pipelines
+        self.root_dir = root_dir
+        self.runs_dir = runs_dir
+        self.databases_dir = databases_dir
+        self.max_parallel = max(1, max_parallel)
+        self.default_limits = default_limits
+        self.run_timeout = run_timeout
+        self.log_max_bytes = log_max_bytes
+        self.poll_interval = poll_interval
+        self.notify_enabled = notify_enabled
+        self.server_port = server_port
+        self.base_url = base_url
+        self.log = log
+        # Runs this process drives (started or reconciled): they hold a container slot.
+        self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._locks: dict[int, asyncio.Lock] = {}
+        self._schedule_lock = asyncio.Lock()
+        self._stopping = False
+        self._reconcile_task: asyncio.Task[None] | None = None
+
+    @property
+    def active_count(self) -> int:
+        return len(self._tasks)
+
+    def _lock(self, run_id: int) -> asyncio.Lock:
+        return self._locks.setdefault(run_id, asyncio.Lock())
+
+    # -- lifecycle of the manager --------------------------------------------------------
+    async def start(self) -> None:
+        await asyncio.to_thread(self.runs_dir.mkdir, parents=True, exist_ok=True)
+        await self.pipelines.resume_installs()
+        self._reconcile_task = asyncio.get_running_loop().create_task(self._reconcile_loop())
+
+    async def stop(self) -> None:
+        """Stop watching; containers keep running and are reconciled at the next start."""
+        self._stopping = True
+        tasks = list(self._tasks.values())
+        if self._reconcile_task:
+            tasks.append(self._reconcile_task)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.pipelines.wait_installs()
+
+    async def _reconcile_loop(self) -> None:
+        """Reconcile with LXD, retrying while LXD is unreachable, then open the queue."""
+        while not self._stopping:
+            try:
+                await self.reconcile()
+                break
+            except PirusError as e:
+                self.log.warning("pirus: cannot reconcile runs yet (%s); retrying", e.message)
+                await asyncio.sleep(5)
+        await self.schedule()
+
+    async def reconcile(self) -> None:
+        """Runs left in non-final states by a previous server are tracked again or ended."""
+        active = [s.value for s in ACTIVE_RUN_STATUSES]
+        marks = ",".join("?" * len(active))
+        for row in await self.store.select("runs", f"status IN ({marks})", active):
+            run_id = row["id"]
+            if run_id in self._tasks:
+                continue
+            name = row.get("lxd_container")
+            if row["status"] == S.INITIALIZING:
+                if name:
+                    await asyncio.to_thread(self.backend.delete_container, name)
+                await self._move(run_id, S.WAITING, lxd_container=None, start=None)
+                continue
+            state = await asyncio.to_thread(self.backend.state, name) if name else None
+            if state is None and self._exit_code(row) is None and row["status"] != S.FINISHING:
+                await self._fail(run_id, "the container disappeared while the server was down")
+                continue
+            self._track(run_id, self._monitor(run_id))
+
+    # -- queue -------------------------------------------------------------------------
+    async def schedule(self) -> None:
+        """Start WAITING runs, oldest first, while fewer than max_parallel are active."""
+        if self._stopping:
+            return
+        async with self._schedule_lock:
+            while len(self._tasks) < self.max_parallel:
+                rows = await self.store.select("runs", "status = ?", [S.WAITING.value],
+                                               order_by="id", limit=1)
+                if not rows:
+                    return
+                run_id = rows[0]["id"]
+                try:
+                    await self._move(run_id, S.INITIALIZING, start=now_iso())
+                except Conflict:
+                    continue  # canceled meanwhile
+                self._track(run_id, self._execute(run_id))
+
+    def _track(self, run_id: int, work: Awaitable[None]) -> None:
+        task = asyncio.get_running_loop().create_task(self._guard(run_id, work))
+        self._tasks[run_id] = task
+
+    async def _guard(self, run_id: int, work: Awaitable[None]) -> None:
+        try:
+            await work
+        except asyncio.CancelledError:
+            raise
+        except PirusError as e:
+            await self._fail(run_id, e.message)
+        except Exception as e:  # a bug must end the run with a reason, never leave it stuck
+            self.log.exception("pirus: run %s failed unexpectedly", run_id)
+            await self._fail(run_id, f"unexpected error: {e}")
+        finally:
+            self._tasks.pop(run_id, None)
+            if not self._stopping:
+                asyncio.get_running_loop().create_task(self.schedule())
+
+    # -- state moves -----------------------------------------------------------------
+    async def _move(self, run_id: int, target: RunStatus, **values: Any) -> dict[str, Any]:
+        """Move a run along the state machine (compare-and-set), publish the change."""
+        while True:
+            row = await self.store.get("runs", run_id)
+            check_run_move(row["status"], target)
+            timings = [*(row.get("timings") or []), [target.value, now_iso()]]
+            updated = await self.store.update_where_status(
+                "runs", run_id, [row["status"]],
+                dict(values, status=target.value, timings=timings))
+            if updated is not None:
+                self.events.publish("run.updated", self._public(updated))
+                return updated
+
+    async def _fail(self, run_id: int, reason: str, **values: Any) -> None:
+        """End a run in ERROR (if it is not already final) and free its container."""
+        row = await self.store.get("runs", run_id)
+        if row["status"] in FINAL_RUN_STATUSES:
+            return
+        metrics = await self._metrics(row)
+        try:
+            await self._move(run_id, S.ERROR, error=reason, end=now_iso(), metrics=metrics,
+                             **values)
+        except Conflict:
+            return
+        await self._remove_container(row)
+
+    async def _remove_container(self, row: dict[str, Any]) -> None:
+        if row.get("lxd_container"):
+            try:
+                await asyncio.to_thread(self.backend.delete_container, row["lxd_container"])
+            except PirusError as e:
+                self.log.warning("pirus: could not delete %s: %s", row["lxd_container"], e)
+
+    # -- public operations -------------------------------------------------------------
+    def _public(self, row: dict[str, Any]) -> dict[str, Any]:
+        return public_run(row)
+
+    async def list(self, status: list[str] | None = None, pipeline_id: int | None = None,
+                   limit: int = 50, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+        clauses, params = [], []
+        if status:
+            for s in status:
+                RunStatus(s)  # ValueError -> 400 below
+            clauses.append(f"status IN ({','.join('?' * len(status))})")
+            params.extend(status)
+        if pipeline_id is not None:
+            clauses.append("pipeline_id = ?")
+            params.append(pipeline_id)
+        where = " AND ".join(clauses) or None
+        rows = await self.store.select("runs", where, params, order_by="id desc", limit=limit,
+                                       offset=offset)
+        return [self._public(r) for r in rows], await self.store.count("runs", where, params)
+
+    async def get(self, run_id: int) -> dict[str, Any]:
+        return self._public(await self.store.get("runs", run_id))
+
+    async def databases(self) -> list[dict[str, Any]]:
+        def scan() -> list[dict[str, Any]]:
+            out = []
+            for entry in sorted(self.databases_dir.iterdir()):
+                if entry.name.startswith("."):
+                    continue
+                size = entry.stat().st_size if entry.is_file() else sum(
+                    p.stat().st_size for p in entry.rglob("*") if p.is_file())
+                out.append({"name": entry.name, "size": size, "path": entry.name})
+            return out
+
+        return await asyncio.to_thread(scan)
+
+    async def _resolve_inputs(self, inputs: Any) -> list[dict[str, Any]]:
+        if not isinstance(inputs, list):
+            raise InvalidRequest("inputs must be a list of paths (under the Jupyter root) or "
+                                 "file ids")
+        resolved, names = [], {"config.json"}
+        for item in inputs:
+            if isinstance(item, dict):
+                item = item.get("file_id", item.get("path"))
+            if isinstance(item, int) and not isinstance(item, bool):
+                record = await self.store.get("files", item)
+                path = self.root_dir / record["path"]
+                if path.is_symlink() or not path.is_file():
+                    raise NotFound(f"file {item} has no content on disk")
+            elif isinstance(item, str):
+                path = resolve_under(self.root_dir, item)
+                if not path.is_file():
+                    raise InvalidRequest(f"input {item!r} is not a regular file")
+            else:
+                raise InvalidRequest("each input must be a path string or a file id")
+            name = safe_filename(path.name)
+            stem, dot, ext = name.partition(".")
+            n = 1
+            while name in names:
+                n += 1
+                name = f"{stem}-{n}{dot}{ext}"
+            names.add(name)
+            resolved.append({"name": name, "path": to_api_path(self.root_dir, path),
+                             "size": path.stat().st_size})
+        return resolved
+
+    async def create(self, pipeline_id: Any, name: Any = None, config: Any = None,
+                     inputs: Any = None) -> dict[str, Any]:
+        if not isinstance(pipeline_id, int) or isinstance(pipeline_id, bool):
+            raise InvalidRequest("pipeline_id (an integer) is required")
+        pipeline = await self.pipelines.row(pipeline_id)
+        if pipeline["status"] != PipelineStatus.READY:
+            raise Conflict(f"pipeline {pipeline_id} is {pipeline['status']}, not READY",
+                           code="pipeline_not_ready")
+        if name is not None and not isinstance(name, str):
+            raise InvalidRequest("name must be a string")
+        resolved = await self._resolve_inputs(inputs if inputs is not None else [])
+        dbs = [d["name"] for d in await self.databases()]
+        schema = await self.pipelines.form(pipeline_id, [i["name"] for i in resolved], dbs)
+        config = validate_config(schema, config if config is not None else {})
+        row = await self.store.insert("runs", {
+            "pipeline_id": pipeline_id, "pipeline_name": pipeline["name"],
+            "pipeline_version": pipeline.get("version"),
+            "name": (name or "").strip() or f"{pipeline['name']} run",
+            "config": config, "inputs": resolved, "outputs": [], "status": S.WAITING.value,
+            "progress": {"value": 0, "min": 0, "max": 100, "label": None},
+            "created": now_iso(), "timings": [[S.WAITING.value, now_iso()]],
+            "notify_token": secrets.token_urlsafe(24),
+        })
+        row = await self.store.update("runs", row["id"], {
+            "root_path": str(self.runs_dir / f"{row['id']}-{_slug(row['name'])}")})
+        self.events.publish("run.created", self._public(row))
+        asyncio.get_running_loop().create_task(self.schedule())
+        return self._public(row)
+
+    async def pause(self, run_id: int) -> dict[str, Any]:
+        async with self._lock(run_id):
+            row = await self.store.get("runs", run_id)
+            check_run_move(row["status"], S.PAUSE)
+            await asyncio.to_thread(self.backend.freeze, row["lxd_container"])
+            return self._public(await self._move(run_id, S.PAUSE))
+
+    async def resume(self, run_id: int) -> dict[str, Any]:
+        async with self._lock(run_id):
+            row = await self.store.get("runs", run_id)
+            if row["status"] != S.PAUSE:
+                raise Conflict(f"run {run_id} is {row['status']}, not PAUSE",
+                               code="illegal_transition")
+            await asyncio.to_thread(self.backend.unfreeze, row["lxd_container"])
+            return self._public(await self._move(run_id, S.RUNNING))
+
+    async def cancel(self, run_id: int) -> dict[str, Any]:
+        async with self._lock(run_id):
+            row = await self.store.get("runs", run_id)
+            check_run_move(row["status"], S.CANCELED)
+            metrics = await self._metrics(row)
+            row = await self._move(run_id, S.CANCELED, end=now_iso(), metrics=metrics)
+        # The driving task sees CANCELED at its next step and stops; the container goes now.
+        await self._remove_container(row)
+        return self._public(row)
+
+    async def delete(self, run_id: int) -> None:
+        row = await self.store.get("runs", run_id)
+        if row["status"] not in FINAL_RUN_STATUSES:
+            raise Conflict(f"run {run_id} is {row['status']}; cancel it first",
+                           code="run_active")
+        await self.store.delete_run(run_id)
+        if row.get("root_path") and is_within(Path(row["root_path"]), self.runs_dir):
+            await asyncio.to_thread(shutil.rmtree, row["root_path"], True)
+        self.events.publish("run.deleted", {"id": run_id})
+
+    async def logs(self, run_id: int, which: str, tail: int | None) -> str:
+        if which not in LOG_NAMES:
+            raise NotFound(f"no log {which!r}: use out or err")
+        row = await self.store.get("runs", run_id)
+        if not row.get("root_path"):
+            return ""
+        path = Path(row["root_path"]) / "logs" / f"{which}.log"
+
+        def read() -> str:
+            if tail is not None:
+                return tail_lines(path, tail)
+            if not path.exists():
+                return ""
+            with open(path, "rb") as f:
+                return f.read(self.log_max_bytes).decode(errors="replace")
+
+        return await asyncio.to_thread(read)
+
+    async def notify(self, run_id: int, token: str, payload: Any) -> dict[str, Any]:
+        """Progress or status posted by the pipeline itself to $PIRUS_NOTIFY_URL."""
+        row = await self.store.get("runs", run_id)
+        expected = row.get("notify_token") or ""
+        if not token or not hmac.compare_digest(token, expected) or \
+                row["status"] in FINAL_RUN_STATUSES:
+            raise Forbidden("invalid or expired notify token")
+        if not isinstance(payload, dict):
+            raise InvalidRequest("notify body must be a JSON object")
+        return self._public(await self._apply_report(run_id, payload))
+
+    async def _apply_report(self, run_id: int, report: dict[str, Any]) -> dict[str, Any]:
+        row = await self.store.get("runs", run_id)
+        if "progress" in report:
+            progress = _clean_progress(report["progress"], row.get("progress"))
+            row = await self.store.update("runs", run_id, {"progress": progress})
+            self.events.publish("run.updated", self._public(row))
+        if "status" in report:
+            if report["status"] != S.FINISHING.value:
+                raise InvalidRequest("a pipeline may only report status FINISHING")
+            if row["status"] == S.RUNNING:
+                row = await self._move(run_id, S.FINISHING)
+        return row
+
+    # -- execution -----------------------------------------------------------------------
+    def _paths(self, row: dict[str, Any]) -> dict[str, Path]:
+        root = Path(row["root_path"])
+        return {"root": root, "inputs": root / "inputs", "outputs": root / "outputs",
+                "logs": root / "logs", "state": root / ".pirus"}
+
+    def _prepare_folder(self, row: dict[str, Any]) -> None:
+        """Create the run folder: inputs linked (or copied when the container could not read
+        them), config.json, empty outputs/logs/state folders."""
+        paths = self._paths(row)
+        if not is_within(paths["root"].resolve().parent, self.runs_dir.resolve()):
+            raise Forbidden("run folder outside the runs folder")
+        if paths["root"].exists():
+            shutil.rmtree(paths["root"])  # a re-queued run starts from a clean folder
+        for key in ("inputs", "outputs", "logs", "state"):
+            paths[key].mkdir(parents=True)
+            paths[key].chmod(0o755)
+        paths["root"].chmod(0o755)
+        for item in row["inputs"]:
+            source = resolve_under(self.root_dir, item["path"])
+            target = paths["inputs"] / item["name"]
+            if source.stat().st_mode & 0o004:
+                try:
+                    os.link(source, target)  # no copy: the mount is read-only anyway
+                    continue
+                except OSError:
+                    pass
+            shutil.copyfile(source, target)
+            target.chmod(0o644)
+        (paths["inputs"] / "config.json").write_text(json.dumps(row["config"], indent=2))
+        (paths["inputs"] / "config.json").chmod(0o644)
+        for name in LOG_NAMES:
+            (paths["logs"] / f"{name}.log").touch()
+
+    def _give_to_container(self, row: dict[str, Any], uid: int, gid: int) -> None:
+        paths = self._paths(row)
+        for key in ("outputs", "logs", "state"):
+            os.chown(paths[key], uid, gid)
+            for child in paths[key].iterdir():
+                os.chown(child, uid, gid)
+
+    async def _execute(self, run_id: int) -> None:
+        row = await self.store.get("runs", run_id)
+        pipeline = await self.pipelines.row(row["pipeline_id"])
+        name = f"pirus-run-{run_id}-{secrets.token_hex(3)}"
+        row = await self.store.update("runs", run_id, {"lxd_container": name})
+        await asyncio.to_thread(self._prepare_folder, row)
+        paths = self._paths(row)
+        limits = dict(self.default_limits)
+        limits.update(pipeline.get("limits") or {})
+        proxy_port = self.server_port if self.notify_enabled and self.server_port else None
+        spec = ContainerSpec(
+            name=name, image_alias=pipeline["lxd_alias"], limits=limits, proxy_port=proxy_port,
+            mounts={
+                "pirus-inputs": DiskMount(paths["inputs"], pipeline["lxd_inputs_path"], True),
+                "pirus-outputs": DiskMount(paths["outputs"], pipeline["lxd_outputs_path"], False),
+                "pirus-logs": DiskMount(paths["logs"], pipeline["lxd_logs_path"], False),
+                "pirus-databases": DiskMount(self.databases_dir, pipeline["lxd_db_path"], True),
+                "pirus-state": DiskMount(paths["state"], STATE_DIR, False),
+            })
+        uid, gid = await asyncio.to_thread(self.backend.create_container, spec)
+        if not await self._still(run_id, S.INITIALIZING):
+            return
+        await asyncio.to_thread(self._give_to_container, row, uid, gid)
+        await asyncio.to_thread(self.backend.start, name)
+        if not await self._still(run_id, S.INITIALIZING):
+            return
+        logs = pipeline["lxd_logs_path"]
+        script = (f"cd {pipeline['lxd_outputs_path']} || exit 125\n"
+                  f"{{ {pipeline['lxd_run_cmd']}\n}} >>{logs}/out.log 2>>{logs}/err.log "
+                  f"</dev/null\n"
+                  f"echo $? >{STATE_DIR}/{EXIT_FILE}.tmp && "
+                  f"mv {STATE_DIR}/{EXIT_FILE}.tmp {STATE_DIR}/{EXIT_FILE}\n")
+        environment = {
+            "PIRUS_RUN_ID": str(run_id),
+            "PIRUS_CONFIG_FILE": f"{pipeline['lxd_inputs_path']}/config.json",
+            "PIRUS_PROGRESS_FILE": PROGRESS_FILE,
+            "PIRUS_INPUTS_DIR": pipeline["lxd_inputs_path"],
+            "PIRUS_OUTPUTS_DIR": pipeline["lxd_outputs_path"],
+            "PIRUS_LOGS_DIR": pipeline["lxd_logs_path"],
+            "PIRUS_DATABASES_DIR": pipeline["lxd_db_path"],
+            "HOME": "/root",
+            "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        }
+        if proxy_port:
+            environment["PIRUS_NOTIFY_URL"] = (
+                f"http://127.0.0.1:{proxy_port}{self.base_url}pirus/api/v1/runs/{run_id}/"
+                f"notify?token={row['notify_token']}")
+        await asyncio.to_thread(self.backend.exec_detached, name, ["/bin/sh", "-c", script],
+                                environment)
+        async with self._lock(run_id):
+            if not await self._still(run_id, S.INITIALIZING):
+                return
+            await self._move(run_id, S.RUNNING)
+        await self._monitor(run_id)
+
+    async def _still(self, run_id: int, status: RunStatus) -> bool:
+        """False (after freeing the container) if the run was moved away, e.g. canceled."""
+        row = await self.store.get("runs", run_id)
+        if row["status"] == status:
+            return True
+        await self._remove_container(row)
+        return False
+
+    def _exit_code(self, row: dict[str, Any]) -> int | None:
+        try:
+            return int((self._paths(row)["state"] / EXIT_FILE).read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def _read_reports(self, row: dict[str, Any], offset: int) -> tuple[list[Any], int]:
+        """New complete JSON lines of the progress file since ``offset``."""
+        path = self._paths(row)["state"] / "progress.jsonl"
+        try:
+            with open(path, "rb") as f:
+                f.seek(offset)
+                data = f.read(1024 * 1024)
+        except OSError:
+            return [], offset
+        end = data.rfind(b"\n")
+        if end < 0:
+            return [], offset
+        reports = []
+        for line in data[: end + 1].splitlines():
+            try:
+                reports.append(json.loads(line))
+            except ValueError:
+                continue  # a malformed line is the pipeline's problem, not a reason to fail
+        return reports, offset + end + 1
+
+    def _log_sizes(self, row: dict[str, Any]) -> int:
+        logs = self._paths(row)["logs"]
+        return max((logs / f"{n}.log").stat().st_size if (logs / f"{n}.log").exists() else 0
+                   for n in LOG_NAMES)
+
+    async def _monitor(self, run_id: int) -> None:
+        """Follow a running run until it ends: progress lines, exit code, container health,
+        timeout and log caps."""
+        offset = 0
+        last_state_check = time.monotonic()
+        while True:
+            row = await self.store.get("runs", run_id)
+            status = RunStatus(row["status"])
+            if status in FINAL_RUN_STATUSES:
+                await self._remove_container(row)
+                return
+            reports, offset = await asyncio.to_thread(self._read_reports, row, offset)
+            merged: dict[str, Any] = {}
+            for report in reports:
+                if isinstance(report, dict):
+                    if isinstance(report.get("progress"), dict):
+                        merged["progress"] = {**merged.get("progress", {}), **report["progress"]}
+                    if report.get("status") == S.FINISHING.value:
+                        merged["status"] = S.FINISHING.value
+            if merged:
+                try:
+                    async with self._lock(run_id):
+                        row = await self._apply_report(run_id, merged)
+                except (InvalidRequest, Conflict) as e:
+                    self.log.debug("pirus: run %s ignored report %s: %s", run_id, merged, e)
+            if status in (S.RUNNING, S.FINISHING):
+                code = await asyncio.to_thread(self._exit_code, row)
+                if code is not None:
+                    await self._finish(run_id, code)
+                    return
+            now = time.monotonic()
+            if now - last_state_check >= STATE_CHECK_INTERVAL:
+                last_state_check = now
+                await self._check_health(row)
+            await asyncio.sleep(self.poll_interval)
+
+    async def _check_health(self, row: dict[str, Any]) -> None:
+        state = await asyncio.to_thread(self.backend.state, row["lxd_container"])
+        if state is None or state.status not in ("Running", "Frozen", "Freezing"):
+            if await asyncio.to_thread(self._exit_code, row) is None:
+                what = "disappeared" if state is None else f"is {state.status}"
+                raise BackendError(f"the container {what} before the pipeline finished")
+        if self.run_timeout and row["status"] == S.RUNNING:
+            elapsed = phase_durations(row.get("timings") or []).get(S.RUNNING.value, 0.0)
+            if elapsed > self.run_timeout:
+                raise PirusError(f"timed out after {self.run_timeout:g} s")
+        size = await asyncio.to_thread(self._log_sizes, row)
+        if size > self.log_max_bytes:
+            raise PirusError(f"a log file exceeded {self.log_max_bytes} bytes")
+
+    async def _metrics(self, row: dict[str, Any], state: ContainerState | None = None
+                       ) -> dict[str, Any]:
+        if state is None and row.get("lxd_container"):
+            try:
+                state = await asyncio.to_thread(self.backend.state, row["lxd_container"])
+            except PirusError:
+                state = None
+        previous = row.get("metrics") or {}
+        return {
+            "wall_seconds": _elapsed(row.get("start")),
+            "cpu_seconds": state.cpu_seconds if state and state.cpu_seconds
+            else previous.get("cpu_seconds"),
+            "memory_peak_bytes": state.memory_peak if state and state.memory_peak
+            else previous.get("memory_peak_bytes"),
+            "phases": phase_durations(row.get("timings") or []),
+        }
+
+    def _collect_outputs(self, row: dict[str, Any]) -> list[dict[str, Any]]:
+        """Regular files of outputs/ with size and sha256. Symlinks planted by a pipeline are
+        removed (never followed), so nothing outside the run folder is exposed."""
+        outputs = self._paths(row)["outputs"]
+        found = []
+        for dirpath, dirnames, filenames in os.walk(outputs):
+            for name in dirnames + filenames:
+                path = Path(dirpath) / name
+                if path.is_symlink():
+                    path.unlink()
+            for name in sorted(filenames):
+                path = Path(dirpath) / name
+                if not path.exists() or not path.is_file():
+                    continue
+                found.append({
+                    "name": path.relative_to(outputs).as_posix(),
+                    "path": to_api_path(self.root_dir, path), "size": path.stat().st_size,
+                    "sha256": sha256_file(path), "source": "run", "run_id": row["id"],
+                    "created": now_iso(),
+                })
+        return found
+
+    async def _finish(self, run_id: int, exit_code: int) -> None:
+        async with self._lock(run_id):
+            row = await self.store.get("runs", run_id)
+            try:  # read once, before stopping: a stopped container reports no usage
+                state = await asyncio.to_thread(self.backend.state, row["lxd_container"])
+            except PirusError:
+                state = None
+            metrics = await self._metrics(row, state)
+            if exit_code != 0:
+                err_tail = await asyncio.to_thread(
+                    tail_lines, self._paths(row)["logs"] / "err.log", 20)
+                reason = f"the pipeline exited with code {exit_code}"
+                if err_tail.strip():
+                    reason += f": {err_tail.strip()[-2000:]}"
+                await self._move(run_id, S.ERROR, exit_code=exit_code, error=reason,
+                                 end=now_iso(), metrics=metrics)
+                await self._remove_container(row)
+                return
+            if row["status"] == S.RUNNING:
+                row = await self._move(run_id, S.FINISHING, exit_code=0, metrics=metrics)
+            check_run_move(row["status"], S.DONE)
+            # Stop first so nothing writes to outputs while they are hashed; deleting the
+            # container can wait until the run is recorded DONE.
+            await asyncio.to_thread(self.backend.stop, row["lxd_container"])
+            files = await asyncio.to_thread(self._collect_outputs, row)
+            timings = [*(row.get("timings") or []), [S.DONE.value, now_iso()]]
+            metrics = await self._metrics(dict(row, timings=timings), state)
+            progress = dict(row.get("progress") or {})
+            progress["value"] = progress.get("max", 100)
+            await self.store.replace_run_outputs(run_id, files, {
+                "status": S.DONE.value, "exit_code": 0, "end": now_iso(),
+                "metrics": metrics, "timings": timings, "progress": progress,
+            })
+            done = await self.store.get("runs", run_id)
+        for record in await self.store.select("files", "run_id = ?", [run_id]):
+            self.events.publish("file.created", {k: record[k] for k in (
+                "id", "name", "path", "size", "sha256", "source", "run_id", "created")})
+        self.events.publish("run.updated", self._public(done))
+        await self._remove_container(done)
+

@@ -1,0 +1,88 @@
+"""Services built once per server: store, events, files, pipelines, runs, uploads."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .backend import Backend
+from .events import EventBus
+from .files import FileService
+from .pipelines import PipelineService
+from .runs import RunManager
+from .store import Store
+from .tus import UploadService
+
+if TYPE_CHECKING:
+    from .app import PirusApp
+
+
+@dataclass
+class Services:
+    app: PirusApp
+    root_dir: Path
+    data_dir: Path
+    store: Store
+    events: EventBus
+    backend: Backend
+    files: FileService
+    pipelines: PipelineService
+    runs: RunManager
+    uploads: UploadService
+
+    @classmethod
+    def build(cls, app: PirusApp, root_dir: Path, data_dir: Path, backend: Backend) -> Services:
+        store = Store(app.db_path or data_dir / "pirus.db")
+        events = EventBus()
+        files = FileService(store, events, root_dir)
+        databases_dir = Path(app.databases_dir or data_dir / "databases")
+        databases_dir.mkdir(parents=True, exist_ok=True)
+        pipelines = PipelineService(
+            store, events, backend, packages_dir=data_dir / "pipelines",
+            max_package_size=app.max_package_size, log=app.log,
+        )
+        runs = RunManager(
+            store, events, backend, files, pipelines, root_dir=root_dir,
+            runs_dir=root_dir / app.runs_dir, databases_dir=databases_dir,
+            max_parallel=app.max_parallel_runs, default_limits=dict(app.default_limits),
+            run_timeout=app.run_timeout, log_max_bytes=app.log_max_bytes,
+            poll_interval=app.poll_interval, notify_enabled=app.notify_enabled,
+            server_port=app.serverapp.port, base_url=app.serverapp.base_url, log=app.log,
+        )
+        uploads = UploadService(
+            store, events, files, pipelines, parts_dir=data_dir / "uploads",
+            uploads_dir=root_dir / app.uploads_dir, max_size=app.upload_max_size,
+            expiration=app.upload_expiration, log=app.log,
+        )
+        return cls(app=app, root_dir=root_dir, data_dir=data_dir, store=store, events=events,
+                   backend=backend, files=files, pipelines=pipelines, runs=runs, uploads=uploads)
+
+    async def start(self) -> None:
+        """Background work once the loop runs: reconcile runs with LXD, start the queue."""
+        await self.runs.start()
+        await self.uploads.start()
+
+    async def stop(self) -> None:
+        await self.uploads.stop()
+        await self.runs.stop()
+        await asyncio.to_thread(self.store.close)
+
+    async def info(self) -> dict[str, Any]:
+        from . import API_VERSION, __version__
+
+        lxd = await asyncio.to_thread(self.backend.info)
+        return {
+            "version": __version__,
+            "api_version": API_VERSION,
+            "lxd": lxd,
+            "limits": {
+                "max_parallel_runs": self.runs.max_parallel,
+                "default_limits": self.runs.default_limits,
+                "max_package_size": self.pipelines.max_package_size,
+                "upload_max_size": self.uploads.max_size,
+                "run_timeout": self.runs.run_timeout,
+            },
+            "active_runs": self.runs.active_count,
+        }

@@ -1,0 +1,219 @@
+"""SQLite state through sqlite-utils: schema migrations, atomic writes, one database thread.
+
+Every call runs on a single dedicated thread, so the event loop never blocks on SQLite and the
+connection is only ever used by the thread that opened it. Services ``await`` the public methods.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+import sqlite_utils
+from sqlite_utils.migrations import Migrations
+
+from .errors import NotFound
+from .models import decode_row
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+migrations = Migrations("pirus")
+
+
+@migrations()
+def m001_initial(db: sqlite_utils.Database) -> None:
+    # AUTOINCREMENT: ids of deleted pipelines/runs are never reused (they name folders and URLs).
+    db.execute(
+        """CREATE TABLE pipelines (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            name TEXT NOT NULL, description TEXT, version TEXT, pirus_api TEXT, license TEXT,
+            developers TEXT, size INTEGER NOT NULL DEFAULT 0,
+            upload_offset INTEGER NOT NULL DEFAULT 0, status TEXT NOT NULL, error TEXT,
+            created TEXT NOT NULL, documents TEXT, limits TEXT, manifest TEXT,
+            pipeline_file TEXT, root_path TEXT, lxd_alias TEXT, lxd_fingerprint TEXT,
+            lxd_inputs_path TEXT, lxd_outputs_path TEXT, lxd_logs_path TEXT, lxd_db_path TEXT,
+            lxd_run_cmd TEXT, form_file TEXT, icon_file TEXT, upload_id TEXT)"""
+    )
+    db.execute(
+        """CREATE TABLE runs (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            pipeline_id INTEGER NOT NULL, pipeline_name TEXT, pipeline_version TEXT,
+            name TEXT NOT NULL, config TEXT NOT NULL, inputs TEXT NOT NULL,
+            outputs TEXT NOT NULL DEFAULT '[]', start TEXT, "end" TEXT, status TEXT NOT NULL,
+            progress TEXT, exit_code INTEGER, error TEXT, created TEXT NOT NULL, metrics TEXT,
+            timings TEXT, lxd_container TEXT, root_path TEXT, notify_token TEXT)"""
+    )
+    db["runs"].create_index(["status"])
+    db["runs"].create_index(["pipeline_id"])
+    db.execute(
+        """CREATE TABLE files (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            name TEXT NOT NULL, path TEXT NOT NULL, size INTEGER NOT NULL, sha256 TEXT,
+            source TEXT NOT NULL, run_id INTEGER REFERENCES runs(id), created TEXT NOT NULL)"""
+    )
+    db["files"].create_index(["run_id"])
+    db["files"].create_index(["path"])
+    db["uploads"].create(
+        {
+            "id": str, "kind": str, "filename": str, "metadata": str, "length": int,
+            "offset": int, "status": str, "created": str, "expires": str, "concat": str,
+            "parts": str, "sha256_state": str, "file_id": int, "pipeline_id": int,
+            "error": str,
+        },
+        pk="id",
+        not_null={"id", "offset", "status", "created"},
+        defaults={"offset": 0},
+    )
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _on_db_thread(fn: Callable[..., T]) -> Callable[..., Any]:
+    """Make a sync Store method awaitable on the database thread; ``.sync`` keeps the original."""
+
+    @functools.wraps(fn)
+    async def wrapper(self: Store, *args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, functools.partial(fn, self, *args, **kwargs))
+
+    wrapper.sync = fn  # type: ignore[attr-defined]
+    return wrapper
+
+
+def _encode(values: dict[str, Any]) -> dict[str, Any]:
+    return {
+        k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in values.items()
+    }
+
+
+class Store:
+    """The Pirus database. Rows come back as dicts with JSON columns decoded."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pirus-db")
+        self._thread_id: int | None = None
+        self.db: sqlite_utils.Database = self._executor.submit(self._open).result()
+
+    def _open(self) -> sqlite_utils.Database:
+        self._thread_id = threading.get_ident()
+        db = sqlite_utils.Database(self.path)
+        db.enable_wal()
+        db.execute("PRAGMA foreign_keys = ON")
+        db.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: durable across process kills
+        migrations.apply(db)
+        return db
+
+    def close(self) -> None:
+        self._executor.submit(self.db.close).result()
+        self._executor.shutdown(wait=True)
+
+    def run_sync(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(db, *args)`` on the database thread and wait (for scripts and tests)."""
+        return self._executor.submit(fn, self.db, *args).result()
+
+    # -- generic row access -------------------------------------------------------------
+    def _get(self, table: str, row_id: Any) -> dict[str, Any]:
+        rows = list(self.db[table].rows_where("id = ?", [row_id], limit=1))
+        if not rows:
+            raise NotFound(f"no {table[:-1]} with id {row_id!r}")
+        return decode_row(rows[0])
+
+    @_on_db_thread
+    def get(self, table: str, row_id: Any) -> dict[str, Any]:
+        return self._get(table, row_id)
+
+    @_on_db_thread
+    def insert(self, table: str, values: dict[str, Any]) -> dict[str, Any]:
+        with self.db.atomic():
+            tbl = self.db[table]
+            tbl.insert(_encode(values))
+            row_id = values.get("id", tbl.last_pk)
+            return self._get(table, row_id)
+
+    @_on_db_thread
+    def update(self, table: str, row_id: Any, values: dict[str, Any]) -> dict[str, Any]:
+        with self.db.atomic():
+            self._get(table, row_id)
+            self.db[table].update(row_id, _encode(values))
+            return self._get(table, row_id)
+
+    @_on_db_thread
+    def update_where_status(
+        self, table: str, row_id: Any, expected: list[str], values: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """Compare-and-set: update only if the row's status is one of ``expected``."""
+        with self.db.atomic():
+            row = self._get(table, row_id)
+            if row["status"] not in expected:
+                return None
+            self.db[table].update(row_id, _encode(values))
+            return self._get(table, row_id)
+
+    @_on_db_thread
+    def delete(self, table: str, row_id: Any) -> None:
+        with self.db.atomic():
+            self._get(table, row_id)
+            self.db[table].delete(row_id)
+
+    @_on_db_thread
+    def select(
+        self,
+        table: str,
+        where: str | None = None,
+        params: list[Any] | None = None,
+        order_by: str = "id",
+        limit: int | None = None,
+        offset: int | None = None,
+    ) -> list[dict[str, Any]]:
+        rows = self.db[table].rows_where(
+            where, params or [], order_by=order_by, limit=limit, offset=offset
+        )
+        return [decode_row(r) for r in rows]
+
+    @_on_db_thread
+    def count(self, table: str, where: str | None = None, params: list[Any] | None = None) -> int:
+        sql = f"SELECT COUNT(*) FROM [{table}]" + (f" WHERE {where}" if where else "")
+        return int(self.db.execute(sql, params or []).fetchone()[0])
+
+    @_on_db_thread
+    def delete_run(self, run_id: int) -> None:
+        """Delete a run and its output file records together."""
+        with self.db.atomic():
+            self._get("runs", run_id)
+            self.db.execute("DELETE FROM files WHERE run_id = ?", [run_id])
+            self.db["runs"].delete(run_id)
+
+    @_on_db_thread
+    def replace_run_outputs(
+        self, run_id: int, files: list[dict[str, Any]], run_values: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        """Register a run's output files and update the run, all or nothing (idempotent)."""
+        with self.db.atomic():
+            self.db.execute("DELETE FROM files WHERE run_id = ?", [run_id])
+            ids = []
+            table = self.db["files"]
+            for f in files:
+                table.insert(_encode(f))
+                ids.append(table.last_pk)
+            rows = [self._get("files", i) for i in ids]
+            values = dict(run_values, outputs=[{"file_id": r["id"], "path": r["path"],
+                                                "name": r["name"], "size": r["size"],
+                                                "sha256": r["sha256"]} for r in rows])
+            self.db["runs"].update(run_id, _encode(values))
+            return rows
+
+    @_on_db_thread
+    def integrity_check(self) -> str:
+        return str(self.db.execute("PRAGMA integrity_check").fetchone()[0])
