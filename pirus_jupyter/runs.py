@@ -501,7 +501,11 @@ class RunManager:
         if not await self._still(run_id, S.INITIALIZING):
             return
         logs = pipeline["lxd_logs_path"]
-        script = (f"cd {pipeline['lxd_outputs_path']} || exit 125\n"
+        # Containers have no network but loopback, which nothing brings up without an init
+        # system: the notify proxy listens there.
+        script = ("ip link set lo up 2>/dev/null || ifconfig lo up 2>/dev/null\n"
+                  if proxy_port else "")
+        script += (f"cd {pipeline['lxd_outputs_path']} || exit 125\n"
                   f"{{ {pipeline['lxd_run_cmd']}\n}} >>{logs}/out.log 2>>{logs}/err.log "
                   f"</dev/null\n"
                   f"echo $? >{STATE_DIR}/{EXIT_FILE}.tmp && "

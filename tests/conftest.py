@@ -67,3 +67,70 @@ def api(jp_fetch):
             "Content-Type", "").startswith("application/json") else text)
 
     return call
+
+
+FINAL = {"DONE", "ERROR", "CANCELED"}
+
+
+async def wait_for(api, *path: str, until, timeout: float = 60.0):
+    """Poll a GET endpoint until ``until(body)`` is true; return the body."""
+    import asyncio
+    import time
+
+    deadline = time.monotonic() + timeout
+    body = None
+    while time.monotonic() < deadline:
+        code, body = await api("GET", *path)
+        assert code == 200, body
+        if until(body):
+            return body
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out waiting on {'/'.join(path)}: {body}")
+
+
+@pytest.fixture
+def install(api, jp_root_dir):
+    """Copy a package into the Jupyter root, install it through the API, wait until it settles."""
+
+    async def do(package: Path, expect: str = "READY") -> dict:
+        target = Path(jp_root_dir) / package.name
+        if package != target:
+            shutil.copyfile(package, target)
+        code, body = await api("POST", "pipelines", body={"path": package.name})
+        assert code == 202, body
+        assert body["status"] == "INSTALLING"
+        body = await wait_for(api, "pipelines", body["id"],
+                              until=lambda b: b["status"] not in ("INSTALLING", "UPLOADING"))
+        assert body["status"] == expect, body
+        return body
+
+    return do
+
+
+@pytest.fixture(scope="session")
+def count_package(tmp_path_factory) -> Path:
+    from pkgbuild import build_pipeline
+
+    return build_pipeline(tmp_path_factory.mktemp("pkg") / "count.tar.gz")
+
+
+@pytest.fixture(scope="session")
+def sleepy_package(tmp_path_factory) -> Path:
+    """Runs for a few seconds, reporting progress every 0.2 s: long enough to pause or cancel."""
+    from pkgbuild import build_pipeline
+
+    script = """#!/bin/sh
+i=0
+while [ $i -lt ${STEPS:-25} ]; do
+  i=$((i+1))
+  echo "{\\"progress\\": {\\"value\\": $i, \\"max\\": 25, \\"label\\": \\"step $i\\"}}" >> "$PIRUS_PROGRESS_FILE"
+  echo "step $i"
+  sleep 0.2
+done
+echo finished > "$PIRUS_OUTPUTS_DIR/result.txt"
+"""
+    return build_pipeline(tmp_path_factory.mktemp("pkg") / "sleepy.tar.gz", name="sleepy",
+                          script=script, form={"type": "object", "properties": {}})
+
+
+requires_lxd = pytest.mark.skipif(not lxd_available(), reason="no LXD daemon reachable")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from jupyter_server.auth.decorator import authorized
+from jupyter_server.auth.decorator import allow_unauthenticated, authorized
 from tornado import web
 
 from ..errors import InvalidRequest
@@ -74,8 +74,7 @@ class RunLogHandler(PirusHandler):
         tail_arg = self.get_query_argument("tail", None)
         tail = self.query_int("tail", 0, 0, 100000) if tail_arg is not None else None
         text = await self.services.runs.logs(int(run_id), which, tail)
-        self.set_header("Content-Type", "text/plain; charset=utf-8")
-        self.finish(text)
+        self.finish(text, set_content_type="text/plain; charset=utf-8")
 
 
 class RunOutputsHandler(PirusHandler):
@@ -93,6 +92,7 @@ class RunNotifyHandler(PirusHandler):
     def check_xsrf_cookie(self) -> None:
         return  # no browser cookie is involved: the per-run token is the credential
 
+    @allow_unauthenticated
     async def post(self, run_id: str) -> None:
         token = self.get_query_argument("token", "")
         try:

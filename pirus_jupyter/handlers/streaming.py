@@ -14,7 +14,6 @@ async def send_file(handler: Any, path: Path, content_type: str, filename: str |
     handle = await asyncio.to_thread(open, path, "rb")
     try:
         size = await asyncio.to_thread(lambda: path.stat().st_size)
-        handler.set_header("Content-Type", content_type)
         handler.set_header("Content-Length", str(size))
         if filename:
             handler.set_header("Content-Disposition", f'attachment; filename="{filename}"')
@@ -23,4 +22,4 @@ async def send_file(handler: Any, path: Path, content_type: str, filename: str |
             await handler.flush()
     finally:
         handle.close()
-    handler.finish()
+    handler.finish(set_content_type=content_type)
