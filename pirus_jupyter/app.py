@@ -116,7 +116,19 @@ class PirusApp(ExtensionApp):
             app=self, root_dir=root_dir, data_dir=data_dir, backend=backend,
         )
         self.settings["pirus"] = self.services
+        # After start-up the HTTP port is bound (it can move with port_retries).
+        IOLoop.current().add_callback(self._publish_to_kernels)
         IOLoop.current().add_callback(self.services.start)
+
+    def _publish_to_kernels(self) -> None:
+        """Kernels inherit the server's environment: tell them where this server is, so that
+        ``pirus_jupyter.connect()`` in a notebook needs no URL or token."""
+        server = self.serverapp
+        url = server.connection_url if hasattr(server, "connection_url") else server.url
+        os.environ["PIRUS_SERVER_URL"] = url
+        token = getattr(server.identity_provider, "token", "") or ""
+        if token:
+            os.environ["PIRUS_SERVER_TOKEN"] = token
 
     def initialize_handlers(self) -> None:
         self.handlers.extend(build_handlers())

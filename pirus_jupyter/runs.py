@@ -18,7 +18,7 @@ import re
 import secrets
 import shutil
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -108,7 +108,7 @@ class RunManager:
                  pipelines: PipelineService, *, root_dir: Path, runs_dir: Path,
                  databases_dir: Path, max_parallel: int, default_limits: dict[str, str],
                  run_timeout: float, log_max_bytes: int, poll_interval: float,
-                 notify_enabled: bool, server_port: int, base_url: str,
+                 notify_enabled: bool, server_port: Callable[[], int], base_url: str,
                  log: logging.Logger) -> None:
         self.store = store
         self.events = events
@@ -483,7 +483,7 @@ class RunManager:
         paths = self._paths(row)
         limits = dict(self.default_limits)
         limits.update(pipeline.get("limits") or {})
-        proxy_port = self.server_port if self.notify_enabled and self.server_port else None
+        proxy_port = (self.server_port() or None) if self.notify_enabled else None
         spec = ContainerSpec(
             name=name, image_alias=pipeline["lxd_alias"], limits=limits, proxy_port=proxy_port,
             mounts={
