@@ -411,7 +411,10 @@ class RunManager:
 
     async def notify(self, run_id: int, token: str, payload: Any) -> dict[str, Any]:
         """Progress or status posted by the pipeline itself to $PIRUS_NOTIFY_URL."""
-        row = await self.store.get("runs", run_id)
+        try:
+            row = await self.store.get("runs", run_id)
+        except NotFound:
+            row = {"status": S.ERROR.value}  # same answer as a wrong token: reveal nothing
         expected = row.get("notify_token") or ""
         if not token or not hmac.compare_digest(token, expected) or \
                 row["status"] in FINAL_RUN_STATUSES:
