@@ -65,10 +65,11 @@ def can_move(current: RunStatus | str, target: RunStatus | str) -> bool:
 # (host paths, LXD aliases, tokens).
 PIPELINE_PUBLIC = (
     "id", "name", "description", "version", "pirus_api", "license", "developers", "size",
-    "upload_offset", "status", "error", "created", "documents", "limits",
+    "upload_offset", "status", "error", "created", "documents", "limits", "fingerprint",
 )
 RUN_PUBLIC = (
-    "id", "pipeline_id", "pipeline_name", "pipeline_version", "name", "config", "inputs", "outputs", "start", "end", "status",
+    "id", "pipeline_id", "pipeline_name", "pipeline_version", "pipeline_fingerprint", "name",
+    "config", "inputs", "outputs", "start", "end", "status",
     "progress", "exit_code", "error", "created", "metrics",
 )
 FILE_PUBLIC = ("id", "name", "path", "size", "sha256", "source", "run_id", "created")

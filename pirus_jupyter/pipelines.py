@@ -187,7 +187,7 @@ class PipelineService:
             pipeline_id, status=PipelineStatus.READY.value, error=None, name=m["name"],
             description=m.get("description"), version=m.get("version"),
             pirus_api=m.get("pirus_api"), license=m.get("license"), developers=m["developers"],
-            limits=m["limits"], manifest=m, lxd_fingerprint=fingerprint,
+            limits=m["limits"], manifest=m, fingerprint=fingerprint,
             lxd_inputs_path=m["inputs"], lxd_outputs_path=m["outputs"],
             lxd_logs_path=m["logs"], lxd_db_path=m["databases"], lxd_run_cmd=m["run"],
             **values,

@@ -343,6 +343,7 @@ class RunManager:
         row = await self.store.insert("runs", {
             "pipeline_id": pipeline_id, "pipeline_name": pipeline["name"],
             "pipeline_version": pipeline.get("version"),
+            "pipeline_fingerprint": pipeline.get("fingerprint"),
             "name": (name or "").strip() or f"{pipeline['name']} run",
             "config": config, "inputs": resolved, "outputs": [], "status": S.WAITING.value,
             "progress": {"value": 0, "min": 0, "max": 100, "label": None},
@@ -442,9 +443,11 @@ class RunManager:
         return {"root": root, "inputs": root / "inputs", "outputs": root / "outputs",
                 "logs": root / "logs", "state": root / ".pirus"}
 
-    def _prepare_folder(self, row: dict[str, Any]) -> None:
+    def _prepare_folder(self, row: dict[str, Any], known: dict[str, tuple[str, int]]
+                        ) -> list[dict[str, Any]]:
         """Create the run folder: inputs linked (or copied when the container could not read
-        them), config.json, empty outputs/logs/state folders."""
+        them), config.json, empty outputs/logs/state folders. Returns the inputs with their
+        sha256 (``known`` holds hashes of file records, so uploads are not hashed twice)."""
         paths = self._paths(row)
         if not is_within(paths["root"].resolve().parent, self.runs_dir.resolve()):
             raise Forbidden("run folder outside the runs folder")
@@ -454,21 +457,30 @@ class RunManager:
             paths[key].mkdir(parents=True)
             paths[key].chmod(0o755)
         paths["root"].chmod(0o755)
+        inputs = []
         for item in row["inputs"]:
             source = resolve_under(self.root_dir, item["path"])
             target = paths["inputs"] / item["name"]
+            linked = False
             if source.stat().st_mode & 0o004:
                 try:
                     os.link(source, target)  # no copy: the mount is read-only anyway
-                    continue
+                    linked = True
                 except OSError:
                     pass
-            shutil.copyfile(source, target)
-            target.chmod(0o644)
+            if not linked:
+                shutil.copyfile(source, target)
+                target.chmod(0o644)
+            size = target.stat().st_size
+            recorded = known.get(item["path"])
+            # A file record's hash is reused only while the size still matches.
+            sha256 = recorded[0] if recorded and recorded[1] == size else sha256_file(target)
+            inputs.append(dict(item, size=size, sha256=sha256))
         (paths["inputs"] / "config.json").write_text(json.dumps(row["config"], indent=2))
         (paths["inputs"] / "config.json").chmod(0o644)
         for name in LOG_NAMES:
             (paths["logs"] / f"{name}.log").touch()
+        return inputs
 
     def _give_to_container(self, row: dict[str, Any], uid: int, gid: int) -> None:
         paths = self._paths(row)
@@ -482,7 +494,15 @@ class RunManager:
         pipeline = await self.pipelines.row(row["pipeline_id"])
         name = f"pirus-run-{run_id}-{secrets.token_hex(3)}"
         row = await self.store.update("runs", run_id, {"lxd_container": name})
-        await asyncio.to_thread(self._prepare_folder, row)
+        paths_in = [i["path"] for i in row["inputs"]]
+        known = {}
+        if paths_in:
+            records = await self.store.select(
+                "files", f"path IN ({','.join('?' * len(paths_in))}) AND sha256 IS NOT NULL",
+                paths_in)
+            known = {r["path"]: (r["sha256"], r["size"]) for r in records}
+        inputs = await asyncio.to_thread(self._prepare_folder, row, known)
+        row = await self.store.update("runs", run_id, {"inputs": inputs})
         paths = self._paths(row)
         limits = dict(self.default_limits)
         limits.update(pipeline.get("limits") or {})

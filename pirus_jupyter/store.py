@@ -38,7 +38,7 @@ def m001_initial(db: sqlite_utils.Database) -> None:
             developers TEXT, size INTEGER NOT NULL DEFAULT 0,
             upload_offset INTEGER NOT NULL DEFAULT 0, status TEXT NOT NULL, error TEXT,
             created TEXT NOT NULL, documents TEXT, limits TEXT, manifest TEXT,
-            pipeline_file TEXT, root_path TEXT, lxd_alias TEXT, lxd_fingerprint TEXT,
+            pipeline_file TEXT, root_path TEXT, lxd_alias TEXT, fingerprint TEXT,
             lxd_inputs_path TEXT, lxd_outputs_path TEXT, lxd_logs_path TEXT, lxd_db_path TEXT,
             lxd_run_cmd TEXT, form_file TEXT, icon_file TEXT, upload_id TEXT)"""
     )
@@ -46,6 +46,7 @@ def m001_initial(db: sqlite_utils.Database) -> None:
         """CREATE TABLE runs (
             id INTEGER PRIMARY KEY AUTOINCREMENT,
             pipeline_id INTEGER NOT NULL, pipeline_name TEXT, pipeline_version TEXT,
+            pipeline_fingerprint TEXT,
             name TEXT NOT NULL, config TEXT NOT NULL, inputs TEXT NOT NULL,
             outputs TEXT NOT NULL DEFAULT '[]', start TEXT, "end" TEXT, status TEXT NOT NULL,
             progress TEXT, exit_code INTEGER, error TEXT, created TEXT NOT NULL, metrics TEXT,

@@ -1,16 +1,9 @@
 #!/usr/bin/env bash
-# Install (if absent), start (if not running) and initialise (if uninitialised) a local LXD
-# daemon suitable for Pirus: a `dir` storage pool and no network. Idempotent.
+# Start (if not running) and initialise (if uninitialised) the local LXD daemon for Pirus:
+# a `dir` storage pool and no network. Idempotent. scripts/setup.sh installs the packages.
 set -euo pipefail
 
 LXD_LOG=${LXD_LOG:-/var/log/lxd-pirus.log}
-
-if ! command -v lxd >/dev/null 2>&1 || ! command -v busybox >/dev/null 2>&1 \
-    || [ ! -x /bin/busybox ]; then
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -q
-  apt-get install -y -q lxd busybox-static
-fi
 
 if ! lxc info >/dev/null 2>&1; then
   # No systemd here: run the daemon directly, detached from this shell.

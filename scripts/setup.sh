@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Install and start everything Pirus for Jupyter needs on a Debian/Ubuntu machine, as root.
+# Idempotent: safe to run again; it only does what is missing.
+#   - Debian packages: LXD, busybox-static (the demo/test base image), Chromium (panel tests)
+#   - a running, initialised LXD (dir storage pool, no network)
+#   - this project and its test dependencies (pip, editable)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v lxd >/dev/null 2>&1 || need_apt+=(lxd)
+# The statically linked busybox is copied into the minimal pipeline images.
+dpkg -s busybox-static >/dev/null 2>&1 || need_apt+=(busybox-static)
+if [ "${PIRUS_SKIP_BROWSER:-0}" != 1 ]; then
+  command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+fi
+if [ ${#need_apt[@]} -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q "${need_apt[@]}"
+fi
+bash scripts/setup-lxd.sh
+
+python3 -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+python3 -m pip install -q -e ".[test]"
+echo "Pirus for Jupyter: set up"
