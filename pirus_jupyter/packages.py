@@ -71,10 +71,9 @@ def _manifest_path(manifest: dict[str, Any], key: str) -> str:
     value = manifest.get(key)
     if not isinstance(value, str) or not value.startswith("/"):
         raise InvalidPackage(f"pirus.{key} must be an absolute path inside the container")
-    normalized = posixpath.normpath(value)
-    if ".." in normalized.split("/"):
-        raise InvalidPackage(f"pirus.{key} must not contain '..'")
-    return normalized
+    if ".." in value.split("/"):
+        raise InvalidPackage(f"pirus.{key} must not contain '..'", code="invalid_manifest")
+    return posixpath.normpath(value)
 
 
 def normalize_manifest(metadata: Any) -> dict[str, Any]:

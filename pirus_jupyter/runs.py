@@ -61,7 +61,7 @@ def _elapsed(start: str | None, end: str | None = None) -> float | None:
 
 def tail_lines(path: Path, count: int, block: int = 64 * 1024) -> str:
     """The last ``count`` lines of a file, read backwards (logs can be gigabytes)."""
-    if not path.exists():
+    if count <= 0 or not path.exists():
         return ""
     with open(path, "rb") as f:
         f.seek(0, os.SEEK_END)
