@@ -9,9 +9,9 @@ import re
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from .errors import Forbidden, InvalidRequest, NotFound
+from .errors import Conflict, Forbidden, InvalidRequest, NotFound
 from .events import EventBus
-from .models import public_file
+from .models import public_file, public_run
 from .store import Store, now_iso
 
 HASH_CHUNK = 4 * 1024 * 1024
@@ -105,14 +105,18 @@ class FileService:
         return public_file(row)
 
     async def delete(self, file_id: int) -> None:
+        """Delete a file record and its content; a running run's files are refused."""
         row = await self.store.get("files", file_id)
         if row["run_id"] is not None:
             run = await self.store.get("runs", row["run_id"])
             if run["status"] not in ("DONE", "ERROR", "CANCELED"):
-                from .errors import Conflict
-                raise Conflict(f"file {file_id} belongs to run {run['id']} which is {run['status']}")
+                raise Conflict(f"file {file_id} belongs to run {run['id']}, which is "
+                               f"{run['status']}")
         path = self.root_dir / row["path"]
-        await self.store.delete("files", file_id)
+        await self.store.delete_file(file_id)
         if path.is_file() and not path.is_symlink():
             await asyncio.to_thread(os.unlink, path)
         self.events.publish("file.deleted", {"id": file_id})
+        if row["run_id"] is not None:
+            self.events.publish("run.updated", public_run(await self.store.get("runs",
+                                                                               row["run_id"])))

@@ -197,6 +197,17 @@ class Store:
             self.db["runs"].delete(run_id)
 
     @_on_db_thread
+    def delete_file(self, file_id: int) -> None:
+        """Delete a file record and drop it from its run's outputs, together."""
+        with self.db.atomic():
+            row = self._get("files", file_id)
+            self.db["files"].delete(file_id)
+            if row["run_id"] is not None:
+                run = self._get("runs", row["run_id"])
+                outputs = [o for o in run["outputs"] if o.get("file_id") != file_id]
+                self.db["runs"].update(run["id"], {"outputs": json.dumps(outputs)})
+
+    @_on_db_thread
     def replace_run_outputs(
         self, run_id: int, files: list[dict[str, Any]], run_values: dict[str, Any]
     ) -> list[dict[str, Any]]:

@@ -240,3 +240,20 @@ sleep 0.5
     code, body = await api("POST", "runs", run["id"], "notify",
                            params={"token": row["notify_token"]}, body={"progress": {"value": 1}})
     assert code == 403 and body["error"]["code"] == "forbidden"
+
+
+async def test_deleting_an_output_file_updates_its_run(api, install, count_package, jp_root_dir):
+    pipeline = await install(count_package)
+    (Path(jp_root_dir) / "a.fastq").write_bytes(fastq(3))
+    code, run = await api("POST", "runs", body={"pipeline_id": pipeline["id"],
+                                                "inputs": ["a.fastq"]})
+    run = await run_to_end(api, run["id"])
+    assert run["inputs"][0]["sha256"] == hashlib.sha256(fastq(3)).hexdigest()
+    status_file = next(o for o in run["outputs"] if o["name"] == "sub/status.txt")
+    code, _ = await api("DELETE", "files", status_file["file_id"])
+    assert code == 204
+    assert not (Path(jp_root_dir) / status_file["path"]).exists()
+    code, run = await api("GET", "runs", run["id"])
+    assert [o["name"] for o in run["outputs"]] == ["counts.tsv"]
+    code, body = await api("GET", "files", status_file["file_id"])
+    assert code == 404
