@@ -67,10 +67,6 @@ class Backend:
         """Start ``command`` in the container and return at once; it outlives this process."""
         raise NotImplementedError
 
-    def stop(self, name: str) -> None:
-        """Stop at once (no clean shutdown: the pipeline's command has already ended)."""
-        raise NotImplementedError
-
     def freeze(self, name: str) -> None:
         raise NotImplementedError
 

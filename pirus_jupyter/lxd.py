@@ -159,16 +159,6 @@ class LXDBackend(Backend):
         if not operation:
             raise BackendError(f"LXD did not start the command in {name}")
 
-    def stop(self, name: str) -> None:
-        try:
-            instance = self.client.instances.get(name)
-            if instance.status != "Stopped":
-                instance.stop(force=True, wait=True)
-        except NotFound:
-            return
-        except LXDAPIException as e:
-            raise _lxd_error(f"stop container {name}", e) from e
-
     def freeze(self, name: str) -> None:
         try:
             self._instance(name).freeze(wait=True)

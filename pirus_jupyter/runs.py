@@ -705,9 +705,10 @@ class RunManager:
             if row["status"] == S.RUNNING:
                 row = await self._move(run_id, S.FINISHING, exit_code=0, metrics=metrics)
             check_run_move(row["status"], S.DONE)
-            # Stop first so nothing writes to outputs while they are hashed; deleting the
-            # container can wait until the run is recorded DONE.
-            await asyncio.to_thread(self.backend.stop, row["lxd_container"])
+            # Freeze (milliseconds, where a stop takes most of a second) so nothing left
+            # running in the container writes to outputs while they are hashed; deleting the
+            # container waits until the run is recorded DONE.
+            await asyncio.to_thread(self.backend.freeze, row["lxd_container"])
             files = await asyncio.to_thread(self._collect_outputs, row)
             timings = [*(row.get("timings") or []), [S.DONE.value, now_iso()]]
             metrics = await self._metrics(dict(row, timings=timings), state)

@@ -1,0 +1,85 @@
+"""Run overhead: a no-op pipeline (busybox image, `true`) from POST /runs to DONE through the
+API (latency: the container's deletion after DONE is not counted), median of N runs, against a raw pylxd cycle (create, start, exec, stop, delete) of the same
+image measured in the same process run. Prints the ratio and where Pirus spends its time (median
+seconds per status). Run with and without the notify proxy device."""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import pylxd
+
+from benchmarks.common import Server, median, report
+from pirus_jupyter.builder import build_package
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def raw_pylxd_cycle(client: pylxd.Client, alias: str, n: int
+                    ) -> tuple[list[float], list[float]]:
+    """Seconds to the end of the exec (what a user waits for) and to the end of the delete."""
+    to_exec, total = [], []
+    for i in range(n):
+        name = f"pirus-bench-raw-{i}-{time.monotonic_ns() % 100000}"
+        t0 = time.perf_counter()
+        instance = client.instances.create(
+            {"name": name, "source": {"type": "image", "alias": alias}}, wait=True)
+        instance.start(wait=True)
+        instance.execute(["/bin/sh", "-c", "true"])
+        to_exec.append(time.perf_counter() - t0)
+        instance.stop(force=True, wait=True)
+        instance.delete(wait=True)
+        total.append(time.perf_counter() - t0)
+    return to_exec, total
+
+
+def pirus_cycle(server: Server, pipeline_id: int, n: int) -> tuple[list[float], dict[str, float]]:
+    times, phases = [], {}
+    for i in range(n):
+        t0 = time.perf_counter()
+        run = server.session.post(server.api("runs"), json={"pipeline_id": pipeline_id,
+                                                            "name": f"noop {i}"}).json()
+        run = server.wait(f"runs/{run['id']}", lambda b: b["status"] in ("DONE", "ERROR"),
+                          interval=0.01)
+        times.append(time.perf_counter() - t0)
+        assert run["status"] == "DONE", run
+        # The container is deleted after DONE is recorded: let it go before the next run so
+        # runs do not overlap (this benchmark measures latency, not throughput).
+        server.wait("", lambda b: b["active_runs"] == 0, interval=0.01)
+        for status, seconds in run["metrics"]["phases"].items():
+            phases.setdefault(status, []).append(seconds)
+    return times, {k: median(v) for k, v in phases.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("-n", type=int, default=10, help="runs per measurement (default 10)")
+    args = parser.parse_args()
+    package = Path(tempfile.mkdtemp()) / "noop.tar.gz"
+    build_package(ROOT / "examples" / "pipelines" / "noop", package)
+    client = pylxd.Client()
+    for notify in (False, True):
+        label = "notify" if notify else "no-notify"
+        with Server(max_parallel_runs=1, poll_interval=0.05, notify_enabled=notify) as server:
+            pipeline = server.install(package)
+            assert pipeline["status"] == "READY", pipeline
+            alias = next(a["name"] for a in client.images.get(pipeline["fingerprint"]).aliases)
+            pirus_cycle(server, pipeline["id"], 1)  # warm-up: first start shifts the rootfs
+            raw_pylxd_cycle(client, alias, 1)
+            raw_exec, raw_total = raw_pylxd_cycle(client, alias, args.n)
+            pirus, phases = pirus_cycle(server, pipeline["id"], args.n)
+            server.session.delete(server.api(f"pipelines/{pipeline['id']}"))
+        report(f"run_overhead[{label}].pirus_median_s", f"{median(pirus):.3f}")
+        report(f"run_overhead[{label}].raw_pylxd_to_exec_median_s", f"{median(raw_exec):.3f}")
+        report(f"run_overhead[{label}].raw_pylxd_full_cycle_median_s", f"{median(raw_total):.3f}")
+        report(f"run_overhead[{label}].ratio_to_raw_exec",
+               f"{median(pirus) / median(raw_exec):.2f}")
+        report(f"run_overhead[{label}].phases_median_s",
+               " ".join(f"{k}={v:.3f}" for k, v in phases.items()))
+
+
+if __name__ == "__main__":
+    main()
