@@ -44,7 +44,7 @@ class Server:
                 f"--IdentityProvider.token={self.token}", "--ServerApp.log_level=WARN",
                 "--ServerApp.jpserver_extensions={'pirus_jupyter': True}"]
         args += [f"--PirusApp.{k}={v}" for k, v in self.settings.items()]
-        log = open(self.tmp / "server.log", "wb")  # noqa: SIM115 - lives with the process
+        log = open(self.tmp / "server.log", "wb")  # lives as long as the process
         self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

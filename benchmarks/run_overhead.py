@@ -1,6 +1,7 @@
 """Run overhead: a no-op pipeline (busybox image, `true`) from POST /runs to DONE through the
-API (latency: the container's deletion after DONE is not counted), median of N runs, against a raw pylxd cycle (create, start, exec, stop, delete) of the same
-image measured in the same process run. Prints the ratio and where Pirus spends its time (median
+API (latency: the container's deletion after DONE is not counted), median of N runs, against a
+raw pylxd cycle (create, start, exec, stop, delete) of the same image measured in the same
+process run. Prints the ratio and where Pirus spends its time (median
 seconds per status). Run with and without the notify proxy device."""
 
 from __future__ import annotations

@@ -43,9 +43,13 @@ class PirusApp(ExtensionApp):
         [Bool(), Unicode()], default_value=True, config=True,
         help="Verify a remote LXD's TLS certificate: true, false, or a CA bundle path.",
     )
-    lxd_project = Unicode("default", config=True, help="LXD project holding Pirus images and containers.")
+    lxd_project = Unicode(
+        "default", config=True, help="LXD project holding Pirus images and containers."
+    )
 
-    max_parallel_runs = Int(config=True, help="Runs holding a container at once. Default: CPU count.")
+    max_parallel_runs = Int(
+        config=True, help="Runs holding a container at once. Default: CPU count."
+    )
 
     @default("max_parallel_runs")
     def _default_max_parallel(self) -> int:

@@ -67,7 +67,7 @@ def _fill(node: Any, replacements: dict[str, list[str]]) -> Any:
             out[key] = _fill(value, replacements)
     enum = out.get("enum")
     if isinstance(enum, list) and not enum:
-        out.pop("enum")  # nothing to choose from yet: leave the field free rather than unsatisfiable
+        out.pop("enum")  # nothing to choose from yet: a free field, not an unsatisfiable one
     if out.get("type") == "array" and isinstance(out.get("items"), dict):
         items = out["items"]
         if "enum" in items and DB_REFS in str(node.get("items")):

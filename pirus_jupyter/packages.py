@@ -135,7 +135,7 @@ def inspect_package(path: Path, max_size: int) -> PackageInfo:
         raise InvalidPackage(f"package is {size} bytes, over the {max_size} byte limit",
                              code="package_too_large")
     try:
-        tar = tarfile.open(path, "r:*")
+        tar = tarfile.open(path, "r:*")  # noqa: SIM115 - closed by the `with tar` below
     except (tarfile.TarError, OSError, EOFError) as e:
         raise InvalidPackage(f"not a readable tar archive: {e}", code="bad_archive") from e
     with tar:

@@ -80,7 +80,7 @@ def phase_durations(timings: list[list[str]]) -> dict[str, float]:
     """Seconds spent in each status, from the run's list of [status, time] moves (a status
     entered several times, e.g. RUNNING around a PAUSE, adds up)."""
     phases: dict[str, float] = {}
-    for (status, at), nxt in zip(timings, [*timings[1:], None]):
+    for (status, at), nxt in zip(timings, [*timings[1:], None], strict=True):
         seconds = _elapsed(at, nxt[1] if nxt else None) or 0.0
         if nxt is None and status in ("DONE", "ERROR", "CANCELED"):
             continue
@@ -633,10 +633,10 @@ class RunManager:
 
     async def _check_health(self, row: dict[str, Any]) -> None:
         state = await asyncio.to_thread(self.backend.state, row["lxd_container"])
-        if state is None or state.status not in ("Running", "Frozen", "Freezing"):
-            if await asyncio.to_thread(self._exit_code, row) is None:
-                what = "disappeared" if state is None else f"is {state.status}"
-                raise BackendError(f"the container {what} before the pipeline finished")
+        alive = state is not None and state.status in ("Running", "Frozen", "Freezing")
+        if not alive and await asyncio.to_thread(self._exit_code, row) is None:
+            what = "disappeared" if state is None else f"is {state.status}"
+            raise BackendError(f"the container {what} before the pipeline finished")
         if self.run_timeout and row["status"] == S.RUNNING:
             elapsed = phase_durations(row.get("timings") or []).get(S.RUNNING.value, 0.0)
             if elapsed > self.run_timeout:

@@ -49,7 +49,8 @@ class Services:
             max_parallel=app.max_parallel_runs, default_limits=dict(app.default_limits),
             run_timeout=app.run_timeout, log_max_bytes=app.log_max_bytes,
             poll_interval=app.poll_interval, notify_enabled=app.notify_enabled,
-            server_port=lambda: int(app.serverapp.port), base_url=app.serverapp.base_url, log=app.log,
+            server_port=lambda: int(app.serverapp.port), base_url=app.serverapp.base_url,
+            log=app.log,
         )
         uploads = UploadService(
             store, events, files, pipelines, parts_dir=data_dir / "uploads",

@@ -85,7 +85,8 @@ def _on_db_thread(fn: Callable[..., T]) -> Callable[..., Any]:
     @functools.wraps(fn)
     async def wrapper(self: Store, *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, functools.partial(fn, self, *args, **kwargs))
+        call = functools.partial(fn, self, *args, **kwargs)
+        return await loop.run_in_executor(self._executor, call)
 
     wrapper.sync = fn  # type: ignore[attr-defined]
     return wrapper

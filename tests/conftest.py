@@ -123,7 +123,8 @@ def sleepy_package(tmp_path_factory) -> Path:
 i=0
 while [ $i -lt ${STEPS:-25} ]; do
   i=$((i+1))
-  echo "{\\"progress\\": {\\"value\\": $i, \\"max\\": 25, \\"label\\": \\"step $i\\"}}" >> "$PIRUS_PROGRESS_FILE"
+  printf '{"progress": {"value": %d, "max": 25, "label": "step %d"}}\\n' $i $i \\
+    >> "$PIRUS_PROGRESS_FILE"
   echo "step $i"
   sleep 0.2
 done

@@ -35,7 +35,8 @@ for f in "$PIRUS_INPUTS_DIR"/*.fastq; do
   i=$((i+1))
   n=$(awk -v min="$min" 'NR%4==2 && length($0) >= min {c++} END {print c+0}' "$f")
   printf '%s\t%s\n' "$(basename "$f")" "$n" >> "$PIRUS_OUTPUTS_DIR/counts.tsv"
-  echo "{\"progress\": {\"value\": $i, \"max\": $total, \"label\": \"$(basename "$f")\"}}" >> "$PIRUS_PROGRESS_FILE"
+  printf '{"progress": {"value": %d, "max": %d, "label": "%s"}}\n' $i $total \
+    "$(basename "$f")" >> "$PIRUS_PROGRESS_FILE"
   echo "counted $f"
 done
 mkdir -p "$PIRUS_OUTPUTS_DIR/sub"

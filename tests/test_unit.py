@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from pathlib import Path
 
 import pytest
@@ -27,10 +28,10 @@ S = RunStatus
 
 def test_state_machine_table() -> None:
     assert set(RUN_TRANSITIONS) == set(RunStatus)
-    assert FINAL_RUN_STATUSES == {S.DONE, S.ERROR, S.CANCELED}
+    assert {S.DONE, S.ERROR, S.CANCELED} == FINAL_RUN_STATUSES
     # the documented happy path and the user actions
     path = [S.WAITING, S.INITIALIZING, S.RUNNING, S.FINISHING, S.DONE]
-    for a, b in zip(path, path[1:]):
+    for a, b in itertools.pairwise(path):
         check_run_move(a, b)
     check_run_move(S.RUNNING, S.PAUSE)
     check_run_move(S.PAUSE, S.RUNNING)

@@ -48,7 +48,8 @@ class PirusHandler(ExtensionHandlerMixin, APIHandler):
             raise InvalidRequest("request body must be a JSON object")
         return body
 
-    def query_int(self, name: str, default: int, minimum: int = 0, maximum: int | None = None) -> int:
+    def query_int(self, name: str, default: int, minimum: int = 0,
+                  maximum: int | None = None) -> int:
         raw = self.get_query_argument(name, None)
         if raw is None or raw == "":
             return default
