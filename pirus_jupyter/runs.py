@@ -410,8 +410,8 @@ class RunManager:
 
         return await asyncio.to_thread(read)
 
-    async def notify(self, run_id: int, token: str, payload: Any) -> dict[str, Any]:
-        """Progress or status posted by the pipeline itself to $PIRUS_NOTIFY_URL."""
+    async def check_notify_token(self, run_id: int, token: str) -> None:
+        """Forbidden unless ``token`` is this active run's own notify secret."""
         try:
             row = await self.store.get("runs", run_id)
         except NotFound:
@@ -420,6 +420,10 @@ class RunManager:
         if not token or not hmac.compare_digest(token, expected) or \
                 row["status"] in FINAL_RUN_STATUSES:
             raise Forbidden("invalid or expired notify token")
+
+    async def notify(self, run_id: int, token: str, payload: Any) -> dict[str, Any]:
+        """Progress or status posted by the pipeline itself to $PIRUS_NOTIFY_URL."""
+        await self.check_notify_token(run_id, token)
         if not isinstance(payload, dict):
             raise InvalidRequest("notify body must be a JSON object")
         return self._public(await self._apply_report(run_id, payload))

@@ -127,6 +127,8 @@ class Store:
 
     # -- generic row access -------------------------------------------------------------
     def _get(self, table: str, row_id: Any) -> dict[str, Any]:
+        if isinstance(row_id, int) and not -(2**63) <= row_id < 2**63:
+            raise NotFound(f"no {table[:-1]} with id {row_id!r}")  # beyond SQLite integers
         rows = list(self.db[table].rows_where("id = ?", [row_id], limit=1))
         if not rows:
             raise NotFound(f"no {table[:-1]} with id {row_id!r}")

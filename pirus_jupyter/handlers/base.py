@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from ..services import Services
 
 API_PREFIX = "pirus/api/v1"
+MAX_ID = 2**63 - 1  # SQLite's largest integer
 
 _HTTP_CODES = {
     400: "invalid_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
@@ -48,18 +49,19 @@ class PirusHandler(ExtensionHandlerMixin, APIHandler):
             raise InvalidRequest("request body must be a JSON object")
         return body
 
-    def query_int(self, name: str, default: int, minimum: int = 0,
-                  maximum: int | None = None) -> int:
+    def query_int(self, name: str, default: int | None, minimum: int = 0,
+                  maximum: int = MAX_ID) -> int | None:
+        """An integer query parameter within bounds (400 otherwise); ``default`` when absent
+        or empty."""
         raw = self.get_query_argument(name, None)
         if raw is None or raw == "":
             return default
-        try:
-            value = int(raw)
-        except ValueError as e:
-            raise InvalidRequest(f"query parameter {name!r} must be an integer") from e
-        if value < minimum or (maximum is not None and value > maximum):
-            bound = f"between {minimum} and {maximum}" if maximum is not None else f">= {minimum}"
-            raise InvalidRequest(f"query parameter {name!r} must be {bound}")
+        if not raw.isascii() or not raw.lstrip("-").isdigit():
+            raise InvalidRequest(f"query parameter {name!r} must be an integer")
+        value = int(raw)
+        if not minimum <= value <= maximum:
+            raise InvalidRequest(
+                f"query parameter {name!r} must be between {minimum} and {maximum}")
         return value
 
     def send_json(self, body: Any, status: int = 200) -> None:

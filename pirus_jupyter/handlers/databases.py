@@ -12,7 +12,8 @@ class DatabasesHandler(PirusHandler):
     @web.authenticated
     @authorized
     async def get(self) -> None:
-        self.send_json({"items": await self.services.runs.databases()})
+        items = await self.services.runs.databases()
+        self.send_json({"items": items, "total": len(items)})
 
 
 handlers = [(r"/pirus/api/v1/databases/?", DatabasesHandler)]

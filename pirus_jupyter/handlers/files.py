@@ -15,9 +15,8 @@ class FilesHandler(PirusHandler):
     @web.authenticated
     @authorized
     async def get(self) -> None:
-        run_id = self.get_query_argument("run_id", None)
         items, total = await self.services.files.list(
-            run_id=int(run_id) if run_id and run_id.isdigit() else None,
+            run_id=self.query_int("run_id", None, 1),
             limit=self.query_int("limit", 100, 1, 1000), offset=self.query_int("offset", 0))
         self.send_json({"items": items, "total": total})
 

@@ -11,6 +11,7 @@ from tornado import web
 
 from ..errors import InvalidRequest
 from ..files import resolve_under
+from ..models import PipelineStatus
 from .base import PirusHandler
 from .streaming import send_file
 
@@ -22,6 +23,8 @@ class PipelinesHandler(PirusHandler):
     @authorized
     async def get(self) -> None:
         status = self.get_query_argument("status", None)
+        if status is not None and status not in PipelineStatus.__members__:
+            raise InvalidRequest(f"unknown status {status!r}")
         items = await self.services.pipelines.list(status)
         self.send_json({"items": items, "total": len(items)})
 

@@ -22,13 +22,10 @@ class RunsHandler(PirusHandler):
         bad = [s for s in statuses if s not in RunStatus.__members__]
         if bad:
             raise InvalidRequest(f"unknown status {bad[0]!r}")
-        pipeline = self.get_query_argument("pipeline_id", None)
-        if pipeline is not None and not pipeline.isdigit():
-            raise InvalidRequest("pipeline_id must be an integer")
+        pipeline_id = self.query_int("pipeline_id", None, 1)
         limit = self.query_int("limit", 50, 1, 1000)
         offset = self.query_int("offset", 0)
-        items, total = await self.services.runs.list(
-            statuses or None, int(pipeline) if pipeline else None, limit, offset)
+        items, total = await self.services.runs.list(statuses or None, pipeline_id, limit, offset)
         self.send_json({"items": items, "total": total, "limit": limit, "offset": offset})
 
     @web.authenticated
@@ -71,8 +68,7 @@ class RunLogHandler(PirusHandler):
     @web.authenticated
     @authorized
     async def get(self, run_id: str, which: str) -> None:
-        tail_arg = self.get_query_argument("tail", None)
-        tail = self.query_int("tail", 0, 0, 100000) if tail_arg is not None else None
+        tail = self.query_int("tail", None, 0, 100000)
         text = await self.services.runs.logs(int(run_id), which, tail)
         self.finish(text, set_content_type="text/plain; charset=utf-8")
 
@@ -95,6 +91,7 @@ class RunNotifyHandler(PirusHandler):
     @allow_unauthenticated
     async def post(self, run_id: str) -> None:
         token = self.get_query_argument("token", "")
+        await self.services.runs.check_notify_token(int(run_id), token)
         try:
             payload = json.loads(self.request.body or b"null")
         except ValueError as e:

@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+from urllib.parse import quote
 from pathlib import Path
 from typing import Any
 
 CHUNK = 1024 * 1024
+
+
+def content_disposition(filename: str) -> str:
+    """RFC 6266: an ASCII fallback plus the exact UTF-8 name (RFC 5987)."""
+    fallback = "".join(c if c.isascii() and c.isprintable() and c not in '"\\' else "_"
+                       for c in filename)
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
 
 
 async def send_file(handler: Any, path: Path, content_type: str, filename: str | None = None
@@ -14,9 +22,10 @@ async def send_file(handler: Any, path: Path, content_type: str, filename: str |
     handle = await asyncio.to_thread(open, path, "rb")
     try:
         size = await asyncio.to_thread(lambda: path.stat().st_size)
+        handler.set_header("Content-Type", content_type)  # before the first flush sends headers
         handler.set_header("Content-Length", str(size))
         if filename:
-            handler.set_header("Content-Disposition", f'attachment; filename="{filename}"')
+            handler.set_header("Content-Disposition", content_disposition(filename))
         while chunk := await asyncio.to_thread(handle.read, CHUNK):
             handler.write(chunk)
             await handler.flush()

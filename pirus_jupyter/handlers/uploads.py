@@ -210,7 +210,7 @@ class UploadHandler(_TusHandler):
         self.send_options()
 
 
-handlers: list[tuple[str, type, ...]] = [  # type: ignore[misc]
+handlers: list[tuple[Any, ...]] = [
     (r"/pirus/api/v1/uploads/?", UploadCollectionHandler),
     (r"/pirus/api/v1/uploads/(?P<upload_id>[A-Za-z0-9_-]+)/?", UploadHandler),
 ]
