@@ -12,3 +12,30 @@ def _jupyter_server_extension_points() -> list[dict[str, Any]]:
     from .app import PirusApp
 
     return [{"module": "pirus_jupyter", "app": PirusApp}]
+
+
+# -- the notebook API, imported on first use (the server imports this package: keep it light,
+# and never import ipywidgets here) ----------------------------------------------------------
+_LAZY_EXPORTS = {
+    "connect": ".client",
+    "Client": ".client",
+    "PirusAPIError": ".client",
+    "PirusConnectionError": ".client",
+    "rerun": ".widgets.record",
+    "RunRecord": ".widgets.record",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """``pirus_jupyter.connect``, ``.rerun``, ``.Client``, ``.PirusAPIError`` (and
+    ``.PirusConnectionError``, ``.RunRecord``), imported lazily."""
+    module = _LAZY_EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from importlib import import_module
+
+    return getattr(import_module(module, __name__), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY_EXPORTS))

@@ -377,6 +377,8 @@ class ChunkWriter:
         self._fd: int | None = None
         self._hash: _RunningHash | None = None
         self._saved: Any = None  # running hash at ``recorded``, restored when bytes are discarded
+        self._checkpoint: asyncio.Task[None] | None = None  # a background fsync + record
+        self._snapshot: tuple[int, Any] | None = None  # (offset, hash copy) for that checkpoint
 
     # -- setup ------------------------------------------------------------------------
     async def open(self) -> None:
@@ -422,9 +424,12 @@ class ChunkWriter:
                 return
             try:
                 await self._flush_buffer()
-                if self.checksum is None and (
+                if self.checksum is None and self._checkpoint is None and (
                         self.start + self.flushed - self.recorded >= CHECKPOINT_BYTES):
-                    await self._make_durable()
+                    # In the background: receiving goes on while the disk catches up.
+                    assert self._pending is not None
+                    self._checkpoint = asyncio.ensure_future(
+                        self._run_checkpoint(self._pending, self.start + self.flushed))
             except OSError as e:
                 # Keep reading (and ignoring) the body so that the client gets a response.
                 self.error = StorageError(f"cannot store the uploaded bytes: {e}")
@@ -452,9 +457,36 @@ class ChunkWriter:
         self._hash.size += len(data)
         if self._checksum_digest is not None:
             self._checksum_digest.update(data)
+        if self.checksum is None:
+            # The hash state at this offset, should a checkpoint record it.
+            self._snapshot = (position + len(data), self._hash.digest.copy())
+
+    async def _run_checkpoint(self, written: Awaitable[Any], offset: int) -> None:
+        """Make ``[0, offset)`` durable and record ``offset``, while later bytes keep coming.
+
+        ``written`` is the write that ends at ``offset``; fsync after it returns covers every
+        byte before ``offset`` (later writes may or may not be included: they are not
+        recorded), so the recorded offset is never ahead of the disk.
+        """
+        await written
+        snapshot = self._snapshot
+        assert self._fd is not None
+        await self._run(os.fsync, self._fd)
+        self.row = await self.service._record_offset(self, offset)
+        self.recorded = offset
+        if snapshot is not None and snapshot[0] == offset:
+            self._saved = snapshot[1]
+        else:  # a later write already replaced the snapshot: rebuild if ever needed
+            self._saved = None
+
+    async def _wait_checkpoint(self) -> None:
+        if self._checkpoint is not None:
+            checkpoint, self._checkpoint = self._checkpoint, None
+            await checkpoint
 
     async def _make_durable(self) -> int:
         """fsync and record the offset; returns it."""
+        await self._wait_checkpoint()  # so that offsets are recorded in order
         await self._drain()
         offset = self.start + self.flushed
         if offset != self.recorded or self.new_length is not None:
@@ -468,6 +500,8 @@ class ChunkWriter:
 
     async def _discard(self) -> None:
         """Drop every byte after the recorded offset (checksum mismatch, oversize, failure)."""
+        with contextlib.suppress(Exception):
+            await self._wait_checkpoint()  # it may still move the recorded offset
         if self._pending is not None:
             with contextlib.suppress(Exception):
                 await self._pending
@@ -482,6 +516,7 @@ class ChunkWriter:
             self._hash.digest = self._saved.copy()
             self._hash.size = self.recorded
         else:
+            # The state at the recorded offset is unknown: the next request rebuilds it from disk.
             self.service._hashers.pop(self.upload_id, None)
 
     async def _close(self) -> None:
@@ -573,9 +608,12 @@ class UploadService:
         # every minute), so a test with a 1 s lifetime sees them go within a second or two.
         self.cleanup_interval = max(0.25, min(60.0, self.expiration / 4))
         self._locks: dict[str, str] = {}
+        self._creating: set[str] = set()  # ids whose part file exists before their row
         self._hashers: dict[str, _RunningHash] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._cleanup_task: asyncio.Task[None] | None = None
+        self._stopped = False
+        self._reconciled = asyncio.Event()  # set once the start-up check released its locks
         # File I/O of uploads runs here, not on the default executor that other services share.
         self._io = ThreadPoolExecutor(max_workers=8, thread_name_prefix="pirus-tus")
         self.parts_dir.mkdir(parents=True, exist_ok=True)
@@ -583,10 +621,20 @@ class UploadService:
     # -- lifecycle --------------------------------------------------------------------
     async def start(self) -> None:
         """Reconcile part files with the database, then start the periodic expiry cleanup."""
-        await self.reconcile()
-        self._cleanup_task = asyncio.get_running_loop().create_task(self._cleanup_loop())
+        # A short-lived server (tests) may be stopped before, or while, this runs.
+        if self._stopped:
+            return
+        try:
+            await self.reconcile()
+        except Exception:
+            if self._stopped:
+                return
+            raise
+        if not self._stopped:
+            self._cleanup_task = asyncio.get_running_loop().create_task(self._cleanup_loop())
 
     async def stop(self) -> None:
+        self._stopped = True
         tasks = [*self._tasks, *([self._cleanup_task] if self._cleanup_task else [])]
         for task in tasks:
             task.cancel()
@@ -613,39 +661,61 @@ class UploadService:
         fsync + record), so they are cut off and the client sends them again. An upload whose
         bytes were all recorded but that was not finished yet is finished now; an interrupted
         concatenation starts over. Part files without an upload row are deleted.
+
+        Requests may already arrive while this runs: each upload is checked under its lock and
+        re-read there, and uploads being created are left alone.
         """
-        rows = [_decode(r) for r in await self.store.select("uploads")]
-        known = {r["id"] for r in rows}
-        for row in rows:
-            upload_id = row["id"]
-            if upload_id in self._locks:
-                continue
-            if row["status"] == CONCATENATING:
-                self._start_concatenation(row)
-                continue
-            if row["status"] != UPLOADING and not (row["status"] == COMPLETE and _is_partial(row)):
-                continue
-            size = await asyncio.to_thread(self._part_size, upload_id)
-            offset = row["offset"]
-            if size is None or size < offset:
-                # Should not happen (offsets are recorded after fsync), but never claim bytes
-                # that are not there.
-                self.log.warning("pirus: upload %s has %s bytes on disk, %s recorded",
-                                 upload_id, size, offset)
-                await asyncio.to_thread(self._truncate_part, upload_id, size or 0)
-                row = _decode(await self.store.update(
-                    "uploads", upload_id, {"offset": size or 0, "status": UPLOADING}))
-                await self._pipeline_offset(row)
-            elif size > offset:
-                await asyncio.to_thread(self._truncate_part, upload_id, offset)
-            if row["status"] == UPLOADING and row["length"] is not None and (
-                    row["offset"] == row["length"]):
-                self._lock(upload_id, "finishing")
-                self.spawn(self._finish_locked(row))
-        for path in await asyncio.to_thread(lambda: list(self.parts_dir.iterdir())):
-            if path.name not in known:
-                with contextlib.suppress(OSError):
-                    await asyncio.to_thread(path.unlink)
+        try:
+            # Listed before the rows are read: a part file created after this is never an orphan.
+            paths = await asyncio.to_thread(lambda: list(self.parts_dir.iterdir()))
+            rows = [_decode(r) for r in await self.store.select("uploads")]
+            known = {r["id"] for r in rows}
+            for listed in rows:
+                upload_id = listed["id"]
+                if listed["status"] == CONCATENATING:
+                    self._start_concatenation(listed)
+                    continue
+                if upload_id in self._locks:
+                    continue  # a request holds it: it is being written, so it is consistent
+                self._lock(upload_id, "start-up check")
+                handed_over = False
+                try:
+                    try:
+                        row = await self._row(upload_id, allow_expired=True)
+                    except NotFound:
+                        continue
+                    if row["status"] != UPLOADING and not (
+                            row["status"] == COMPLETE and _is_partial(row)):
+                        continue
+                    size = await asyncio.to_thread(self._part_size, upload_id)
+                    offset = row["offset"]
+                    if size is None or size < offset:
+                        # Should not happen (offsets are recorded after fsync), but never claim
+                        # bytes that are not there.
+                        self.log.warning("pirus: upload %s has %s bytes on disk, %s recorded",
+                                         upload_id, size, offset)
+                        await asyncio.to_thread(self._truncate_part, upload_id, size or 0)
+                        row = await self._update(upload_id, {"offset": size or 0,
+                                                             "status": UPLOADING})
+                        await self._pipeline_offset(row)
+                    elif size > offset:
+                        self.log.info("pirus: upload %s: dropping %s unacknowledged bytes",
+                                      upload_id, size - offset)
+                        await asyncio.to_thread(self._truncate_part, upload_id, offset)
+                    if row["status"] == UPLOADING and row["length"] is not None and (
+                            row["offset"] == row["length"]):
+                        self._locks[upload_id] = "finishing"
+                        self.spawn(self._finish_locked(row))
+                        handed_over = True
+                finally:
+                    if not handed_over:
+                        self._unlock(upload_id)
+            for path in paths:
+                if path.name not in known and path.name not in self._creating:
+                    with contextlib.suppress(OSError):
+                        await asyncio.to_thread(path.unlink)
+        finally:
+            self._reconciled.set()
 
     def _part_size(self, upload_id: str) -> int | None:
         try:
@@ -671,6 +741,14 @@ class UploadService:
     def part_path(self, upload_id: str) -> Path:
         return self.parts_dir / upload_id
 
+    async def _lock_after_startup(self, upload_id: str, holder: str) -> None:
+        """Like :meth:`_lock`, but a request arriving while the start-up check holds the upload
+        waits for it (a fraction of a second) instead of being told 423."""
+        if self._locks.get(upload_id) == "start-up check":
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._reconciled.wait(), 30)
+        self._lock(upload_id, holder)
+
     def _lock(self, upload_id: str, holder: str) -> None:
         # Checked and set without an await in between: atomic on the event loop.
         if upload_id in self._locks:
@@ -679,6 +757,10 @@ class UploadService:
 
     def _unlock(self, upload_id: str) -> None:
         self._locks.pop(upload_id, None)
+
+    def is_busy(self, upload_id: str) -> bool:
+        """Whether a request or background job holds the upload right now."""
+        return upload_id in self._locks
 
     def _expiry(self) -> str:
         when = datetime.now(timezone.utc) + timedelta(seconds=self.expiration)
@@ -805,12 +887,16 @@ class UploadService:
                                       f"upload ({room} bytes)")
 
         partial = concat_kind == "partial"
-        await asyncio.to_thread(self._truncate_part, upload_id, 0)
-        row = _decode(await self.store.insert("uploads", {
-            "id": upload_id, "kind": kind, "filename": filename, "metadata": metadata,
-            "length": length, "offset": 0, "status": UPLOADING, "created": now_iso(),
-            "expires": self._expiry(), "concat": "partial" if partial else None,
-        }))
+        self._creating.add(upload_id)
+        try:
+            await asyncio.to_thread(self._truncate_part, upload_id, 0)
+            row = _decode(await self.store.insert("uploads", {
+                "id": upload_id, "kind": kind, "filename": filename, "metadata": metadata,
+                "length": length, "offset": 0, "status": UPLOADING, "created": now_iso(),
+                "expires": self._expiry(), "concat": "partial" if partial else None,
+            }))
+        finally:
+            self._creating.discard(upload_id)
         if kind == "pipeline" and not partial:
             try:
                 pipeline = await self.pipelines.create_uploading(filename, length, upload_id)
@@ -887,7 +973,7 @@ class UploadService:
         new_length = parse_size(headers.get("Upload-Length"), "Upload-Length")
         content_length = parse_size(headers.get("Content-Length"), "Content-Length")
 
-        self._lock(upload_id, "PATCH")
+        await self._lock_after_startup(upload_id, "PATCH")
         try:
             row = await self._row(upload_id)  # read again under the lock: offsets move only there
             current = {"Upload-Offset": str(row["offset"])}
@@ -947,7 +1033,7 @@ class UploadService:
     async def terminate(self, upload_id: str) -> None:
         """DELETE: remove an upload (a finished input's file stays, as a Pirus file)."""
         row = await self._row(upload_id, allow_expired=True)
-        self._lock(upload_id, "DELETE")
+        await self._lock_after_startup(upload_id, "DELETE")
         try:
             await self._remove(row, "the upload was terminated")
         finally:
@@ -1082,12 +1168,16 @@ class UploadService:
             for part_id in dict.fromkeys(part_ids):
                 self._lock(part_id, "concatenation")
                 locked.append(part_id)
-            await asyncio.to_thread(self._truncate_part, upload_id, 0)
-            row = _decode(await self.store.insert("uploads", {
-                "id": upload_id, "kind": kind, "filename": filename, "metadata": metadata,
-                "length": length, "offset": 0, "status": CONCATENATING, "created": now_iso(),
-                "expires": None, "concat": concat, "parts": part_ids,
-            }))
+            self._creating.add(upload_id)
+            try:
+                await asyncio.to_thread(self._truncate_part, upload_id, 0)
+                row = _decode(await self.store.insert("uploads", {
+                    "id": upload_id, "kind": kind, "filename": filename, "metadata": metadata,
+                    "length": length, "offset": 0, "status": CONCATENATING,
+                    "created": now_iso(), "expires": None, "concat": concat, "parts": part_ids,
+                }))
+            finally:
+                self._creating.discard(upload_id)
             if kind == "pipeline":
                 pipeline = await self.pipelines.create_uploading(filename, length, upload_id)
                 row = await self._update(upload_id, {"pipeline_id": pipeline["id"]})
