@@ -669,53 +669,52 @@ class UploadService:
             # Listed before the rows are read: a part file created after this is never an orphan.
             paths = await asyncio.to_thread(lambda: list(self.parts_dir.iterdir()))
             rows = [_decode(r) for r in await self.store.select("uploads")]
+            for row in rows:
+                if row["status"] == CONCATENATING:
+                    self._start_concatenation(row)
+                elif row["id"] not in self._locks:  # else a request holds it: consistent
+                    await self._reconcile_one(row["id"])
             known = {r["id"] for r in rows}
-            for listed in rows:
-                upload_id = listed["id"]
-                if listed["status"] == CONCATENATING:
-                    self._start_concatenation(listed)
-                    continue
-                if upload_id in self._locks:
-                    continue  # a request holds it: it is being written, so it is consistent
-                self._lock(upload_id, "start-up check")
-                handed_over = False
-                try:
-                    try:
-                        row = await self._row(upload_id, allow_expired=True)
-                    except NotFound:
-                        continue
-                    if row["status"] != UPLOADING and not (
-                            row["status"] == COMPLETE and _is_partial(row)):
-                        continue
-                    size = await asyncio.to_thread(self._part_size, upload_id)
-                    offset = row["offset"]
-                    if size is None or size < offset:
-                        # Should not happen (offsets are recorded after fsync), but never claim
-                        # bytes that are not there.
-                        self.log.warning("pirus: upload %s has %s bytes on disk, %s recorded",
-                                         upload_id, size, offset)
-                        await asyncio.to_thread(self._truncate_part, upload_id, size or 0)
-                        row = await self._update(upload_id, {"offset": size or 0,
-                                                             "status": UPLOADING})
-                        await self._pipeline_offset(row)
-                    elif size > offset:
-                        self.log.info("pirus: upload %s: dropping %s unacknowledged bytes",
-                                      upload_id, size - offset)
-                        await asyncio.to_thread(self._truncate_part, upload_id, offset)
-                    if row["status"] == UPLOADING and row["length"] is not None and (
-                            row["offset"] == row["length"]):
-                        self._locks[upload_id] = "finishing"
-                        self.spawn(self._finish_locked(row))
-                        handed_over = True
-                finally:
-                    if not handed_over:
-                        self._unlock(upload_id)
             for path in paths:
                 if path.name not in known and path.name not in self._creating:
                     with contextlib.suppress(OSError):
                         await asyncio.to_thread(path.unlink)
         finally:
             self._reconciled.set()
+
+    async def _reconcile_one(self, upload_id: str) -> None:
+        self._lock(upload_id, "start-up check")
+        handed_over = False
+        try:
+            try:
+                row = await self._row(upload_id, allow_expired=True)  # re-read under the lock
+            except NotFound:
+                return
+            if row["status"] != UPLOADING and not (row["status"] == COMPLETE and _is_partial(row)):
+                return
+            size = await asyncio.to_thread(self._part_size, upload_id)
+            offset = row["offset"]
+            if size is None or size < offset:
+                # Should not happen (offsets are recorded after fsync), but never claim bytes
+                # that are not there.
+                self.log.warning("pirus: upload %s has %s bytes on disk, %s recorded",
+                                 upload_id, size, offset)
+                await asyncio.to_thread(self._truncate_part, upload_id, size or 0)
+                row = await self._update(upload_id, {"offset": size or 0, "status": UPLOADING})
+                await self._pipeline_offset(row)
+            elif size > offset:
+                self.log.info("pirus: upload %s: dropping %s unacknowledged bytes", upload_id,
+                              size - offset)
+                await asyncio.to_thread(self._truncate_part, upload_id, offset)
+            if row["status"] == UPLOADING and row["length"] is not None and (
+                    row["offset"] == row["length"]):
+                # All bytes recorded, but the server stopped before finishing the upload.
+                self._locks[upload_id] = "finishing"
+                self.spawn(self._finish_locked(row))
+                handed_over = True
+        finally:
+            if not handed_over:
+                self._unlock(upload_id)
 
     def _part_size(self, upload_id: str) -> int | None:
         try:
