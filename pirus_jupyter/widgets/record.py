@@ -1,0 +1,554 @@
+"""Run records: what a run was, rendered so that a saved notebook keeps it, and :func:`rerun`.
+
+A :class:`RunRecord` is plain JSON (no widget, no kernel needed to show it). Displayed, it
+leaves three representations in the cell output:
+
+* ``text/html``: a static table (pipeline, image fingerprint, status, times, config, inputs and
+  outputs with sha256, metrics), self-contained inline HTML that nbconvert and notebook viewers
+  render without a kernel or a server;
+* ``text/plain``: the same, as text;
+* ``application/vnd.pirus.run+json``: the record itself, which :meth:`RunRecord.from_notebook`
+  reads back from a saved ``.ipynb`` and :func:`rerun` turns into a new run.
+
+This module does not import ipywidgets.
+"""
+
+from __future__ import annotations
+
+import copy
+import html
+import json
+import os
+import warnings
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..client import Client, Pipeline, Run
+
+RECORD_MIME = "application/vnd.pirus.run+json"
+RECORD_FORMAT = "pirus.run-record"
+RECORD_VERSION = 1
+
+__all__ = ["RECORD_MIME", "OutputComparison", "RerunError", "RunRecord", "rerun"]
+
+
+class RerunError(RuntimeError):
+    """A record cannot be re-run as asked (a different image, changed inputs, no pipeline)."""
+
+
+def _short(sha: str | None, n: int = 12) -> str:
+    return sha[:n] if sha else "unknown"
+
+
+def _size(size: Any) -> str:
+    if not isinstance(size, (int, float)):
+        return ""
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return ""  # pragma: no cover
+
+
+_STATUS_COLOURS = {"DONE": "#1a7f37", "ERROR": "#cf222e", "CANCELED": "#6e7781",
+                   "RUNNING": "#0969da", "PAUSE": "#9a6700"}
+
+
+class RunRecord:
+    """The reproducible record of one run.
+
+    Fields (also in :meth:`to_json`): ``pipeline`` (``id``, ``name``, ``version``,
+    ``fingerprint``: the LXD image fingerprint, i.e. the package's SHA-256), ``run`` (``id``,
+    ``name``, ``status``, ``exit_code``, ``error``, ``created``, ``start``, ``end``),
+    ``config``, ``inputs`` (``name``, ``path``, ``size``, ``sha256`` when known), ``outputs``
+    (``name``, ``path``, ``size``, ``sha256``), ``metrics`` (wall/cpu seconds, peak memory,
+    seconds per phase), ``server`` (URL and version) and ``recorded`` (when it was made).
+    """
+
+    def __init__(self, data: Mapping[str, Any]) -> None:
+        data = dict(copy.deepcopy(data))
+        if data.get("format") != RECORD_FORMAT:
+            raise ValueError("not a Pirus run record (format must be "
+                             f"{RECORD_FORMAT!r}, got {data.get('format')!r})")
+        for key in ("pipeline", "run"):
+            if not isinstance(data.get(key), Mapping):
+                raise ValueError(f"a run record needs a {key!r} object")
+        data.setdefault("config", {})
+        data.setdefault("inputs", [])
+        data.setdefault("outputs", [])
+        data.setdefault("metrics", None)
+        self._data = data
+
+    # -- building -------------------------------------------------------------------------
+    @classmethod
+    def from_run(cls, run: Run) -> RunRecord:
+        """The record of a run as the server has it now (pipeline fingerprint and input
+        hashes are looked up through the run's client)."""
+        from .. import __version__
+
+        client = run.client
+        data = run.data
+        pipeline: dict[str, Any] = {"id": data.get("pipeline_id"),
+                                    "name": data.get("pipeline_name"),
+                                    "version": data.get("pipeline_version"),
+                                    "fingerprint": data.get("pipeline_fingerprint")}
+        if not pipeline["fingerprint"]:  # a server that does not record it with the run
+            try:
+                installed = client.pipeline(int(data["pipeline_id"]))
+            except Exception:  # removed since: the record keeps what the run says
+                installed = None
+            if installed is not None and installed.name == pipeline["name"] and \
+                    installed.version == pipeline["version"]:
+                pipeline["fingerprint"] = installed.fingerprint
+        server_version = None
+        try:
+            server_version = client.info().get("version")
+        except Exception:
+            server_version = None
+        return cls({
+            "format": RECORD_FORMAT,
+            "format_version": RECORD_VERSION,
+            "pipeline": pipeline,
+            "run": {k: data.get(k) for k in ("id", "name", "status", "exit_code", "error",
+                                             "created", "start", "end")},
+            "config": data.get("config") or {},
+            "inputs": _inputs_with_hashes(client, data),
+            "outputs": [{k: o.get(k) for k in ("name", "path", "size", "sha256")}
+                        for o in data.get("outputs") or []],
+            "progress": data.get("progress"),
+            "metrics": data.get("metrics"),
+            "server": {"url": client.base_url, "version": server_version},
+            "client": {"pirus_jupyter": __version__},
+            "recorded": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        })
+
+    @classmethod
+    def from_json(cls, source: Mapping[str, Any] | str | os.PathLike[str]) -> RunRecord:
+        """A record from its JSON payload: a dict, JSON text, or a ``.json`` file path."""
+        if isinstance(source, Mapping):
+            return cls(source)
+        text = str(source)
+        if isinstance(source, os.PathLike) or not text.lstrip().startswith("{"):
+            text = Path(source).read_text(encoding="utf-8")
+        return cls(json.loads(text))
+
+    @classmethod
+    def load(cls, source: Any, client: Client | None = None) -> RunRecord:
+        """A record from anything that names one: a :class:`RunRecord`, a
+        :class:`~pirus_jupyter.client.Run`, a run id (read through ``client``), a JSON dict or
+        text, or a ``.json``/``.ipynb`` file (the last record in a notebook)."""
+        from ..client import Run
+
+        if isinstance(source, RunRecord):
+            return source
+        if isinstance(source, Run):
+            return source.record()
+        if isinstance(source, int) and not isinstance(source, bool):
+            if client is None:
+                from ..client import connect
+
+                client = connect()
+            return client.run(source).record()
+        if isinstance(source, (str, os.PathLike)) and str(source).endswith(".ipynb"):
+            records = cls.from_notebook(source)
+            if not records:
+                raise ValueError(f"{source} holds no Pirus run record in its outputs")
+            return records[-1]
+        return cls.from_json(source)
+
+    @classmethod
+    def from_notebook(cls, notebook: str | os.PathLike[str] | Mapping[str, Any]
+                      ) -> list[RunRecord]:
+        """Every run record left in the outputs of a saved notebook (a path or a notebook
+        dict), in cell order; the same run displayed twice counts once (its latest state)."""
+        if isinstance(notebook, Mapping):
+            nb = notebook
+        else:
+            nb = json.loads(Path(notebook).read_text(encoding="utf-8"))
+        found: dict[Any, RunRecord] = {}
+        for cell in nb.get("cells", []):
+            for output in cell.get("outputs", []) or []:
+                payload = (output.get("data") or {}).get(RECORD_MIME)
+                if payload is None:
+                    continue
+                if isinstance(payload, str):
+                    payload = json.loads(payload)
+                try:
+                    record = cls(payload)
+                except ValueError:
+                    continue
+                key = (record.server.get("url"), record.run.get("id"))
+                found.pop(key, None)
+                found[key] = record
+        return list(found.values())
+
+    # -- reading ----------------------------------------------------------------------------
+    def to_json(self) -> dict[str, Any]:
+        """The record as a JSON-serialisable dict (a copy)."""
+        return copy.deepcopy(self._data)
+
+    def to_json_text(self, indent: int | None = 2) -> str:
+        """The record as JSON text."""
+        return json.dumps(self._data, indent=indent, sort_keys=False)
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the record as a JSON file; returns its path."""
+        target = Path(path)
+        target.write_text(self.to_json_text() + "\n", encoding="utf-8")
+        return target
+
+    @property
+    def pipeline(self) -> dict[str, Any]:
+        """``id``, ``name``, ``version`` and ``fingerprint`` of the pipeline."""
+        return dict(self._data["pipeline"])
+
+    @property
+    def run(self) -> dict[str, Any]:
+        """``id``, ``name``, ``status``, ``exit_code``, ``error``, ``created``, ``start``,
+        ``end`` of the run."""
+        return dict(self._data["run"])
+
+    @property
+    def server(self) -> dict[str, Any]:
+        """The server the run ran on (``url``, ``version``)."""
+        return dict(self._data.get("server") or {})
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The run's configuration (with the defaults the server filled in)."""
+        return copy.deepcopy(self._data["config"])
+
+    @property
+    def inputs(self) -> list[dict[str, Any]]:
+        """``name``, ``path``, ``size``, ``sha256`` (None when unknown) of each input."""
+        return copy.deepcopy(self._data["inputs"])
+
+    @property
+    def outputs(self) -> list[dict[str, Any]]:
+        """``name``, ``path``, ``size``, ``sha256`` of each output."""
+        return copy.deepcopy(self._data["outputs"])
+
+    @property
+    def metrics(self) -> dict[str, Any] | None:
+        """Wall and CPU seconds, peak memory and seconds per phase (when the run ran)."""
+        return copy.deepcopy(self._data.get("metrics"))
+
+    @property
+    def status(self) -> str | None:
+        """The run's status when the record was made."""
+        return self._data["run"].get("status")
+
+    @property
+    def output_hashes(self) -> dict[str, str | None]:
+        """``{output name: sha256}``."""
+        return {o.get("name") or o.get("path"): o.get("sha256") for o in self._data["outputs"]}
+
+    def compare(self, other: RunRecord | Run) -> OutputComparison:
+        """Compare this record's outputs (names and sha256) with another run's."""
+        other_record = other if isinstance(other, RunRecord) else RunRecord.load(other)
+        return OutputComparison(self, other_record)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RunRecord) and other._data == self._data
+
+    def __repr__(self) -> str:
+        p, r = self._data["pipeline"], self._data["run"]
+        return (f"<RunRecord run {r.get('id')} {r.get('status')} {p.get('name')} "
+                f"{p.get('version') or ''}>")
+
+    # -- rendering ------------------------------------------------------------------------
+    def _duration(self) -> str:
+        wall = (self._data.get("metrics") or {}).get("wall_seconds")
+        return f"{wall:.1f} s" if isinstance(wall, (int, float)) else ""
+
+    def to_text(self) -> str:
+        """A plain-text rendering (the ``text/plain`` of the bundle)."""
+        p, r = self._data["pipeline"], self._data["run"]
+        lines = [
+            f"Pirus run {r.get('id')} {r.get('name')!r}: {r.get('status')}"
+            + (f" (exit code {r['exit_code']})" if r.get("exit_code") is not None else ""),
+            f"  pipeline: {p.get('name')} {p.get('version') or ''} (id {p.get('id')}, image "
+            f"{_short(p.get('fingerprint'), 64)})",
+            f"  started: {r.get('start') or '-'}   ended: {r.get('end') or '-'}"
+            + (f"   wall: {self._duration()}" if self._duration() else ""),
+        ]
+        if r.get("error"):
+            lines.append(f"  error: {r['error']}")
+        lines.append(f"  config: {json.dumps(self._data['config'], sort_keys=True)}")
+        lines.append("  inputs:" if self._data["inputs"] else "  inputs: none")
+        for item in self._data["inputs"]:
+            lines.append(f"    {item.get('path')}  {item.get('size')} bytes  sha256 "
+                         f"{item.get('sha256') or 'unknown'}")
+        lines.append("  outputs:" if self._data["outputs"] else "  outputs: none")
+        for item in self._data["outputs"]:
+            lines.append(f"    {item.get('name')}  {item.get('size')} bytes  sha256 "
+                         f"{item.get('sha256') or 'unknown'}")
+        metrics = self._data.get("metrics") or {}
+        if metrics:
+            lines.append("  metrics: " + json.dumps(metrics, sort_keys=True))
+        return "\n".join(lines)
+
+    def to_html(self) -> str:
+        """A static, self-contained HTML rendering (the ``text/html`` of the bundle)."""
+        e = html.escape
+        p, r = self._data["pipeline"], self._data["run"]
+        status = str(r.get("status"))
+        colour = _STATUS_COLOURS.get(status, "#57606a")
+        td = "padding:2px 8px;text-align:left;vertical-align:top;border:none"
+        mono = "font-family:monospace;font-size:90%"
+
+        def row(label: str, value: str) -> str:
+            return (f'<tr><th style="{td};font-weight:600;white-space:nowrap">{e(label)}</th>'
+                    f'<td style="{td}">{value}</td></tr>')
+
+        def files(items: list[dict[str, Any]], key: str) -> str:
+            if not items:
+                return "<i>none</i>"
+            body = "".join(
+                f'<tr><td style="{td};{mono}">{e(str(i.get(key) or i.get("path")))}</td>'
+                f'<td style="{td}">{e(_size(i.get("size")))}</td>'
+                f'<td style="{td};{mono}" title="{e(str(i.get("sha256") or ""))}">'
+                f'{e(str(i.get("sha256") or "unknown"))}</td></tr>' for i in items)
+            head = (f'<tr><th style="{td}">{"path" if key == "path" else "name"}</th>'
+                    f'<th style="{td}">size</th><th style="{td}">sha256</th></tr>')
+            return f'<table style="border-collapse:collapse">{head}{body}</table>'
+
+        metrics = self._data.get("metrics") or {}
+        metric_bits = []
+        if isinstance(metrics.get("wall_seconds"), (int, float)):
+            metric_bits.append(f"wall {metrics['wall_seconds']:.2f} s")
+        if isinstance(metrics.get("cpu_seconds"), (int, float)):
+            metric_bits.append(f"cpu {metrics['cpu_seconds']:.2f} s")
+        if isinstance(metrics.get("memory_peak_bytes"), (int, float)):
+            metric_bits.append(f"peak memory {_size(metrics['memory_peak_bytes'])}")
+        phases = metrics.get("phases") or {}
+        if phases:
+            metric_bits.append("phases: " + ", ".join(f"{k} {v:.2f} s" for k, v in
+                                                      phases.items()
+                                                      if isinstance(v, (int, float))))
+        exit_code = r.get("exit_code")
+        rows = [
+            row("Pipeline", f"{e(str(p.get('name')))} {e(str(p.get('version') or ''))} "
+                            f"<span style=\"color:#57606a\">(id {e(str(p.get('id')))})</span>"),
+            row("Image fingerprint",
+                f'<span style="{mono}">{e(str(p.get("fingerprint") or "unknown"))}</span>'),
+            row("Status", f'<b style="color:{colour}">{e(status)}</b>'
+                          + (f" (exit code {e(str(exit_code))})" if exit_code is not None
+                             else "")),
+            row("Started / ended", f"{e(str(r.get('start') or '-'))} → "
+                                   f"{e(str(r.get('end') or '-'))}"),
+        ]
+        if r.get("error"):
+            rows.append(row("Error", f'<pre style="margin:0;white-space:pre-wrap">'
+                                     f'{e(str(r["error"]))}</pre>'))
+        rows += [
+            row("Config", f'<pre style="margin:0;{mono}">'
+                          f'{e(json.dumps(self._data["config"], indent=2, sort_keys=True))}'
+                          "</pre>"),
+            row("Inputs", files(self._data["inputs"], "path")),
+            row("Outputs", files(self._data["outputs"], "name")),
+        ]
+        if metric_bits:
+            rows.append(row("Metrics", e("; ".join(metric_bits))))
+        server = self._data.get("server") or {}
+        rows.append(row("Recorded", f"{e(str(self._data.get('recorded') or ''))} "
+                                    f"<span style=\"color:#57606a\">from "
+                                    f"{e(str(server.get('url') or '?'))}</span>"))
+        title = (f"Pirus run {e(str(r.get('id')))}: {e(str(r.get('name') or ''))}")
+        return (f'<div class="pirus-run-record" style="border:1px solid #d0d7de;'
+                f'border-left:4px solid {colour};border-radius:4px;padding:6px 10px;margin:4px 0">'
+                f'<div style="font-weight:600;margin-bottom:4px">{title}</div>'
+                f'<table style="border-collapse:collapse">{"".join(rows)}</table></div>')
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None
+                          ) -> dict[str, Any]:
+        bundle = {"text/plain": self.to_text(), "text/html": self.to_html(),
+                  RECORD_MIME: self.to_json()}
+        if include:
+            bundle = {k: v for k, v in bundle.items() if k in include}
+        if exclude:
+            bundle = {k: v for k, v in bundle.items() if k not in exclude}
+        return bundle
+
+
+class OutputComparison:
+    """Outputs of two runs side by side: ``rows`` of ``{"name", "expected", "actual",
+    "same"}`` and ``identical`` (every output present in both with the same sha256)."""
+
+    def __init__(self, expected: RunRecord, actual: RunRecord) -> None:
+        self.expected = expected
+        self.actual = actual
+        a, b = expected.output_hashes, actual.output_hashes
+        self.rows = [{"name": name, "expected": a.get(name), "actual": b.get(name),
+                      "same": a.get(name) is not None and a.get(name) == b.get(name)}
+                     for name in sorted(set(a) | set(b))]
+
+    @property
+    def identical(self) -> bool:
+        """True when both runs produced the same files with the same content."""
+        return bool(self.rows) and all(r["same"] for r in self.rows)
+
+    def __bool__(self) -> bool:
+        return self.identical
+
+    def __repr__(self) -> str:
+        return self._text()
+
+    def _text(self) -> str:
+        head = (f"run {self.expected.run.get('id')} vs run {self.actual.run.get('id')}: "
+                + ("identical outputs" if self.identical else "outputs DIFFER"))
+        lines = [head]
+        for r in self.rows:
+            mark = "same" if r["same"] else "DIFFERENT"
+            lines.append(f"  {r['name']}: {mark}  {r['expected'] or '-'}  {r['actual'] or '-'}")
+        return "\n".join(lines)
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None
+                          ) -> dict[str, Any]:
+        e = html.escape
+        td = "padding:2px 8px;text-align:left;border:none;font-family:monospace"
+        rows = "".join(
+            f'<tr><td style="{td}">{e(str(r["name"]))}</td>'
+            f'<td style="{td};color:{"#1a7f37" if r["same"] else "#cf222e"}">'
+            f'{"✓ same" if r["same"] else "✗ different"}</td>'
+            f'<td style="{td}">{e(str(r["expected"] or "-"))}</td>'
+            f'<td style="{td}">{e(str(r["actual"] or "-"))}</td></tr>' for r in self.rows)
+        head = (f'<tr><th style="{td}">output</th><th style="{td}"></th>'
+                f'<th style="{td}">run {e(str(self.expected.run.get("id")))}</th>'
+                f'<th style="{td}">run {e(str(self.actual.run.get("id")))}</th></tr>')
+        verdict = "identical outputs" if self.identical else "outputs differ"
+        return {"text/plain": self._text(),
+                "text/html": f"<div><b>{e(verdict)}</b><table>{head}{rows}</table></div>"}
+
+
+# -- input hashes ---------------------------------------------------------------------------
+def _inputs_with_hashes(client: Client, run: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The run's inputs with their sha256 when known. In order: the hash the server recorded
+    with the run, the server's hash of an uploaded file (file records), the copy in the run's
+    own ``inputs/`` folder (the exact bytes the run read; found next to its outputs), the file
+    at its path now."""
+    inputs = [{k: i.get(k) for k in ("name", "path", "size", "sha256")}
+              for i in run.get("inputs") or []]
+    if all(item["sha256"] for item in inputs):
+        return inputs  # the server hashed them when it prepared the run
+    try:
+        recorded = {f.path: f.sha256 for f in client.files() if f.sha256}
+    except Exception:
+        recorded = {}
+    run_dir = None
+    for output in run.get("outputs") or []:
+        path = str(output.get("path") or "")
+        if "/outputs/" in path:
+            run_dir = path.split("/outputs/", 1)[0]
+            break
+    for item in inputs:
+        if item["sha256"]:
+            continue
+        sha = recorded.get(item["path"])
+        if sha is None and run_dir is not None:
+            sha = client.sha256(f"{run_dir}/inputs/{item['name']}", item.get("size"))
+        if sha is None:
+            sha = client.sha256(str(item["path"]), item.get("size"))
+        item["sha256"] = sha
+    return inputs
+
+
+def _current_hash(client: Client, path: str, size: Any) -> str | None:
+    """The input's sha256 now: its bytes when readable, else the server's file record."""
+    now = client.sha256(path, size if isinstance(size, int) else None)
+    if now is not None:
+        return now
+    try:
+        return next((f.sha256 for f in client.files() if f.path == path and f.sha256), None)
+    except Exception:
+        return None
+
+
+# -- rerun -------------------------------------------------------------------------------
+_CHANGES = ("config", "inputs", "name")
+
+
+def _pick_pipeline(client: Client, record: RunRecord, allow_image_change: bool) -> Pipeline:
+    wanted = record.pipeline
+    name, version = wanted.get("name"), wanted.get("version")
+    same = [p for p in client.pipelines() if p.name == name and p.status == "READY"]
+    exact = [p for p in same if p.version == version]
+    by_id = [p for p in exact if p.id == wanted.get("id")]
+    if by_id:
+        return by_id[0]
+    if exact:
+        return max(exact, key=lambda p: int(p.id))
+    if same and allow_image_change:
+        return max(same, key=lambda p: int(p.id))
+    installed = ", ".join(f"{p.name} {p.version or ''}".strip() for p in same)
+    raise RerunError(
+        f"pipeline {name} {version or ''} is not installed".replace("  ", " ")
+        + (f" (installed: {installed}; pass allow_image_change=True to use it)" if same
+           else ""))
+
+
+def rerun(record_or_json: Any, client: Client | None = None, *,
+          allow_image_change: bool = False, verify_inputs: bool = True, wait: bool = False,
+          timeout: float | None = None, **changes: Any) -> Run:
+    """Start a new run from a run record, with the same pipeline, config and inputs.
+
+    ``record_or_json``: a :class:`RunRecord`, a :class:`~pirus_jupyter.client.Run`, a run id,
+    the record's JSON (dict or text), or a ``.json``/``.ipynb`` file holding one. ``changes``
+    may replace ``inputs`` and ``name`` and update ``config`` (merged over the recorded one).
+
+    Refuses (:class:`RerunError`) when the installed pipeline's image fingerprint differs from
+    the recorded one, unless ``allow_image_change``; and when an input's sha256 now differs
+    from the recorded one (or the input is gone), unless ``verify_inputs`` is False. With
+    ``wait`` the new run is waited for. Returns the new :class:`~pirus_jupyter.client.Run`.
+    """
+    unknown = set(changes) - set(_CHANGES)
+    if unknown:
+        raise TypeError(f"rerun() got unexpected change(s): {', '.join(sorted(unknown))} "
+                        f"(allowed: {', '.join(_CHANGES)})")
+    if client is None:
+        from ..client import Run, connect
+
+        client = record_or_json.client if isinstance(record_or_json, Run) else connect()
+    record = RunRecord.load(record_or_json, client)
+    pipeline = _pick_pipeline(client, record, allow_image_change)
+    recorded_fp = record.pipeline.get("fingerprint")
+    if recorded_fp:
+        current = pipeline.fingerprint
+        if current is None:
+            warnings.warn(f"cannot check the image of {pipeline.name}: its fingerprint is "
+                          "unknown", stacklevel=2)
+        elif current != recorded_fp and not allow_image_change:
+            raise RerunError(
+                f"the installed image of {pipeline.name} {pipeline.version or ''} (pipeline "
+                f"{pipeline.id}, fingerprint {current[:12]}) differs from the recorded one "
+                f"({recorded_fp[:12]}); pass allow_image_change=True to run it anyway")
+    if changes.get("inputs") is not None:
+        inputs: list[Any] = list(changes["inputs"])
+    else:
+        inputs = [item["path"] for item in record.inputs]
+        if verify_inputs:
+            problems = []
+            for item in record.inputs:
+                if not item.get("sha256"):
+                    continue
+                now = _current_hash(client, item["path"], item.get("size"))
+                if now is None:
+                    problems.append(f"{item['path']} cannot be read any more")
+                elif now != item["sha256"]:
+                    problems.append(f"{item['path']} changed (sha256 {now[:12]}, recorded "
+                                    f"{item['sha256'][:12]})")
+            if problems:
+                raise RerunError("inputs differ from the record: " + "; ".join(problems)
+                                 + ". Pass verify_inputs=False to run anyway.")
+    config = record.config
+    if changes.get("config"):
+        config.update(changes["config"])
+    name = changes.get("name") or f"rerun of run {record.run.get('id')}: {record.run.get('name')}"
+    run = pipeline.run(config=config, inputs=inputs, name=name)
+    if wait:
+        run.wait(timeout)
+    return run

@@ -1,0 +1,291 @@
+"""RunWidget: a run's live state in a notebook, pushed by the server.
+
+The widget subscribes to the client's shared events websocket
+(:class:`~pirus_jupyter.client.EventSubscriber`) for its run: every ``run.updated`` event
+updates the status, the progress bar and its label at once, from the events thread, so the
+widget keeps moving after the cell that displayed it has finished, and several widgets (several
+runs) share one websocket. Nothing polls the server in a loop: a one-second local clock only
+redraws the elapsed time, and the log tail is re-read after an event (at most once a second) and
+every few seconds while the run is RUNNING (logs produce no events). After a reconnection the
+run is re-read once, since events sent meanwhile are lost. When the run ends the widget shows
+its outputs with their sha256 and lets go of the websocket.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import html
+import threading
+import time
+import weakref
+from typing import TYPE_CHECKING, Any
+
+import ipywidgets as widgets
+
+from ..client import FINAL_STATUSES, PirusAPIError, PirusConnectionError
+
+if TYPE_CHECKING:
+    from ..client import Run
+
+__all__ = ["RunWidget"]
+
+_COLOURS = {"WAITING": "#57606a", "INITIALIZING": "#0969da", "RUNNING": "#0969da",
+            "PAUSE": "#9a6700", "FINISHING": "#0969da", "DONE": "#1a7f37", "ERROR": "#cf222e",
+            "CANCELED": "#6e7781"}
+_BAR_STYLES = {"RUNNING": "info", "FINISHING": "info", "INITIALIZING": "info",
+               "PAUSE": "warning", "DONE": "success", "ERROR": "danger", "CANCELED": "warning"}
+LOG_MIN_INTERVAL = 1.0
+LOG_RUNNING_INTERVAL = 5.0
+
+
+def format_elapsed(seconds: float | None) -> str:
+    """``h:mm:ss`` (``m:ss`` under an hour); ``-`` when unknown."""
+    if seconds is None:
+        return "-"
+    total = int(seconds)
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+class _Clock:
+    """One daemon thread ticking every second for every live RunWidget (local redraws; it
+    exits when no widget is left)."""
+
+    def __init__(self) -> None:
+        self._widgets: weakref.WeakSet[RunWidget] = weakref.WeakSet()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self.interval = 1.0
+
+    def add(self, widget: RunWidget) -> None:
+        with self._lock:
+            self._widgets.add(widget)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._loop, name="pirus-run-clock",
+                                                daemon=True)
+                self._thread.start()
+
+    def discard(self, widget: RunWidget) -> None:
+        with self._lock:
+            self._widgets.discard(widget)
+
+    def _loop(self) -> None:
+        while True:
+            time.sleep(self.interval)
+            with self._lock:
+                live = list(self._widgets)
+                if not live:
+                    self._thread = None
+                    return
+            for widget in live:
+                with contextlib.suppress(Exception):  # one broken widget must not stop others
+                    widget._tick()
+
+
+_clock = _Clock()
+
+
+class RunWidget(widgets.VBox):
+    """Live view of one run: name and pipeline, status, progress bar with its label, elapsed
+    time, pause/resume/cancel buttons, the last lines of the logs, and the outputs (with
+    sha256) once it is done. Updated by push from the server's events websocket.
+
+    ``RunWidget(run)`` or ``run.widget()``; :meth:`close` stops listening.
+    """
+
+    def __init__(self, run: Run, log_lines: int = 10) -> None:
+        self.run = run
+        self.log_lines = log_lines
+        self.header = widgets.HTML()
+        self.status_label = widgets.HTML()
+        self.progress = widgets.FloatProgress(value=0.0, min=0.0, max=100.0,
+                                              layout=widgets.Layout(width="320px"))
+        self.progress_label = widgets.Label()
+        self.elapsed_label = widgets.Label()
+        self.pause_button = widgets.Button(description="Pause", icon="pause",
+                                           layout=widgets.Layout(width="auto"))
+        self.resume_button = widgets.Button(description="Resume", icon="play",
+                                            layout=widgets.Layout(width="auto"))
+        self.cancel_button = widgets.Button(description="Cancel", icon="stop",
+                                            button_style="danger",
+                                            layout=widgets.Layout(width="auto"))
+        self.pause_button.on_click(lambda _: self._act("pause"))
+        self.resume_button.on_click(lambda _: self._act("resume"))
+        self.cancel_button.on_click(lambda _: self._act("cancel"))
+        self.message = widgets.HTML()
+        self.logs = widgets.HTML()
+        self.outputs = widgets.HTML()
+        super().__init__([
+            self.header,
+            widgets.HBox([self.status_label, self.progress, self.progress_label]),
+            widgets.HBox([widgets.Label("elapsed"), self.elapsed_label, self.pause_button,
+                          self.resume_button, self.cancel_button]),
+            self.message, self.logs, self.outputs,
+        ])
+        self._lock = threading.RLock()
+        self._logs_dirty = True
+        self._needs_refresh = False
+        self._last_logs = 0.0
+        self._finished = False
+        self.updates = 0
+        self._subscription = run.client.events.subscribe(self._on_event, run_id=run.id)
+        self.render()
+        if run.done:
+            self._finish()
+        else:
+            _clock.add(self)
+
+    # -- push ------------------------------------------------------------------------------
+    def _on_event(self, event: dict[str, Any]) -> None:
+        kind = event.get("type")
+        if kind == "run.updated":
+            self.run._update(event["data"])
+            self.updates += 1
+            self._logs_dirty = True
+            if self.run.done:
+                self._finish()  # the final log tail first, then the final state
+            else:
+                self.render()
+        elif kind == "events.connected":
+            self._needs_refresh = True
+        elif kind == "run.deleted":
+            self.message.value = '<span style="color:#cf222e">the run was deleted</span>'
+            self._finish(fetch=False)
+
+    def _tick(self) -> None:
+        """Every second (clock thread): the elapsed time, and pending re-reads."""
+        if self._finished:
+            _clock.discard(self)
+            return
+        if self._needs_refresh:
+            self._needs_refresh = False
+            try:
+                self.run.refresh()
+            except (PirusAPIError, PirusConnectionError) as e:
+                self.message.value = f'<span style="color:#cf222e">{html.escape(str(e))}</span>'
+            self._logs_dirty = True
+            if self.run.done:
+                self._finish()
+                return
+            self.render()
+        now = time.monotonic()
+        since = now - self._last_logs
+        if (self._logs_dirty and since >= LOG_MIN_INTERVAL) or (
+                self.run.status == "RUNNING" and since >= LOG_RUNNING_INTERVAL):
+            self._fetch_logs()
+        with self._lock:
+            self.elapsed_label.value = format_elapsed(self.run.elapsed)
+
+    def _fetch_logs(self) -> None:
+        self._last_logs = time.monotonic()
+        self._logs_dirty = False
+        if self.log_lines <= 0 or self.run.status in ("WAITING", "INITIALIZING"):
+            return
+        parts = []
+        for which in ("out", "err"):
+            try:
+                text = self.run.logs(which, tail=self.log_lines)
+            except (PirusAPIError, PirusConnectionError):
+                continue
+            if text.strip():
+                parts.append(
+                    f'<div style="color:#57606a;font-size:85%">{which}</div>'
+                    f'<pre style="margin:0 0 4px 0;max-height:14em;overflow:auto;'
+                    f'font-size:85%;background:#f6f8fa;padding:4px">{html.escape(text)}</pre>')
+        with self._lock:
+            self.logs.value = "".join(parts)
+
+    def _finish(self, fetch: bool = True) -> None:
+        with self._lock:
+            if self._finished:
+                return
+            self._finished = True
+        self._subscription.close()
+        _clock.discard(self)
+        if fetch:
+            self._fetch_logs()
+        self.render()
+
+    def close(self) -> None:
+        """Stop listening for events and close the widgets."""
+        self._finished = True
+        self._subscription.close()
+        _clock.discard(self)
+        super().close()
+
+    # -- actions -----------------------------------------------------------------------------
+    def _act(self, action: str) -> None:
+        try:
+            getattr(self.run, action)()
+            self.message.value = ""
+        except (PirusAPIError, PirusConnectionError) as e:
+            self.message.value = f'<span style="color:#cf222e">{html.escape(str(e))}</span>'
+        if self.run.done:
+            self._finish()
+        else:
+            self.render()
+
+    # -- drawing -----------------------------------------------------------------------------
+    def render(self) -> None:
+        """Redraw from the run's current record."""
+        with self._lock:
+            run = self.run
+            status = str(run.status)
+            colour = _COLOURS.get(status, "#57606a")
+            self.header.value = (
+                f"<b>Run {html.escape(str(run.id))}: {html.escape(str(run.name or ''))}</b> "
+                f"<span style='color:#57606a'>{html.escape(str(run.pipeline_name or ''))} "
+                f"{html.escape(str(run.pipeline_version or ''))}</span>")
+            self.status_label.value = (f"<b style='color:{colour};display:inline-block;"
+                                       f"min-width:8em'>{html.escape(status)}</b>")
+            progress = run.progress or {}
+            low = float(progress.get("min") or 0)
+            high = float(progress.get("max") or 0)
+            if high <= low:
+                high = low + 1
+            value = float(progress.get("value") or 0)
+            self.progress.min = min(self.progress.min, low)
+            self.progress.max = high
+            self.progress.min = low
+            self.progress.value = max(low, min(value, high))
+            self.progress.bar_style = _BAR_STYLES.get(status, "")
+            percent = 100.0 * (self.progress.value - low) / (high - low)
+            label = progress.get("label")
+            self.progress_label.value = (f"{label} — " if label else "") + (
+                f"{progress.get('value', 0):g}/{progress.get('max', 0):g} ({percent:.0f}%)"
+                if progress else "")
+            self.elapsed_label.value = format_elapsed(run.elapsed)
+            self.pause_button.disabled = status != "RUNNING"
+            self.resume_button.disabled = status != "PAUSE"
+            self.cancel_button.disabled = status in FINAL_STATUSES or status == "FINISHING"
+            if status == "ERROR" and run.error:
+                self.message.value = (f"<pre style='color:#cf222e;white-space:pre-wrap;margin:0'>"
+                                      f"{html.escape(str(run.error))}</pre>")
+            if status in FINAL_STATUSES:
+                self.outputs.value = self._outputs_html()
+
+    def _outputs_html(self) -> str:
+        outputs = self.run.outputs or []
+        if not outputs:
+            return ""
+        td = "padding:1px 8px;text-align:left;border:none"
+        rows = "".join(
+            f"<tr><td style='{td};font-family:monospace'>{html.escape(str(o.get('name')))}</td>"
+            f"<td style='{td}'>{html.escape(str(o.get('size')))} bytes</td>"
+            f"<td style='{td};font-family:monospace'>{html.escape(str(o.get('sha256')))}</td>"
+            "</tr>" for o in outputs)
+        return f"<b>Outputs</b><table style='border-collapse:collapse'>{rows}</table>"
+
+    def snapshot_html(self) -> str:
+        """A static HTML picture of the widget's current state."""
+        return "".join(w.value for w in (self.header, self.status_label)) + (
+            f"<div>{html.escape(self.progress_label.value)}</div>") + self.outputs.value
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any] | None:
+        bundle = super()._repr_mimebundle_(**kwargs)
+        if bundle is not None:
+            # Shown where the widget cannot be (a saved notebook without widget state).
+            bundle["text/html"] = self.snapshot_html()
+            bundle["text/plain"] = repr(self.run)
+        return bundle
