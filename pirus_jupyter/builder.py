@@ -922,16 +922,14 @@ def _check_form(entries: Mapping[str, RootfsEntry], form: str) -> None:
         raise BuildError(f"{form}: not valid JSON ({exc})") from exc
     if not isinstance(schema, dict):
         raise BuildError(f"{form}: a form must be a JSON Schema object")
-    try:
-        from jsonschema.validators import validator_for
-    except ImportError:  # pragma: no cover - jsonschema is a dependency, but keep builds working
-        return
-    from jsonschema.exceptions import SchemaError
+    # Checked as the server reads it: draft-03 normalised, placeholders filled.
+    from .errors import InvalidRequest
+    from .forms import normalize_form
 
     try:
-        validator_for(schema).check_schema(schema)
-    except SchemaError as exc:
-        raise BuildError(f"{form}: not a valid JSON Schema ({exc.message})") from exc
+        normalize_form(schema, ["input"], ["database"])
+    except InvalidRequest as exc:
+        raise BuildError(f"{form}: {exc.message}") from exc
 
 
 def _deep_merge(into: dict[str, Any], extra: Mapping[str, Any]) -> None:

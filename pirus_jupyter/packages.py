@@ -117,6 +117,14 @@ def normalize_manifest(metadata: Any) -> dict[str, Any]:
         raise InvalidPackage("pirus.documents must be a list of paths")
     manifest["documents"] = [_manifest_path({"d": d if d.startswith("/") else "/" + d}, "d")
                              for d in documents]
+    # V2 manifests name no form or icon: the original installer took the documents called
+    # form.json and icon.* for them.
+    for doc in manifest["documents"]:
+        name = posixpath.basename(doc)
+        if manifest.get("form") is None and name == "form.json":
+            manifest["form"] = doc
+        if manifest.get("icon") is None and name.startswith("icon."):
+            manifest["icon"] = doc
     return manifest
 
 

@@ -95,7 +95,13 @@ def _clean_progress(raw: Any, previous: dict[str, Any] | None) -> dict[str, Any]
     for key in ("value", "min", "max"):
         if key in raw:
             value = raw[key]
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
+            if isinstance(value, str):  # original Pirus pipelines post numbers as strings
+                try:
+                    value = float(value) if "." in value else int(value)
+                except ValueError:
+                    pass
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+                    value != value or value in (float("inf"), float("-inf")):
                 raise InvalidRequest(f"progress.{key} must be a number")
             out[key] = value
     if "label" in raw:
@@ -430,12 +436,16 @@ class RunManager:
 
     async def _apply_report(self, run_id: int, report: dict[str, Any]) -> dict[str, Any]:
         row = await self.store.get("runs", run_id)
+        if "progress_value" in report or "progress_label" in report:  # original V2 keys
+            legacy = {"value": report.get("progress_value"), "label": report.get("progress_label")}
+            report = {**report, "progress": {k: v for k, v in legacy.items() if v is not None}}
         if "progress" in report:
             progress = _clean_progress(report["progress"], row.get("progress"))
             row = await self.store.update("runs", run_id, {"progress": progress})
             self.events.publish("run.updated", self._public(row))
         if "status" in report:
-            if report["status"] != S.FINISHING.value:
+            status = str(report["status"]).upper()
+            if status not in ("FINISHING", "FINALIZING"):  # FINALIZING: original Pirus' name
                 raise InvalidRequest("a pipeline may only report status FINISHING")
             if row["status"] == S.RUNNING:
                 row = await self._move(run_id, S.FINISHING)
@@ -616,7 +626,7 @@ class RunManager:
                 if isinstance(report, dict):
                     if isinstance(report.get("progress"), dict):
                         merged["progress"] = {**merged.get("progress", {}), **report["progress"]}
-                    if report.get("status") == S.FINISHING.value:
+                    if str(report.get("status")).upper() in ("FINISHING", "FINALIZING"):
                         merged["status"] = S.FINISHING.value
             if merged:
                 try:

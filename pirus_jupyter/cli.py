@@ -1,0 +1,1050 @@
+"""``jupyter pirus``: build and check pipeline packages offline, drive a Pirus server headlessly.
+
+Offline::
+
+    jupyter pirus build examples/pipelines/fastq-count -o fastq-count.tar.gz
+    jupyter pirus validate fastq-count.tar.gz          # or a source folder
+
+Against a running server (found like the kernel client finds it: ``--url``/``--token``, else
+``$PIRUS_SERVER_URL``/``$PIRUS_SERVER_TOKEN``, else the running Jupyter servers whose root
+folder contains the current directory)::
+
+    jupyter pirus install fastq-count.tar.gz
+    jupyter pirus list
+    jupyter pirus run fastq-count --input data/reads.fastq --config min_length=5 --wait
+    jupyter pirus runs --status DONE
+    jupyter pirus uninstall fastq-count
+
+Exit codes: 0 success, 1 failure (invalid package, refused request, run not DONE), 2 usage
+error, 3 no Pirus server reachable, 130 interrupted. Results go to stdout, progress and
+errors to stderr. See ``docs/cli.md``.
+
+Every server call goes through :mod:`pirus_jupyter.client`; this module only parses
+arguments, calls the client or the builder, and formats what they return.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import posixpath
+import shlex
+import sys
+import tarfile
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import yaml
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
+EXIT_INTERRUPTED = 130
+
+RUN_STATUSES = ("WAITING", "PAUSE", "INITIALIZING", "RUNNING", "FINISHING", "ERROR", "DONE",
+                "CANCELED")
+PROG = "jupyter pirus"
+
+# Sample values for the form placeholders when a form is checked offline.
+_SAMPLE_INPUTS = ["input.fastq"]
+_SAMPLE_DATABASES = ["reference"]
+# Build-only keys of pirus.yaml (see pirus_jupyter.builder.build_package).
+_BUILD_KEYS = ("base", "files", "metadata")
+# Files picked up next to pirus.yaml: name -> (pirus field, default rootfs path).
+_DEFAULT_FILES = {
+    "form.json": ("form", "/pipeline/form.json"),
+    "icon.png": ("icon", "/pipeline/icon.png"),
+    "run.sh": ("run", "/pipeline/run.sh"),
+}
+_ICON_TYPES = {".png": "PNG", ".svg": "SVG", ".jpg": "JPEG", ".jpeg": "JPEG"}
+_SCRIPT_HEAD = 4096
+
+
+class CommandError(Exception):
+    """A failure reported to the user as ``error: <message>`` with an exit code."""
+
+    def __init__(self, message: str, code: int = EXIT_FAILURE) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem found by ``validate``: where it is (a file, a field) and what it is."""
+
+    where: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.message}"
+
+
+# -- output helpers ------------------------------------------------------------------------
+def _err(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _human(size: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(size) < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TiB"  # pragma: no cover
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _table(rows: Sequence[Sequence[Any]], header: Sequence[str], out: IO[str]) -> None:
+    cells = [[str(c) if c is not None else "" for c in row] for row in [header, *rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    for row in cells:
+        out.write("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() + "\n")
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, sort_keys=True))
+
+
+# -- form and icon checks (shared by folders and packages) ------------------------------
+def icon_type(data: bytes) -> str | None:
+    """``PNG``, ``JPEG`` or ``SVG`` from the content's magic bytes; None for anything else."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "PNG"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "JPEG"
+    head = data[:4096].removeprefix(b"\xef\xbb\xbf").lstrip()
+    if head.startswith(b"<svg") or (
+        head.startswith((b"<?xml", b"<!--", b"<!DOCTYPE svg")) and b"<svg" in head
+    ):
+        return "SVG"
+    return None
+
+
+def icon_problems(where: str, data: bytes, name: str) -> list[Problem]:
+    """A bad icon: not PNG/SVG/JPEG content, or a name whose suffix announces another type
+    (the server serves the icon with the type of its suffix)."""
+    kind = icon_type(data)
+    if kind is None:
+        return [Problem(where, "not a PNG, SVG or JPEG image (checked by its first bytes)")]
+    suffix = posixpath.splitext(name)[1].lower() or ".png"
+    expected = _ICON_TYPES.get(suffix)
+    if expected is None:
+        return [Problem(where, f"unsupported icon name suffix {suffix!r}: use .png, .svg or .jpg")]
+    if expected != kind:
+        return [Problem(where, f"the content is {kind} but the name ends in {suffix} "
+                               f"(it would be served as {expected})")]
+    return []
+
+
+def _schema_error(form: dict[str, Any]) -> tuple[str, str] | None:
+    """(location inside the form, message) of the first error of the normalised draft-07
+    form, as the server computes it; None if the form is valid."""
+    from .errors import InvalidRequest
+    from .forms import normalize_form
+
+    try:
+        normalize_form(form, _SAMPLE_INPUTS, _SAMPLE_DATABASES)
+    except InvalidRequest as e:
+        cause = e.__cause__
+        path = [str(p) for p in getattr(cause, "absolute_path", None) or []]
+        return ".".join(path) or "(top level)", str(getattr(cause, "message", e.message))
+    return None
+
+
+def form_problems(where: str, raw: bytes) -> list[Problem]:
+    """Problems of a form.json: JSON syntax, JSON Schema errors of the draft-07 form the
+    server derives from it (``pirus_jupyter.forms.normalize_form``; each property is checked
+    on its own so that every broken property is listed) and defaults its own schema refuses."""
+    from jsonschema import Draft7Validator
+
+    from .forms import apply_defaults, normalize_form
+
+    try:
+        form = json.loads(raw)
+    except ValueError as e:
+        return [Problem(where, f"not valid JSON: {e}")]
+    if not isinstance(form, dict):
+        return [Problem(where, "a form must be a JSON object (a JSON Schema)")]
+    found: list[tuple[str, str]] = []
+    props = form.get("properties")
+    if isinstance(props, dict):
+        for name, prop in props.items():
+            error = _schema_error({"type": "object", "properties": {name: prop}})
+            if error:
+                found.append(error)
+        rest = {k: v for k, v in form.items() if k != "properties"}
+        error = _schema_error(rest)
+        if error:
+            found.append(error)
+    if not found:
+        error = _schema_error(form)
+        if error:
+            found.append(error)
+    if found:
+        return [Problem(f"{where}: {loc}", f"invalid JSON Schema: {msg}") for loc, msg in found]
+    # A default its own field refuses breaks every run that leaves the field empty. Choices
+    # filled from placeholders depend on the server: left free here (no inputs, no databases).
+    schema = normalize_form(form)
+    config = apply_defaults(schema, {})
+    problems = []
+    for error in Draft7Validator(schema).iter_errors(config):
+        if error.validator == "required" or not error.absolute_path:
+            continue
+        loc = ".".join(part for p in error.absolute_path for part in ("properties", str(p)))
+        problems.append(Problem(f"{where}: {loc}.default", "the default is refused by its "
+                                                           f"own schema: {error.message}"))
+    return problems
+
+
+# -- validating a package ---------------------------------------------------------------
+def _norm(name: str) -> str:
+    return "/".join(p for p in name.split("/") if p not in ("", "."))
+
+
+def _run_program(run: Any) -> str | None:
+    """The absolute program path of a simple run command (``/pipeline/run.sh --x``)."""
+    if isinstance(run, list):
+        run = " ".join(str(a) for a in run)
+    if not isinstance(run, str):
+        return None
+    try:
+        words = shlex.split(run)
+    except ValueError:
+        return None
+    if not words or not words[0].startswith("/"):
+        return None
+    if any(c in words[0] for c in ";&|<>()$`*?[]{}"):
+        return None
+    return posixpath.normpath(words[0])
+
+
+class _Rootfs:
+    """Lookups in the ``rootfs/`` members of an open package, following symlinks like the
+    container would (absolute targets are resolved inside the rootfs)."""
+
+    def __init__(self, tar: tarfile.TarFile, members: Mapping[str, tarfile.TarInfo]) -> None:
+        self.tar = tar
+        self.members = members
+
+    def resolve(self, path: str) -> tarfile.TarInfo | None:
+        parts = [p for p in path.split("/") if p not in ("", ".")]
+        resolved: list[str] = []
+        hops = 0
+        while parts:
+            part = parts.pop(0)
+            if part == "..":
+                if resolved:
+                    resolved.pop()
+                continue
+            member = self.members.get("/".join(["rootfs", *resolved, part]))
+            if member is not None and member.issym():
+                hops += 1
+                if hops > 40:
+                    return None
+                target = member.linkname
+                if target.startswith("/"):
+                    resolved = []
+                parts = [p for p in target.split("/") if p not in ("", ".")] + parts
+                continue
+            resolved.append(part)
+        member = self.members.get("/".join(["rootfs", *resolved]))
+        if member is not None and member.islnk():
+            member = self.members.get(_norm(member.linkname))
+        return member
+
+    def regular(self, path: str) -> tarfile.TarInfo | None:
+        """The member at exactly ``path`` if it is a regular file (how the server reads the
+        form, icon and documents: links are not followed)."""
+        member = self.members.get("rootfs/" + _norm(path))
+        return member if member is not None and member.isfile() else None
+
+    def read(self, member: tarfile.TarInfo, limit: int | None = None) -> bytes:
+        handle = self.tar.extractfile(member)
+        if handle is None:
+            return b""
+        with handle:
+            return handle.read(limit) if limit is not None else handle.read()
+
+
+def _rootfs_problems(root: _Rootfs, block: Mapping[str, Any], where: str) -> list[Problem]:
+    """The run command's program (present, executable, its #! interpreter present) and
+    /bin/sh, which Pirus starts the command with."""
+    problems = []
+    sh = root.resolve("/bin/sh")
+    if sh is None or not sh.isfile():
+        problems.append(Problem("rootfs", "/bin/sh is missing: Pirus runs the pipeline with "
+                                          "/bin/sh -c"))
+    key = "run" if block.get("run") is not None else "job"
+    program = _run_program(block.get(key))
+    if program is None:
+        return problems
+    member = root.resolve(program)
+    if member is None or not member.isfile():
+        problems.append(Problem(where, f"pirus.{key}: the run script {program} is missing "
+                                       "from the package's rootfs"))
+        return problems
+    if not member.mode & 0o111:
+        problems.append(Problem(f"rootfs{program}", "the run script is not executable "
+                                                    f"(mode {member.mode & 0o7777:o})"))
+    head = root.read(member, _SCRIPT_HEAD)
+    if head.startswith(b"#!"):
+        line = head[2:].split(b"\n", 1)[0].decode(errors="replace").strip()
+        interpreter = line.split()[0] if line.split() else ""
+        found = root.resolve(interpreter) if interpreter.startswith("/") else None
+        if found is None or not found.isfile():
+            problems.append(Problem(f"rootfs{program}", f"its interpreter #!{line} is not in "
+                                                        "the package's rootfs"))
+    return problems
+
+
+def _named_files_problems(root: _Rootfs, block: Mapping[str, Any]) -> list[Problem]:
+    """form, icon and documents: present as regular files, valid form, real image."""
+    problems: list[Problem] = []
+    for key in ("form", "icon"):
+        path = block.get(key)
+        if not isinstance(path, str) or not path.startswith("/"):
+            continue  # validate_manifest reports it
+        member = root.regular(path)
+        if member is None:
+            problems.append(Problem("metadata.yaml", f"pirus.{key}: {path} is not a regular "
+                                                     "file in rootfs/"))
+            continue
+        data = root.read(member)
+        where = "rootfs" + posixpath.normpath(path)
+        problems += (form_problems(where, data) if key == "form"
+                     else icon_problems(where, data, path))
+    documents = block.get("documents")
+    if isinstance(documents, list):
+        for doc in documents:
+            if not isinstance(doc, str):
+                continue
+            path = "/" + doc.lstrip("/")
+            member = root.regular(path)
+            if member is None:
+                problems.append(Problem("metadata.yaml", f"pirus.documents: {doc} is not a "
+                                                         "regular file in rootfs/"))
+                continue
+            name = posixpath.basename(path)
+            where = "rootfs" + posixpath.normpath(path)
+            # Original (V2) Pirus packages ship their form and icon as documents.
+            if name == "form.json" and block.get("form") is None:
+                problems += form_problems(where, root.read(member))
+            elif name.startswith("icon.") and block.get("icon") is None:
+                problems += icon_problems(where, root.read(member), name)
+    return problems
+
+
+def validate_package(path: Path, *, max_size: int = 32 * 1024**3) -> list[Problem]:
+    """Every problem of a package file: the server's own checks
+    (:func:`pirus_jupyter.packages.inspect_package`) plus each manifest field, the form, the
+    icon, the documents and the run script."""
+    from .builder import validate_manifest
+    from .errors import InvalidPackage
+    from .packages import inspect_package
+
+    if not path.is_file():
+        return [Problem(str(path), "no such file")]
+    try:
+        tar = tarfile.open(path, "r:*")  # noqa: SIM115 - closed by the with block below
+    except (tarfile.TarError, OSError, EOFError) as e:
+        return [Problem("package", f"not a readable tar archive: {e}")]
+    problems: list[Problem] = []
+    with tar:
+        try:
+            members = {_norm(m.name): m for m in tar.getmembers()}
+        except (tarfile.TarError, OSError, EOFError) as e:
+            return [Problem("package", f"corrupt archive: {e}")]
+        root = _Rootfs(tar, members)
+        block: Any = None
+        metadata_member = members.get("metadata.yaml")
+        if metadata_member is None or not metadata_member.isfile():
+            problems.append(Problem("package", "no metadata.yaml at the top of the tarball"))
+        else:
+            try:
+                metadata = yaml.safe_load(root.read(metadata_member))
+            except yaml.YAMLError as e:
+                metadata = None
+                problems.append(Problem("metadata.yaml", f"not valid YAML: {_yaml_error(e)}"))
+            if isinstance(metadata, dict):
+                problems += [Problem("metadata.yaml", p) for p in validate_manifest(metadata)]
+                block = metadata.get("pirus")
+            elif metadata is not None:
+                problems.append(Problem("metadata.yaml", "must be a mapping"))
+        manifest_reported = bool(problems)
+        try:
+            inspect_package(path, max_size)
+        except InvalidPackage as e:
+            covered = {"missing_file"} | (
+                {"invalid_manifest", "missing_manifest"} if manifest_reported else set())
+            if e.code not in covered:
+                problems.append(Problem("package", f"{e.message} ({e.code})"))
+        if isinstance(block, Mapping):
+            problems += _named_files_problems(root, block)
+            problems += _rootfs_problems(root, block, "metadata.yaml")
+    return problems
+
+
+# -- validating a source folder -----------------------------------------------------------
+def _folder_files(source_dir: Path, spec: Mapping[str, Any]
+                  ) -> tuple[dict[str, Path], dict[str, int], list[Problem]]:
+    """The rootfs path -> source file mapping ``build_package`` would use, the explicit
+    modes, and the problems of the ``files`` entries."""
+    problems: list[Problem] = []
+    files: dict[str, Path] = {}
+    modes: dict[str, int] = {}
+    used: set[Path] = set()
+    suppressed: set[str] = set()
+    raw = spec.get("files") or {}
+    if not isinstance(raw, Mapping):
+        return files, modes, [Problem("pirus.yaml", "files: must be a mapping of rootfs path "
+                                                    "-> source path")]
+    for dest, value in raw.items():
+        if not isinstance(dest, str) or not dest.startswith("/"):
+            problems.append(Problem("pirus.yaml", f"files: key {dest!r} must be an absolute "
+                                                  "rootfs path"))
+            continue
+        dest = posixpath.normpath(dest)
+        if value is None:
+            suppressed.add(dest)
+            continue
+        src = value.get("source") if isinstance(value, Mapping) else value
+        if isinstance(value, Mapping) and value.get("mode") is not None:
+            mode = value["mode"]
+            if isinstance(mode, bool) or not isinstance(mode, int):
+                problems.append(Problem("pirus.yaml", f"files[{dest}].mode: must be an "
+                                                      "integer like 0o755"))
+            else:
+                modes[dest] = mode
+        if not isinstance(src, str):
+            problems.append(Problem("pirus.yaml", f"files[{dest}]: the source must be a path "
+                                                  "relative to pirus.yaml"))
+            continue
+        path = source_dir / src
+        if not path.exists():
+            problems.append(Problem("pirus.yaml", f"files[{dest}]: {src} not found"))
+            continue
+        files[dest] = path
+        used.add(path.resolve())
+    for name, (field, default_dest) in _DEFAULT_FILES.items():
+        path = source_dir / name
+        if not path.is_file() or path.resolve() in used:
+            continue
+        dest = default_dest
+        if field in ("form", "icon") and isinstance(spec.get(field), str):
+            dest = posixpath.normpath(spec[field])
+        if dest not in files and dest not in suppressed:
+            files[dest] = path
+    return files, modes, problems
+
+
+def _busybox_paths() -> set[str] | None:
+    from .builder import BuildError, busybox_rootfs_entries
+
+    try:
+        return {"/" + e.path for e in busybox_rootfs_entries()}
+    except (BuildError, OSError):
+        return None
+
+
+def _source_file(files: Mapping[str, Path], dest: str) -> Path | None:
+    """The source of rootfs path ``dest``, also when it lies in a mapped folder."""
+    dest = posixpath.normpath(dest)
+    if dest in files:
+        return files[dest]
+    for prefix, source in files.items():
+        if source.is_dir() and dest.startswith(prefix.rstrip("/") + "/"):
+            candidate = source / dest[len(prefix.rstrip("/")) + 1:]
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def validate_folder(source_dir: Path, *, build: bool = True,
+                    progress: Callable[[str], None] | None = None) -> list[Problem]:
+    """Every problem of a pipeline source folder (``pirus.yaml`` + files): manifest fields,
+    ``files`` entries, form, icon, documents and run script; then, if nothing was found and
+    ``build`` is true, a trial build whose package is checked like an installed one
+    (run script executable, its interpreter present, /bin/sh)."""
+    from .builder import DIRECTORY_DEFAULTS, BuildError, build_package, validate_manifest
+
+    manifest_path = source_dir / "pirus.yaml"
+    if not source_dir.is_dir():
+        return [Problem(str(source_dir), "no such folder")]
+    try:
+        spec = yaml.safe_load(manifest_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return [Problem("pirus.yaml", f"not found in {source_dir}")]
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        return [Problem("pirus.yaml", f"not valid YAML: {_yaml_error(e)}")]
+    if not isinstance(spec, dict):
+        return [Problem("pirus.yaml", "must be a mapping of pirus fields")]
+    files, _modes, problems = _folder_files(source_dir, spec)
+    block = {k: v for k, v in spec.items() if k not in _BUILD_KEYS}
+    for field, default_dest in (("form", "/pipeline/form.json"), ("icon", "/pipeline/icon.png"),
+                                ("run", "/pipeline/run.sh")):
+        if block.get(field) is None and not (field == "run" and block.get("job") is not None) \
+                and default_dest in files:
+            block[field] = default_dest
+    problems += [Problem("pirus.yaml", p) for p in validate_manifest(block)]
+
+    base = spec.get("base", "busybox")
+    base_paths: set[str] | None = None  # what the base provides, when it can be known here
+    if not isinstance(base, str) or not base:
+        problems.append(Problem("pirus.yaml", "base: must be busybox, lxd:<alias> or a rootfs "
+                                              "tarball path"))
+    elif base == "busybox":
+        base_paths = _busybox_paths()
+        if base_paths is None:
+            problems.append(Problem("pirus.yaml", "base: busybox needs a static /bin/busybox on "
+                                                  "this machine (apt-get install busybox-static)"))
+    elif not base.startswith("lxd:") and not (source_dir / base).is_file():
+        problems.append(Problem("pirus.yaml", f"base: {base} not found"))
+    if base_paths is not None:
+        base_paths |= set(DIRECTORY_DEFAULTS.values())
+
+    def provided(dest: str) -> bool | None:
+        if _source_file(files, dest) is not None:
+            return True
+        return None if base_paths is None else posixpath.normpath(dest) in base_paths
+
+    key = "run" if block.get("run") is not None else "job"
+    program = _run_program(block.get(key))
+    if program is not None and provided(program) is False:
+        hint = ("add run.sh next to pirus.yaml or map it in files" if program ==
+                "/pipeline/run.sh" else "map it in files")
+        problems.append(Problem("pirus.yaml", f"pirus.{key}: the run script {program} is "
+                                              f"missing ({hint})"))
+    for field in ("form", "icon"):
+        dest = block.get(field)
+        if not isinstance(dest, str) or not dest.startswith("/"):
+            continue
+        source = _source_file(files, dest)
+        if source is None:
+            if provided(dest) is False:
+                problems.append(Problem("pirus.yaml", f"pirus.{field}: {dest} is not in the "
+                                                      "package (no source file maps to it)"))
+            continue
+        where = _relative(source, source_dir)
+        data = source.read_bytes()
+        problems += (form_problems(where, data) if field == "form"
+                     else icon_problems(where, data, dest))
+    documents = block.get("documents")
+    if isinstance(documents, list):
+        for doc in documents:
+            if isinstance(doc, str) and provided("/" + doc.lstrip("/")) is False:
+                problems.append(Problem("pirus.yaml", f"pirus.documents: {doc} is not in the "
+                                                      "package (no source file maps to it)"))
+    if problems or not build:
+        return problems
+
+    if progress:
+        progress(f"Trial build of {source_dir} ...")
+    with tempfile.TemporaryDirectory(prefix="pirus-validate-") as tmp:
+        package = Path(tmp) / "package.tar"
+        try:
+            build_package(source_dir, package)
+        except (BuildError, ValueError, OSError) as e:
+            return [Problem("build", str(e))]
+        with tarfile.open(package, "r:") as tar:
+            members = {_norm(m.name): m for m in tar.getmembers()}
+            root = _Rootfs(tar, members)
+            metadata = yaml.safe_load(root.read(members["metadata.yaml"]))
+            problems += _rootfs_problems(root, metadata["pirus"], "pirus.yaml")
+    return problems
+
+
+def _yaml_error(error: Exception) -> str:
+    """A YAML (or decoding) error on one line, with its position when known."""
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None)
+    if mark is not None and problem:
+        return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
+    return " ".join(str(error).split())
+
+
+def _relative(path: Path, base: Path) -> str:
+    try:
+        return path.resolve().relative_to(base.resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
+# -- config values --------------------------------------------------------------------------
+def parse_config_value(text: str) -> Any:
+    """A ``--config`` value: JSON when it parses (``5``, ``true``, ``[1, 2]``, ``"05"``),
+    else the plain string."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def parse_config_pairs(pairs: Sequence[str]) -> dict[str, Any]:
+    """``["k=v", ...]`` to a dict; raises ValueError for an item without ``=`` or key."""
+    config: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--config {pair!r}: expected KEY=VALUE")
+        config[key.strip()] = parse_config_value(value)
+    return config
+
+
+# -- commands: offline --------------------------------------------------------------------
+def cmd_build(args: argparse.Namespace) -> int:
+    from .builder import BuildError, build_package
+
+    source = Path(args.dir)
+    output = Path(args.output) if args.output else Path(f"{source.resolve().name}.tar.gz")
+    if not args.quiet:
+        _err(f"Building {source} -> {output} ...")
+    started = time.monotonic()
+    try:
+        build_package(source, output, compression=args.compression)
+    except (BuildError, ValueError) as e:
+        raise CommandError(f"cannot build {source}: {e}") from e
+    digest = _sha256(output)
+    if not args.quiet:
+        _err(f"Built {output} ({_human(output.stat().st_size)}) in "
+             f"{time.monotonic() - started:.1f} s")
+    print(f"{digest}  {output}")
+    return EXIT_OK
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    path = Path(args.path)
+    report = None if args.quiet or args.json else _err
+    if path.is_dir():
+        kind = "folder"
+        problems = validate_folder(path, build=not args.no_build, progress=report)
+    else:
+        kind = "package"
+        if report:
+            report(f"Checking package {path} ...")
+        problems = validate_package(path)
+    if args.json:
+        _print_json({"path": str(path), "kind": kind, "valid": not problems,
+                     "problems": [{"where": p.where, "message": p.message} for p in problems]})
+    else:
+        for problem in problems:
+            print(problem)
+        if not problems:
+            print(f"{path}: valid pipeline {kind}")
+        elif not args.quiet:
+            _err(f"{len(problems)} problem(s) in {path}")
+    return EXIT_FAILURE if problems else EXIT_OK
+
+
+# -- commands: server -----------------------------------------------------------------------
+def _connect(args: argparse.Namespace) -> Any:
+    from .client import connect
+
+    return connect(url=getattr(args, "url", None), token=getattr(args, "token", None),
+                   timeout=args.http_timeout)
+
+
+def _pipeline_row(p: Any) -> list[Any]:
+    note = p.error if p.status == "ERROR" else (p.description or "")
+    note = " ".join(str(note).split())
+    return [p.id, p.name, p.version or "", p.status, note[:60]]
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    with _connect(args) as client:
+        pipelines = client.pipelines(status=args.status)
+        if args.json:
+            _print_json([p.data for p in pipelines])
+        elif pipelines:
+            _table([_pipeline_row(p) for p in pipelines],
+                   ["ID", "NAME", "VERSION", "STATUS", "DESCRIPTION"], sys.stdout)
+        elif not args.quiet:
+            _err("no pipeline installed")
+    return EXIT_OK
+
+
+def cmd_install(args: argparse.Namespace) -> int:
+    from .client import PirusAPIError
+
+    package = Path(args.package)
+    if not package.is_file():
+        raise CommandError(f"{package}: no such file")
+    with _connect(args) as client:
+        if not args.quiet:
+            _err(f"Installing {package} ({_human(package.stat().st_size)}) on "
+                 f"{client.base_url}")
+        pipeline = client.install(package, wait=False, progress=not args.quiet)
+        if not args.quiet:
+            _err(f"Installing as pipeline {pipeline.id} ...")
+        try:
+            pipeline.wait_ready(args.timeout)
+        except PirusAPIError as e:
+            raise CommandError(f"install of {package} failed: pipeline {pipeline.id} is "
+                               f"{pipeline.status}: {pipeline.error}") from e
+        except TimeoutError as e:
+            raise CommandError(f"pipeline {pipeline.id} still {pipeline.status} after "
+                               f"{args.timeout:g} s") from e
+        if args.json:
+            _print_json(pipeline.data)
+        else:
+            print(f"Installed pipeline {pipeline.id}: {pipeline.name} "
+                  f"{pipeline.version or ''}".rstrip() + f" ({pipeline.status})")
+    return EXIT_OK
+
+
+def _find_pipeline(client: Any, name_or_id: str, version: str | None) -> Any:
+    if name_or_id.isdigit():
+        return client.pipeline(int(name_or_id))
+    named = [p for p in client.pipelines()
+             if p.name == name_or_id and (version is None or p.version == version)]
+    if not named:
+        wanted = f"{name_or_id} {version}" if version else name_or_id
+        raise CommandError(f"no pipeline {wanted!r} is installed (see: {PROG} list)")
+    if len(named) > 1:
+        listed = ", ".join(f"{p.id} ({p.version or 'no version'}, {p.status})" for p in named)
+        raise CommandError(f"several pipelines are named {name_or_id!r}: {listed}; give an id "
+                           "or --version")
+    return named[0]
+
+
+def cmd_uninstall(args: argparse.Namespace) -> int:
+    with _connect(args) as client:
+        pipeline = _find_pipeline(client, args.pipeline, args.version)
+        pipeline.remove()
+        print(f"Uninstalled pipeline {pipeline.id}: {pipeline.name} "
+              f"{pipeline.version or ''}".rstrip())
+    return EXIT_OK
+
+
+def _progress_text(data: Mapping[str, Any]) -> str:
+    progress = data.get("progress") or {}
+    if not progress:
+        return ""
+    value, top = progress.get("value"), progress.get("max")
+    if not progress.get("label") and value == progress.get("min", 0):
+        return ""  # nothing reported yet
+    text = f"{value:g}/{top:g}" if isinstance(value, (int, float)) and isinstance(
+        top, (int, float)) else ""
+    if progress.get("label"):
+        text = f"{text} {progress['label']}".strip()
+    return text
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    statuses = [s for arg in args.status or [] for s in arg.split(",") if s]
+    with _connect(args) as client:
+        runs = client.runs(status=statuses or None, pipeline=args.pipeline, limit=args.limit)
+        if args.json:
+            _print_json([r.data for r in runs])
+        elif runs:
+            rows = [[r.id, r.status, _progress_text(r.data), f"{r.pipeline_name} "
+                     f"{r.pipeline_version or ''}".strip(), r.name, r.created]
+                    for r in runs]
+            _table(rows, ["ID", "STATUS", "PROGRESS", "PIPELINE", "NAME", "CREATED"],
+                   sys.stdout)
+        elif not args.quiet:
+            _err("no run")
+    return EXIT_OK
+
+
+def _input_refs(client: Any, paths: Sequence[str], quiet: bool) -> list[Any]:
+    """What to send for each ``--input``: a path under the server's root as is; a local file
+    the server cannot see (outside its root, or on another machine) is uploaded first."""
+    refs: list[Any] = []
+    for item in paths:
+        local = Path(item).expanduser()
+        if local.is_file():
+            under_root = None
+            if client.root_dir is not None:
+                with contextlib.suppress(ValueError):
+                    under_root = local.resolve().relative_to(client.root_dir).as_posix()
+            if under_root is None:
+                refs.append(client.upload(local, kind="input", progress=not quiet))
+                continue
+            refs.append(under_root)
+        else:
+            refs.append(item)  # a path relative to the server's root folder
+    return refs
+
+
+class _ProgressPrinter:
+    """Prints a run's status and progress to stderr when either changes (from any thread)."""
+
+    def __init__(self, run_id: int, quiet: bool) -> None:
+        self.run_id = run_id
+        self.quiet = quiet
+        self.started = time.monotonic()
+        self.last: tuple[Any, ...] | None = None
+        self.lock = threading.Lock()
+
+    def __call__(self, data: Mapping[str, Any]) -> None:
+        progress = data.get("progress") or {}
+        key = (data.get("status"), progress.get("value"), progress.get("max"),
+               progress.get("label"))
+        with self.lock:
+            if key == self.last or self.quiet:
+                return
+            self.last = key
+            elapsed = time.monotonic() - self.started
+            line = f"[{elapsed:6.1f}s] run {self.run_id}: {data.get('status')}"
+            text = _progress_text(data)
+            _err(f"{line} {text}" if text else line)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    parser: argparse.ArgumentParser = args.parser
+    config: dict[str, Any] = {}
+    if args.config_file:
+        try:
+            loaded = json.loads(Path(args.config_file).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            parser.error(f"--config-file {args.config_file}: {e}")
+        if not isinstance(loaded, dict):
+            parser.error(f"--config-file {args.config_file}: must hold a JSON object")
+        config.update(loaded)
+    try:
+        config.update(parse_config_pairs(args.config or []))
+    except ValueError as e:
+        parser.error(str(e))
+    with _connect(args) as client:
+        pipeline = client.pipeline(args.pipeline, args.version)
+        inputs = _input_refs(client, args.input or [], args.quiet)
+        run = pipeline.run(config=config, inputs=inputs, name=args.name)
+        if not args.wait:
+            if args.json:
+                _print_json(run.data)
+            else:
+                print(run.id)
+                if not args.quiet:
+                    _err(f"Run {run.id} ({pipeline.name}) is {run.status}; follow it with "
+                         f"'{PROG} runs' or wait with --wait")
+            return EXIT_OK
+        show = _ProgressPrinter(run.id, args.quiet)
+        show(run.data)
+
+        def on_event(event: dict[str, Any]) -> None:
+            if event.get("type") == "run.updated" and isinstance(event.get("data"), dict):
+                show(event["data"])
+
+        subscription = client.events.subscribe(on_event, run_id=run.id)
+        try:
+            run.wait(args.timeout)
+        except TimeoutError as e:
+            raise CommandError(f"run {run.id} is still {run.status} after {args.timeout:g} s "
+                               "(it goes on on the server)") from e
+        finally:
+            subscription.close()
+        show(run.data)
+        if args.json:
+            _print_json(run.data)
+        if run.status != "DONE":
+            raise CommandError(f"run {run.id} ended {run.status}"
+                               + (f": {run.error}" if run.error else ""))
+        if not args.json:
+            for output in run.outputs or []:
+                print(f"{output['sha256']}  {output['path']}")
+        if not args.quiet:
+            _err(f"run {run.id} DONE: {len(run.outputs or [])} output(s)")
+    return EXIT_OK
+
+
+# -- the parser -----------------------------------------------------------------------------
+_EPILOG = """\
+exit codes:
+  0    success
+  1    failure: invalid package or folder, request refused by the server, run not DONE
+  2    usage error (bad arguments)
+  3    no Pirus server reachable
+  130  interrupted (Ctrl-C); a started run goes on on the server
+
+server: --url/--token, else $PIRUS_SERVER_URL/$PIRUS_SERVER_TOKEN, else the running Jupyter
+server whose root folder contains the current directory (jupyter server list).
+"""
+
+
+class _Formatter(argparse.HelpFormatter):
+    """Wrapped descriptions, the exit-code epilog kept as written."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if text == _EPILOG:
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+
+def _server_options(default: Any) -> argparse.ArgumentParser:
+    """--url/--token/--timeout, accepted before and after the subcommand."""
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_argument_group("server")
+    group.add_argument("--url", default=default,
+                       help="the Jupyter server's URL, e.g. http://127.0.0.1:8888/ "
+                            "(default: $PIRUS_SERVER_URL, else a running server found locally)")
+    group.add_argument("--token", default=default,
+                       help="its token (default: $PIRUS_SERVER_TOKEN, or the token of the "
+                            "running server at --url)")
+    group.add_argument("--http-timeout", type=float, default=default, metavar="SECONDS",
+                       help="timeout of each HTTP request (default: 30)")
+    return parent
+
+
+def _common_options(default: Any) -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("-q", "--quiet", action="store_true", default=default,
+                        help="no progress output on stderr (errors are still printed)")
+    return parent
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``jupyter pirus`` argument parser."""
+    common = _common_options(argparse.SUPPRESS)
+    server = _server_options(argparse.SUPPRESS)
+    parser = argparse.ArgumentParser(
+        prog=PROG, parents=[_common_options(False), _server_options(None)],
+        description="Build and check Pirus pipeline packages, and drive a Pirus server "
+                    "(install, list, run, follow runs) from the command line.",
+        epilog=_EPILOG, formatter_class=_Formatter)
+    parser.set_defaults(http_timeout=30.0)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(name: str, func: Callable[[argparse.Namespace], int], help_text: str,
+            description: str, *, online: bool) -> argparse.ArgumentParser:
+        command = sub.add_parser(name, help=help_text, description=description,
+                                 parents=[common, server] if online else [common],
+                                 epilog=_EPILOG, formatter_class=_Formatter)
+        command.set_defaults(func=func, parser=command)
+        return command
+
+    p = add("build", cmd_build, "build a package from a pipeline folder",
+            "Build a reproducible pipeline package (an LXD image tarball with a pirus manifest) "
+            "from a folder holding pirus.yaml, run.sh, form.json, icon.png... Prints "
+            "'<sha256>  <package>'; the sha256 is the LXD image fingerprint. Offline.",
+            online=False)
+    p.add_argument("dir", metavar="DIR", help="folder holding pirus.yaml")
+    p.add_argument("-o", "--output", metavar="PKG",
+                   help="package to write: .tar, .tar.gz/.tgz or .tar.xz "
+                        "(default: <DIR name>.tar.gz in the current folder)")
+    p.add_argument("--compression", choices=["gzip", "xz", "none"],
+                   help="override the compression chosen from the output name")
+
+    p = add("validate", cmd_validate, "check a package or a pipeline folder",
+            "List every problem of a package (PKG) or of a pipeline folder (DIR): manifest "
+            "fields, form.json (JSON, and the draft-07 JSON Schema the server derives from "
+            "it), run script (present, executable, interpreter present), icon (PNG/SVG/JPEG), "
+            "documents. Exits 1 when anything is wrong. Offline.", online=False)
+    p.add_argument("path", metavar="PKG|DIR", help="a package file or a folder with pirus.yaml")
+    p.add_argument("--no-build", action="store_true",
+                   help="for a folder: skip the trial build (static checks only)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    p = add("install", cmd_install, "install a package on the server",
+            "Install a package: one under the server's root folder is installed in place, any "
+            "other file is uploaded (resumable TUS upload). Waits until the pipeline is READY; "
+            "exits 1 if it ends in ERROR.", online=True)
+    p.add_argument("package", metavar="PKG", help="the package file")
+    p.add_argument("--timeout", type=float, default=600.0, metavar="SECONDS",
+                   help="give up waiting after this long (default: 600)")
+    p.add_argument("--json", action="store_true", help="print the pipeline record as JSON")
+
+    p = add("list", cmd_list, "list installed pipelines", "List the installed pipelines.",
+            online=True)
+    p.add_argument("--status", choices=["UPLOADING", "INSTALLING", "READY", "ERROR", "PAUSE"],
+                   help="only pipelines in this status")
+    p.add_argument("--json", action="store_true", help="print the records as JSON")
+
+    p = add("uninstall", cmd_uninstall, "uninstall a pipeline",
+            "Uninstall a pipeline by name or id (refused while it has active runs).",
+            online=True)
+    p.add_argument("pipeline", metavar="NAME|ID")
+    p.add_argument("--version", help="which version, when several are installed")
+
+    p = add("runs", cmd_runs, "list runs", "List runs, newest first.", online=True)
+    p.add_argument("--status", action="append", metavar="STATUS", type=_status_list,
+                   help="only runs in this status (repeat or comma-separate: "
+                        f"{', '.join(RUN_STATUSES)})")
+    p.add_argument("--pipeline", metavar="NAME|ID", help="only runs of this pipeline")
+    p.add_argument("--limit", type=int, default=50, help="at most this many (default: 50)")
+    p.add_argument("--json", action="store_true", help="print the records as JSON")
+
+    p = add("run", cmd_run, "start a run (and wait for it)",
+            "Start a run of PIPELINE (a name or an id). Inputs are paths relative to the "
+            "server's root folder, or local files (uploaded first when the server cannot see "
+            "them). Config values are parsed as JSON when they can be (5, true, [1,2], "
+            "\"05\"), else taken as strings; --config overrides --config-file. Without --wait "
+            "prints the run id; with --wait prints progress on stderr and each output as "
+            "'<sha256>  <path>', and exits 1 unless the run ends DONE.", online=True)
+    p.add_argument("pipeline", metavar="PIPELINE", help="pipeline name or id")
+    p.add_argument("--input", "-i", action="extend", nargs="+", metavar="PATH",
+                   help="input file(s); repeatable")
+    p.add_argument("--config", "-c", action="extend", nargs="+", metavar="KEY=VALUE",
+                   help="form value(s); repeatable")
+    p.add_argument("--config-file", metavar="FILE", help="a JSON object of form values")
+    p.add_argument("--name", help="the run's name")
+    p.add_argument("--version", help="which version of PIPELINE, when several are installed")
+    p.add_argument("--wait", action="store_true", help="follow the run until it ends")
+    p.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                   help="with --wait: give up after this long (the run goes on)")
+    p.add_argument("--json", action="store_true", help="print the run record as JSON")
+    return parser
+
+
+def _status_list(text: str) -> str:
+    bad = [s for s in text.split(",") if s and s not in RUN_STATUSES]
+    if bad:
+        raise argparse.ArgumentTypeError(f"unknown status {bad[0]!r} (use "
+                                         f"{', '.join(RUN_STATUSES)})")
+    return text
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``jupyter pirus`` (``jupyter-pirus``); returns the exit code."""
+    from .client import PirusAPIError, PirusConnectionError
+
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help (0) or a usage error (2)
+        return int(e.code or 0)
+    try:
+        return int(args.func(args))
+    except SystemExit as e:  # parser.error() inside a command
+        return int(e.code or 0)
+    except PirusConnectionError as e:
+        _err(f"error: cannot reach a Pirus server: {e}\n"
+             "hint: pass --url and --token, or set PIRUS_SERVER_URL and PIRUS_SERVER_TOKEN")
+        return EXIT_UNREACHABLE
+    except PirusAPIError as e:
+        _err(f"error: {e}")
+        details = e.details if isinstance(e.details, list) else []
+        for item in details:
+            if isinstance(item, Mapping) and item.get("message") and \
+                    str(item["message"]) not in e.message:
+                _err(f"  {item.get('field') or '(config)'}: {item['message']}")
+        if e.status in (401, 403):
+            _err("hint: pass --token, or set PIRUS_SERVER_TOKEN")
+        return EXIT_FAILURE
+    except CommandError as e:
+        _err(f"error: {e.message}")
+        return e.code
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return EXIT_INTERRUPTED
+    except OSError as e:
+        _err(f"error: {e}")
+        return EXIT_FAILURE
+
+
+if __name__ == "__main__":
+    sys.exit(main())
