@@ -47,6 +47,12 @@ class PirusApp(ExtensionApp):
         "default", config=True, help="LXD project holding Pirus images and containers."
     )
 
+    lxd_prefix = Unicode(
+        "pirus", config=True,
+        help="Prefix of the LXD containers and image aliases this server creates (letters, "
+        "digits and dashes). Servers sharing one LXD keep apart with different prefixes.",
+    )
+
     max_parallel_runs = Int(
         config=True, help="Runs holding a container at once. Default: CPU count."
     )

@@ -34,6 +34,24 @@ def safe_filename(name: str, default: str = "file") -> str:
     return name[:255]
 
 
+def unique_input_names(names: list[str]) -> list[str]:
+    """The names input files get in a run's inputs folder: sanitized, ``config.json`` kept
+    free, a repeated name numbered (``a.fastq``, ``a-2.fastq``). The form endpoint and the run
+    use this same function, so a form offers exactly the names the run will have."""
+    taken = {"config.json"}
+    out = []
+    for raw in names:
+        name = safe_filename(raw)
+        stem, dot, ext = name.partition(".")
+        n = 1
+        while name in taken:
+            n += 1
+            name = f"{stem}-{n}{dot}{ext}"
+        taken.add(name)
+        out.append(name)
+    return out
+
+
 def is_within(path: Path, folder: Path) -> bool:
     try:
         path.relative_to(folder)

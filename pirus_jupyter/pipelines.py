@@ -31,14 +31,18 @@ def _package_suffix(name: str) -> str:
 
 class PipelineService:
     def __init__(self, store: Store, events: EventBus, backend: Backend, *, packages_dir: Path,
-                 max_package_size: int, log: logging.Logger) -> None:
+                 max_package_size: int, prefix: str = "pirus", log: logging.Logger) -> None:
         self.store = store
         self.events = events
         self.backend = backend
         self.packages_dir = packages_dir
         self.max_package_size = max_package_size
+        self.prefix = prefix
         self.log = log
         self._tasks: set[asyncio.Task[None]] = set()
+        # Pipelines this process created: start-up recovery must not mistake them for ones a
+        # previous process left INSTALLING.
+        self._created_here: set[int] = set()
         packages_dir.mkdir(parents=True, exist_ok=True)
 
     # -- reading ----------------------------------------------------------------------
@@ -87,6 +91,7 @@ class PipelineService:
             "created": now_iso(), "upload_id": upload_id, "developers": [], "documents": [],
             "limits": {},
         })
+        self._created_here.add(row["id"])
         root = self.packages_dir / str(row["id"])
         row = await self.store.update("pipelines", row["id"], {"root_path": str(root)})
         self.events.publish("pipeline.created", public_pipeline(row))
@@ -159,6 +164,8 @@ class PipelineService:
     async def resume_installs(self) -> None:
         """After a restart, packages left INSTALLING are installed again (install is idempotent)."""
         for row in await self.store.select("pipelines", "status = ?", ["INSTALLING"]):
+            if row["id"] in self._created_here:
+                continue
             if row.get("pipeline_file") and Path(row["pipeline_file"]).is_file():
                 self._spawn(row["id"])
             else:
@@ -166,7 +173,8 @@ class PipelineService:
 
     async def _install(self, pipeline_id: int) -> None:
         row = await self.row(pipeline_id)
-        alias = row.get("lxd_alias") or f"pirus-pipeline-{pipeline_id}-{secrets.token_hex(4)}"
+        alias = (row.get("lxd_alias")
+                 or f"{self.prefix}-pipeline-{pipeline_id}-{secrets.token_hex(4)}")
         try:
             info = await asyncio.to_thread(
                 inspect_package, Path(row["pipeline_file"]), self.max_package_size)

@@ -10,6 +10,7 @@ monitor only reads files and asks LXD for the container's state.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import logging
@@ -26,7 +27,14 @@ from typing import Any
 from .backend import Backend, ContainerSpec, ContainerState, DiskMount
 from .errors import BackendError, Conflict, Forbidden, InvalidRequest, NotFound, PirusError
 from .events import EventBus
-from .files import FileService, is_within, resolve_under, safe_filename, sha256_file, to_api_path
+from .files import (
+    FileService,
+    is_within,
+    resolve_under,
+    sha256_file,
+    to_api_path,
+    unique_input_names,
+)
 from .forms import validate_config
 from .models import (
     ACTIVE_RUN_STATUSES,
@@ -96,10 +104,8 @@ def _clean_progress(raw: Any, previous: dict[str, Any] | None) -> dict[str, Any]
         if key in raw:
             value = raw[key]
             if isinstance(value, str):  # original Pirus pipelines post numbers as strings
-                try:
+                with contextlib.suppress(ValueError):
                     value = float(value) if "." in value else int(value)
-                except ValueError:
-                    pass
             if isinstance(value, bool) or not isinstance(value, (int, float)) or \
                     value != value or value in (float("inf"), float("-inf")):
                 raise InvalidRequest(f"progress.{key} must be a number")
@@ -115,7 +121,7 @@ class RunManager:
                  databases_dir: Path, max_parallel: int, default_limits: dict[str, str],
                  run_timeout: float, log_max_bytes: int, poll_interval: float,
                  notify_enabled: bool, server_port: Callable[[], int], base_url: str,
-                 log: logging.Logger) -> None:
+                 prefix: str = "pirus", log: logging.Logger) -> None:
         self.store = store
         self.events = events
         self.backend = backend
@@ -132,12 +138,14 @@ class RunManager:
         self.notify_enabled = notify_enabled
         self.server_port = server_port
         self.base_url = base_url
+        self.prefix = prefix
         self.log = log
         # Runs this process drives (started or reconciled): they hold a container slot.
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._locks: dict[int, asyncio.Lock] = {}
         self._schedule_lock = asyncio.Lock()
         self._stopping = False
+        self._reconciled = False  # the queue opens once runs left by a previous server are known
         self._reconcile_task: asyncio.Task[None] | None = None
 
     @property
@@ -173,6 +181,7 @@ class RunManager:
             except PirusError as e:
                 self.log.warning("pirus: cannot reconcile runs yet (%s); retrying", e.message)
                 await asyncio.sleep(5)
+        self._reconciled = True
         await self.schedule()
 
     async def reconcile(self) -> None:
@@ -194,11 +203,26 @@ class RunManager:
                 await self._fail(run_id, "the container disappeared while the server was down")
                 continue
             self._track(run_id, self._monitor(run_id))
+        await self._remove_leftover_containers()
+
+    async def _remove_leftover_containers(self) -> None:
+        """Delete containers of runs that already ended (a server stopped between recording
+        the end and deleting the container). Containers this database does not know are left
+        alone: they may belong to another server sharing the LXD daemon."""
+        names = await asyncio.to_thread(self.backend.list_containers, f"{self.prefix}-run-")
+        if not names:
+            return
+        final = [s.value for s in FINAL_RUN_STATUSES]
+        rows = await self.store.select(
+            "runs", f"lxd_container IN ({','.join('?' * len(names))}) AND status IN "
+            f"({','.join('?' * len(final))})", [*names, *final])
+        for row in rows:
+            await self._remove_container(row)
 
     # -- queue -------------------------------------------------------------------------
     async def schedule(self) -> None:
         """Start WAITING runs, oldest first, while fewer than max_parallel are active."""
-        if self._stopping:
+        if self._stopping or not self._reconciled:
             return
         async with self._schedule_lock:
             while len(self._tasks) < self.max_parallel:
@@ -306,7 +330,7 @@ class RunManager:
         if not isinstance(inputs, list):
             raise InvalidRequest("inputs must be a list of paths (under the Jupyter root) or "
                                  "file ids")
-        resolved, names = [], {"config.json"}
+        resolved = []
         for item in inputs:
             if isinstance(item, dict):
                 item = item.get("file_id", item.get("path"))
@@ -321,15 +345,11 @@ class RunManager:
                     raise InvalidRequest(f"input {item!r} is not a regular file")
             else:
                 raise InvalidRequest("each input must be a path string or a file id")
-            name = safe_filename(path.name)
-            stem, dot, ext = name.partition(".")
-            n = 1
-            while name in names:
-                n += 1
-                name = f"{stem}-{n}{dot}{ext}"
-            names.add(name)
-            resolved.append({"name": name, "path": to_api_path(self.root_dir, path),
+            resolved.append({"name": path.name, "path": to_api_path(self.root_dir, path),
                              "size": path.stat().st_size})
+        for item, name in zip(resolved, unique_input_names([i["name"] for i in resolved]),
+                              strict=True):
+            item["name"] = name
         return resolved
 
     async def create(self, pipeline_id: Any, name: Any = None, config: Any = None,
@@ -506,7 +526,7 @@ class RunManager:
     async def _execute(self, run_id: int) -> None:
         row = await self.store.get("runs", run_id)
         pipeline = await self.pipelines.row(row["pipeline_id"])
-        name = f"pirus-run-{run_id}-{secrets.token_hex(3)}"
+        name = f"{self.prefix}-run-{run_id}-{secrets.token_hex(3)}"
         row = await self.store.update("runs", run_id, {"lxd_container": name})
         paths_in = [i["path"] for i in row["inputs"]]
         known = {}

@@ -41,7 +41,7 @@ class Services:
         databases_dir.mkdir(parents=True, exist_ok=True)
         pipelines = PipelineService(
             store, events, backend, packages_dir=data_dir / "pipelines",
-            max_package_size=app.max_package_size, log=app.log,
+            max_package_size=app.max_package_size, prefix=app.lxd_prefix, log=app.log,
         )
         runs = RunManager(
             store, events, backend, files, pipelines, root_dir=root_dir,
@@ -49,6 +49,7 @@ class Services:
             max_parallel=app.max_parallel_runs, default_limits=dict(app.default_limits),
             run_timeout=app.run_timeout, log_max_bytes=app.log_max_bytes,
             poll_interval=app.poll_interval, notify_enabled=app.notify_enabled,
+            prefix=app.lxd_prefix,
             server_port=lambda: int(app.serverapp.port), base_url=app.serverapp.base_url,
             log=app.log,
         )
@@ -62,8 +63,8 @@ class Services:
 
     async def start(self) -> None:
         """Background work once the loop runs: reconcile runs with LXD, start the queue."""
+        await self.uploads.start()  # first: it does not depend on LXD
         await self.runs.start()
-        await self.uploads.start()
 
     async def stop(self) -> None:
         await self.uploads.stop()

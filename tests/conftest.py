@@ -10,7 +10,35 @@ from typing import Any
 
 import pytest
 
+from server import LXD_PREFIX
+
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def remove_test_containers_and_images():
+    """Runs outlive their server by design, so tests that stop a server mid-run leave
+    containers behind: at the end of the session, delete everything this session created
+    (its own prefix only; nothing else on the LXD daemon is touched)."""
+    yield
+    if not lxd_available():
+        return
+    listing = subprocess.run(["lxc", "list", "--format", "csv", "-c", "n"],
+                             capture_output=True, text=True).stdout.split()
+    for name in listing:
+        if name.startswith(f"{LXD_PREFIX}-"):
+            subprocess.run(["lxc", "delete", "--force", name], capture_output=True)
+    images = subprocess.run(["lxc", "image", "list", "--format", "json"],
+                            capture_output=True, text=True).stdout
+    for image in json.loads(images or "[]"):
+        aliases = [a["name"] for a in image.get("aliases") or []]
+        ours = [a for a in aliases if a.startswith(f"{LXD_PREFIX}-")]
+        if ours and len(ours) == len(aliases):
+            subprocess.run(["lxc", "image", "delete", image["fingerprint"]],
+                           capture_output=True)
+        else:
+            for alias in ours:
+                subprocess.run(["lxc", "image", "alias", "delete", alias], capture_output=True)
 
 
 def lxd_available() -> bool:
@@ -28,7 +56,7 @@ def pirus_config() -> dict[str, Any]:
 @pytest.fixture
 def jp_server_config(tmp_path: Path, pirus_config: dict[str, Any]) -> dict[str, Any]:
     settings = {"data_dir": str(tmp_path / "pirus-data"), "max_parallel_runs": 2,
-                "poll_interval": 0.1}
+                "poll_interval": 0.1, "lxd_prefix": LXD_PREFIX}
     settings.update(pirus_config)
     return {
         "ServerApp": {"jpserver_extensions": {"pirus_jupyter": True}},
@@ -98,7 +126,7 @@ def install(api, jp_root_dir):
             shutil.copyfile(package, target)
         code, body = await api("POST", "pipelines", body={"path": package.name})
         assert code == 202, body
-        assert body["status"] == "INSTALLING"
+        assert body["status"] == "INSTALLING", body
         body = await wait_for(api, "pipelines", body["id"],
                               until=lambda b: b["status"] not in ("INSTALLING", "UPLOADING"))
         assert body["status"] == expect, body

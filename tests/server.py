@@ -14,6 +14,9 @@ from typing import Any
 
 import requests
 
+# Containers and images of this test session carry this prefix (see conftest's cleanup).
+LXD_PREFIX = os.environ.setdefault("PIRUS_TEST_LXD_PREFIX", f"pt{os.getpid():x}")
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -41,6 +44,7 @@ class ServerProcess:
             f"--IdentityProvider.token={self.token}",
             "--ServerApp.jpserver_extensions={'pirus_jupyter': True}",
             f"--PirusApp.data_dir={self.data_dir}",
+            f"--PirusApp.lxd_prefix={LXD_PREFIX}",
         ]
         args += [f"--PirusApp.{k}={v}" for k, v in self.settings.items()]
         log = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the process' lifetime

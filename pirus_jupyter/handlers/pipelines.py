@@ -4,13 +4,13 @@ form, icon, package and documents."""
 from __future__ import annotations
 
 import mimetypes
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from jupyter_server.auth.decorator import authorized
 from tornado import web
 
 from ..errors import InvalidRequest
-from ..files import resolve_under
+from ..files import resolve_under, unique_input_names
 from ..models import PipelineStatus
 from .base import PirusHandler
 from .streaming import send_file
@@ -64,7 +64,8 @@ class PipelineFormHandler(PirusHandler):
     @authorized
     async def get(self, pipeline_id: str) -> None:
         """The normalised draft-07 form; ``?inputs=a&inputs=b`` fills the input placeholders."""
-        inputs = [Path(p).name for p in self.get_query_arguments("inputs")]
+        inputs = unique_input_names([PurePosixPath(p).name for p in
+                                     self.get_query_arguments("inputs")])
         dbs = [d["name"] for d in await self.services.runs.databases()]
         self.send_json(await self.services.pipelines.form(int(pipeline_id), inputs, dbs))
 
