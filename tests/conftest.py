@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from server import LXD_PREFIX
 
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
