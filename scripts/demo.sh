@@ -21,6 +21,6 @@ for name, reads in (("sample-a.fastq", 2000), ("sample-b.fastq", 500)):
             f.write(f"@{name}-{i}\n{seq}\n+\n{'I' * len(seq)}\n")
 PY
 echo "Demo root: $root — install packages/fastq-count.tar.gz from the Pirus panel, or in a notebook:"
-echo "  import pirus_jupyter as pirus; c = pirus.connect(); c.install('packages/fastq-count.tar.gz')"
+echo "  import pirus_jupyter as pirus; pirus.connect().install('packages/fastq-count.tar.gz')"
 exec jupyter lab --allow-root --no-browser --ip=127.0.0.1 --port="${PIRUS_DEMO_PORT:-8888}" \
   --ServerApp.root_dir="$root"
