@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import json
 import posixpath
 import shlex
@@ -42,6 +41,8 @@ from pathlib import Path
 from typing import IO, Any
 
 import yaml
+
+from .hashing import sha256_file
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -91,22 +92,6 @@ class Problem:
 # -- output helpers ------------------------------------------------------------------------
 def _err(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def _human(size: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(size) < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} TiB"  # pragma: no cover
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _table(rows: Sequence[Sequence[Any]], header: Sequence[str], out: IO[str]) -> None:
@@ -618,9 +603,10 @@ def cmd_build(args: argparse.Namespace) -> int:
         build_package(source, output, compression=args.compression)
     except (BuildError, ValueError) as e:
         raise CommandError(f"cannot build {source}: {e}") from e
-    digest = _sha256(output)
+    digest = sha256_file(output)
     if not args.quiet:
-        _err(f"Built {output} ({_human(output.stat().st_size)}) in "
+        from .client import human_size
+        _err(f"Built {output} ({human_size(output.stat().st_size)}) in "
              f"{time.monotonic() - started:.1f} s")
     print(f"{digest}  {output}")
     return EXIT_OK
@@ -685,7 +671,8 @@ def cmd_install(args: argparse.Namespace) -> int:
         raise CommandError(f"{package}: no such file")
     with _connect(args) as client:
         if not args.quiet:
-            _err(f"Installing {package} ({_human(package.stat().st_size)}) on "
+            from .client import human_size
+            _err(f"Installing {package} ({human_size(package.stat().st_size)}) on "
                  f"{client.base_url}")
         pipeline = client.install(package, wait=False, progress=not args.quiet)
         if not args.quiet:

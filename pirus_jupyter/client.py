@@ -36,6 +36,8 @@ from urllib.parse import quote, urlparse
 
 import requests
 
+from .hashing import sha256_file
+
 if TYPE_CHECKING:
     from .widgets.form import ConfigForm
     from .widgets.record import RunRecord
@@ -972,7 +974,7 @@ class Client:
             except ValueError:
                 return None
             if local.is_file():
-                return _sha256_local(local)
+                return sha256_file(local)
             return None
         if size is not None and size > REMOTE_HASH_MAX_BYTES:
             return None
@@ -1021,14 +1023,6 @@ class Client:
         return fingerprint
 
 
-def _sha256_local(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb", buffering=0) as f:
-        while chunk := f.read(4 * 1024 * 1024):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _api_error(response: requests.Response) -> PirusAPIError:
     code = {400: "invalid_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
             409: "conflict"}.get(response.status_code, "error")
@@ -1074,7 +1068,7 @@ class _TextProgress:
             return
         self.last = percent
         self.stream.write(f"\rUploading {self.name}: {percent:5.1f}% "
-                          f"({_human(sent)} / {_human(total)})")
+                          f"({human_size(sent)} / {human_size(total)})")
         self.stream.flush()
 
     def close(self) -> None:
@@ -1095,7 +1089,7 @@ class _WidgetProgress:
 
     def __call__(self, sent: int, total: int) -> None:
         self.bar.value = sent / total if total else 1.0
-        self.label.value = f"{self.name}: {_human(sent)} / {_human(total)}"
+        self.label.value = f"{self.name}: {human_size(sent)} / {human_size(total)}"
 
     def close(self) -> None:
         self.bar.bar_style = "success" if self.bar.value >= 1.0 else "warning"
@@ -1115,7 +1109,8 @@ def _progress_reporter(name: str, progress: bool | Callable[[int, int], None]
     return _TextProgress(name)
 
 
-def _human(size: float) -> str:
+def human_size(size: float) -> str:
+    """A byte count for people: 512 B, 1.5 MiB, 2.0 GiB."""
     for unit in ("B", "KiB", "MiB", "GiB"):
         if abs(size) < 1024 or unit == "GiB":
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"

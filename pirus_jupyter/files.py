@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 import re
 from pathlib import Path, PurePosixPath
@@ -11,18 +10,9 @@ from typing import Any
 
 from .errors import Conflict, Forbidden, InvalidRequest, NotFound
 from .events import EventBus
+from .hashing import sha256_file
 from .models import public_file, public_run
 from .store import Store, now_iso
-
-HASH_CHUNK = 4 * 1024 * 1024
-
-
-def sha256_file(path: Path | str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb", buffering=0) as f:
-        while chunk := f.read(HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def safe_filename(name: str, default: str = "file") -> str:

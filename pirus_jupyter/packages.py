@@ -7,7 +7,6 @@ refuses packages whose members could escape their folder or are not plain image 
 
 from __future__ import annotations
 
-import hashlib
 import posixpath
 import tarfile
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from typing import Any
 import yaml
 
 from .errors import InvalidPackage
+from .hashing import sha256_file
 
 MANIFEST_DEFAULTS = {
     "inputs": "/pipeline/inputs",
@@ -26,7 +26,6 @@ MANIFEST_DEFAULTS = {
 }
 # Small files read out of the package (form, icon, documents); larger ones are refused.
 MAX_DOCUMENT_SIZE = 4 * 1024 * 1024
-HASH_CHUNK = 4 * 1024 * 1024
 
 
 @dataclass
@@ -128,14 +127,6 @@ def normalize_manifest(metadata: Any) -> dict[str, Any]:
     return manifest
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb", buffering=0) as f:
-        while chunk := f.read(HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def inspect_package(path: Path, max_size: int) -> PackageInfo:
     """Read and validate a package without extracting it. Raises InvalidPackage."""
     size = path.stat().st_size
@@ -207,5 +198,5 @@ def inspect_package(path: Path, max_size: int) -> PackageInfo:
             info.icon = rootfs_file(manifest["icon"], "icon")
         for doc in manifest["documents"]:
             info.documents[posixpath.basename(doc)] = rootfs_file(doc, "documents")
-    info.fingerprint = file_sha256(path)
+    info.fingerprint = sha256_file(path)
     return info

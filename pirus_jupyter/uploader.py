@@ -31,7 +31,6 @@ Why the fingerprint is the SHA-256 of the whole file
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -44,8 +43,9 @@ from tusclient.fingerprint.interface import Fingerprint
 from tusclient.storage.filestorage import FileStorage
 from tusclient.uploader import Uploader
 
+from .hashing import sha256_file
+
 DEFAULT_CHUNK_SIZE = 8 * 1024 * 1024
-HASH_BLOCK = 4 * 1024 * 1024
 UPLOADS_PATH = "pirus/api/v1/uploads"
 
 #: ``progress(bytes_on_server, total_bytes)``: called once the offset is known (0, or where a
@@ -61,17 +61,6 @@ def default_url_storage_path() -> Path:
     from jupyter_core.paths import jupyter_data_dir
 
     return Path(jupyter_data_dir()) / "pirus" / "tus-urls.json"
-
-
-def file_sha256(path: Path | str) -> str:
-    """SHA-256 of a file, read in 4 MiB blocks (never the whole file in memory)."""
-    digest = hashlib.sha256()
-    buf = bytearray(HASH_BLOCK)
-    view = memoryview(buf)
-    with open(path, "rb", buffering=0) as f:
-        while n := f.readinto(buf):
-            digest.update(view[:n])
-    return digest.hexdigest()
 
 
 class ContentFingerprint(Fingerprint):
@@ -139,7 +128,7 @@ def upload(client_base_url: str, token: str, path: str | os.PathLike[str], kind:
     endpoint = _endpoint(client_base_url)
     headers = {"Authorization": f"token {token}"}
     size = source.stat().st_size
-    fingerprint = ContentFingerprint(endpoint, kind, source.name, size, file_sha256(source))
+    fingerprint = ContentFingerprint(endpoint, kind, source.name, size, sha256_file(source))
     storage_path = Path(url_storage_path) if url_storage_path else default_url_storage_path()
     storage_path.parent.mkdir(parents=True, exist_ok=True)
     storage = FileStorage(str(storage_path))

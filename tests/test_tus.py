@@ -22,13 +22,13 @@ from tus_helpers import (
     RawRequest,
     blocking_request,
     checksum,
-    file_sha256,
     metadata,
     pattern,
     pattern_bytes,
     pattern_sha256,
 )
 
+from pirus_jupyter.hashing import sha256_file as file_sha256
 from pirus_jupyter.tus import CHECKPOINT_BYTES, TUS_EXTENSIONS
 
 UPLOADS = ("pirus", "api", "v1", "uploads")

@@ -11,7 +11,6 @@ import hashlib
 import random
 import socket
 from collections.abc import Iterator
-from typing import Any
 
 TUS = {"Tus-Resumable": "1.0.0"}
 OCTET = {"Content-Type": "application/offset+octet-stream"}
@@ -58,14 +57,6 @@ def pattern_sha256(end: int) -> str:
     digest = hashlib.sha256()
     for piece in pattern(0, end):
         digest.update(piece)
-    return digest.hexdigest()
-
-
-def file_sha256(path: Any) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while piece := f.read(4 * MiB):
-            digest.update(piece)
     return digest.hexdigest()
 
 
