@@ -71,6 +71,13 @@ class BackendError(PirusError):
     code = "backend_error"
 
 
+class BackendUnavailable(BackendError):
+    """LXD cannot be reached at all (daemon stopped, socket gone): usually transient."""
+
+    status = 503
+    code = "backend_unavailable"
+
+
 class InvalidPackage(PirusError):
     """A pipeline package is malformed or unsafe."""
 

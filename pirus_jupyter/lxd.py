@@ -5,22 +5,42 @@ Every method blocks (HTTP to the LXD daemon); services run them in threads.
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pylxd
-from pylxd.exceptions import LXDAPIException, NotFound
+import requests
+from pylxd.exceptions import ClientConnectionFailed, LXDAPIException, NotFound
 
 from .backend import Backend, ContainerSpec, ContainerState
-from .errors import BackendError
+from .errors import BackendError, BackendUnavailable
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 DEFAULT_ROOT_ID = 100000
 
 
 def _lxd_error(action: str, exc: Exception) -> BackendError:
     return BackendError(f"LXD failed to {action}: {exc}")
+
+
+def _reachable(method: F) -> F:
+    """Turn a lost connection to LXD into BackendUnavailable (and reconnect next time)."""
+
+    @functools.wraps(method)
+    def wrapper(self: LXDBackend, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except (requests.RequestException, ClientConnectionFailed, ConnectionError) as e:
+            with self._lock:
+                self._client = None
+            raise BackendUnavailable(f"LXD is unreachable: {e}") from e
+
+    return wrapper  # type: ignore[return-value]
 
 
 class LXDBackend(Backend):
@@ -41,7 +61,7 @@ class LXDBackend(Backend):
                         project=self.project if self.project != "default" else None,
                     )
                 except Exception as e:  # pylxd raises ClientConnectionFailed and friends
-                    raise _lxd_error("connect", e) from e
+                    raise BackendUnavailable(f"LXD is unreachable: {e}") from e
             return self._client
 
     def info(self) -> dict[str, Any]:
@@ -63,6 +83,7 @@ class LXDBackend(Backend):
                     "project": self.project, "error": str(e)}
 
     # -- images -----------------------------------------------------------------------
+    @_reachable
     def import_image(self, tarball: Path, alias: str, fingerprint: str) -> str:
         client = self.client
         try:
@@ -77,6 +98,7 @@ class LXDBackend(Backend):
         except LXDAPIException as e:
             raise _lxd_error("import the image", e) from e
 
+    @_reachable
     def delete_image(self, alias: str) -> None:
         client = self.client
         try:
@@ -94,6 +116,7 @@ class LXDBackend(Backend):
             raise _lxd_error("delete the image", e) from e
 
     # -- containers -------------------------------------------------------------------
+    @_reachable
     def create_container(self, spec: ContainerSpec) -> tuple[int, int]:
         devices: dict[str, dict[str, str]] = {
             name: {"type": "disk", "source": str(m.source), "path": m.path,
@@ -140,12 +163,14 @@ class LXDBackend(Backend):
         except NotFound as e:
             raise BackendError(f"container {name} does not exist") from e
 
+    @_reachable
     def start(self, name: str) -> None:
         try:
             self._instance(name).start(wait=True)
         except LXDAPIException as e:
             raise _lxd_error(f"start container {name}", e) from e
 
+    @_reachable
     def exec_detached(self, name: str, command: list[str], environment: dict[str, str]) -> None:
         # No websocket: LXD runs the command on its own, so it outlives this server process.
         try:
@@ -159,18 +184,21 @@ class LXDBackend(Backend):
         if not operation:
             raise BackendError(f"LXD did not start the command in {name}")
 
+    @_reachable
     def freeze(self, name: str) -> None:
         try:
             self._instance(name).freeze(wait=True)
         except LXDAPIException as e:
             raise _lxd_error(f"freeze container {name}", e) from e
 
+    @_reachable
     def unfreeze(self, name: str) -> None:
         try:
             self._instance(name).unfreeze(wait=True)
         except LXDAPIException as e:
             raise _lxd_error(f"unfreeze container {name}", e) from e
 
+    @_reachable
     def state(self, name: str) -> ContainerState | None:
         try:
             instance = self.client.instances.get(name)
@@ -186,6 +214,7 @@ class LXDBackend(Backend):
             memory_peak=int(memory) if memory else None,
         )
 
+    @_reachable
     def delete_container(self, name: str) -> None:
         try:
             instance = self.client.instances.get(name)
@@ -200,6 +229,7 @@ class LXDBackend(Backend):
         except LXDAPIException as e:
             raise _lxd_error(f"delete container {name}", e) from e
 
+    @_reachable
     def list_containers(self, prefix: str) -> list[str]:
         try:
             names = [i.name for i in self.client.instances.all()]

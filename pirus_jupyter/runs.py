@@ -25,7 +25,15 @@ from pathlib import Path
 from typing import Any
 
 from .backend import Backend, ContainerSpec, ContainerState, DiskMount
-from .errors import BackendError, Conflict, Forbidden, InvalidRequest, NotFound, PirusError
+from .errors import (
+    BackendError,
+    BackendUnavailable,
+    Conflict,
+    Forbidden,
+    InvalidRequest,
+    NotFound,
+    PirusError,
+)
 from .events import EventBus
 from .files import (
     FileService,
@@ -52,6 +60,8 @@ STATE_DIR = "/.pirus"
 PROGRESS_FILE = f"{STATE_DIR}/progress.jsonl"
 EXIT_FILE = "exit_code"
 STATE_CHECK_INTERVAL = 2.0
+# How long a running pipeline is given while LXD cannot be reached before it is ended in ERROR.
+LXD_OUTAGE_GRACE = 120.0
 LOG_NAMES = ("out", "err")
 
 
@@ -143,6 +153,7 @@ class RunManager:
         # Runs this process drives (started or reconciled): they hold a container slot.
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._locks: dict[int, asyncio.Lock] = {}
+        self._lxd_lost: dict[int, float] = {}  # run id -> when LXD was first found unreachable
         self._schedule_lock = asyncio.Lock()
         self._stopping = False
         self._reconciled = False  # the queue opens once runs left by a previous server are known
@@ -386,7 +397,11 @@ class RunManager:
         async with self._lock(run_id):
             row = await self.store.get("runs", run_id)
             check_run_move(row["status"], S.PAUSE)
-            await asyncio.to_thread(self.backend.freeze, row["lxd_container"])
+            try:
+                await asyncio.to_thread(self.backend.freeze, row["lxd_container"])
+            except PirusError as e:  # the command has ended: hashing without it is still right
+                self.log.warning("pirus: run %s: could not freeze before hashing: %s", run_id,
+                                 e.message)
             return self._public(await self._move(run_id, S.PAUSE))
 
     async def resume(self, run_id: int) -> dict[str, Any]:
@@ -666,7 +681,17 @@ class RunManager:
             await asyncio.sleep(self.poll_interval)
 
     async def _check_health(self, row: dict[str, Any]) -> None:
-        state = await asyncio.to_thread(self.backend.state, row["lxd_container"])
+        try:
+            state = await asyncio.to_thread(self.backend.state, row["lxd_container"])
+        except BackendUnavailable as e:
+            # LXD restarting or briefly down: the run goes on inside its container, so wait.
+            self._lxd_lost.setdefault(row["id"], time.monotonic())
+            if time.monotonic() - self._lxd_lost[row["id"]] < LXD_OUTAGE_GRACE:
+                self.log.warning("pirus: run %s: %s", row["id"], e.message)
+                return
+            raise BackendError(f"LXD unreachable for over {LXD_OUTAGE_GRACE:g} s: "
+                               f"{e.message}") from e
+        self._lxd_lost.pop(row["id"], None)
         alive = state is not None and state.status in ("Running", "Frozen", "Freezing")
         if not alive and await asyncio.to_thread(self._exit_code, row) is None:
             what = "disappeared" if state is None else f"is {state.status}"
