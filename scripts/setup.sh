@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install and start everything Pirus for Jupyter needs on a Debian/Ubuntu machine, as root.
 # Idempotent: safe to run again; it only does what is missing.
-#   - Debian packages: LXD, busybox-static (the demo/test base image), Chromium (panel tests)
+#   - Debian packages: LXD, busybox-static (the demo/test base image), Chromium (panel tests),
+#     node and npm if absent (building the JupyterLab panel)
 #   - a running, initialised LXD (dir storage pool, no network)
 #   - this project and its test dependencies (pip, editable)
 set -euo pipefail
@@ -20,6 +21,15 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get install -y -q "${need_apt[@]}"
 fi
 bash scripts/setup-lxd.sh
+
+# The JupyterLab panel: exact versions from package-lock.json, built into
+# pirus_jupyter/labextension (shipped by the wheel as a prebuilt extension).
+if ! command -v npm >/dev/null 2>&1; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q nodejs npm
+fi
+(cd labextension && npm ci --no-audit --no-fund --loglevel=error && npm run build)
 
 python3 -m pip install -q --upgrade pip >/dev/null 2>&1 || true
 python3 -m pip install -q -e ".[test]"

@@ -4,4 +4,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 ruff check pirus_jupyter tests benchmarks
+(cd labextension && npm test --silent)
 python3 -m pytest -p no:cacheprovider -q -ra "$@"

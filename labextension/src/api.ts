@@ -1,0 +1,473 @@
+/**
+ * The Pirus REST API (`{base_url}pirus/api/v1`), called through JupyterLab's
+ * `ServerConnection` so that the base URL, the token and the XSRF cookie are handled exactly as
+ * for JupyterLab's own requests.
+ */
+import { URLExt } from '@jupyterlab/coreutils';
+import { ServerConnection } from '@jupyterlab/services';
+
+export const API_PATH = 'pirus/api/v1';
+
+export type PipelineStatus = 'UPLOADING' | 'PAUSE' | 'ERROR' | 'INSTALLING' | 'READY';
+
+export type RunStatus =
+  | 'WAITING'
+  | 'PAUSE'
+  | 'INITIALIZING'
+  | 'RUNNING'
+  | 'FINISHING'
+  | 'ERROR'
+  | 'DONE'
+  | 'CANCELED';
+
+export const RUN_STATUSES: readonly RunStatus[] = [
+  'WAITING',
+  'INITIALIZING',
+  'RUNNING',
+  'PAUSE',
+  'FINISHING',
+  'DONE',
+  'ERROR',
+  'CANCELED'
+];
+
+export const FINAL_RUN_STATUSES: ReadonlySet<RunStatus> = new Set<RunStatus>([
+  'DONE',
+  'ERROR',
+  'CANCELED'
+]);
+
+export interface IPipeline {
+  id: number;
+  name: string;
+  description: string | null;
+  version: string | null;
+  pirus_api: string | null;
+  license: string | null;
+  developers: string[] | null;
+  size: number | null;
+  upload_offset: number | null;
+  status: PipelineStatus;
+  error: string | null;
+  created: string | null;
+  documents: string[] | null;
+  limits: Record<string, unknown> | null;
+  fingerprint: string | null;
+}
+
+export interface IProgress {
+  value?: number | null;
+  min?: number | null;
+  max?: number | null;
+  label?: string | null;
+}
+
+/** An input or output of a run. */
+export interface IRunFile {
+  name: string;
+  path: string;
+  size?: number | null;
+  sha256?: string | null;
+  file_id?: number | null;
+  id?: number | null;
+}
+
+export interface IRunMetrics {
+  wall_seconds?: number | null;
+  cpu_seconds?: number | null;
+  memory_peak_bytes?: number | null;
+  phases?: Record<string, number> | null;
+  [key: string]: unknown;
+}
+
+export interface IRun {
+  id: number;
+  pipeline_id: number;
+  pipeline_name: string | null;
+  pipeline_version: string | null;
+  pipeline_fingerprint: string | null;
+  name: string;
+  config: Record<string, unknown> | null;
+  inputs: IRunFile[] | null;
+  outputs: IRunFile[] | null;
+  start: string | null;
+  end: string | null;
+  status: RunStatus;
+  progress: IProgress | null;
+  exit_code: number | null;
+  error: string | null;
+  created: string | null;
+  metrics: IRunMetrics | null;
+}
+
+export interface IFileRecord {
+  id: number;
+  name: string;
+  path: string;
+  size: number | null;
+  sha256: string | null;
+  source: 'upload' | 'run' | string;
+  run_id: number | null;
+  created: string | null;
+}
+
+export interface IUploadRecord {
+  id: string;
+  filename: string;
+  kind: 'input' | 'pipeline';
+  length: number | null;
+  offset: number;
+  status: 'uploading' | 'concatenating' | 'complete' | 'error';
+  created: string;
+  expires: string | null;
+  metadata: Record<string, string>;
+  sha256: string | null;
+  error: string | null;
+  file: IFileRecord | null;
+  pipeline_id: number | null;
+  url?: string;
+}
+
+export interface IInfo {
+  version: string;
+  api_version: string;
+  lxd: Record<string, unknown>;
+  limits: Record<string, unknown>;
+  active_runs: number;
+}
+
+export interface IList<T> {
+  items: T[];
+  total: number;
+}
+
+/** One problem of a run configuration, as `POST /runs` reports it (`error.details`). */
+export interface IFieldError {
+  field: string;
+  message: string;
+}
+
+/** `{"type", "data"}` as sent on the events websocket. */
+export interface IPirusEvent {
+  type: string;
+  data: any;
+}
+
+export type RunAction = 'pause' | 'resume' | 'cancel';
+
+export type Query = Record<string, string | number | boolean | (string | number)[] | null | undefined>;
+
+/**
+ * A failed request: the HTTP status, the server's machine-readable code and its message (what
+ * the panel shows to the user), and the details (per-field errors of an invalid config).
+ */
+export class PirusRequestError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+    readonly details?: unknown
+  ) {
+    super(message);
+    this.name = 'PirusRequestError';
+  }
+
+  /** The per-field validation errors (`[{field, message}]`), or none. */
+  get fieldErrors(): IFieldError[] {
+    if (!Array.isArray(this.details)) {
+      return [];
+    }
+    return this.details.filter(
+      (d): d is IFieldError =>
+        !!d && typeof d === 'object' && typeof d.field === 'string' && typeof d.message === 'string'
+    );
+  }
+
+  /** Build the error from a non-2xx response, reading `{"error": {code, message, details}}`. */
+  static async fromResponse(response: Response): Promise<PirusRequestError> {
+    let text = '';
+    try {
+      text = await response.text();
+    } catch {
+      // the body could not be read: keep the status line
+    }
+    let code = 'http_' + response.status;
+    let message = text.trim() || response.statusText || `HTTP ${response.status}`;
+    let details: unknown = undefined;
+    try {
+      const body = JSON.parse(text);
+      const error = body && typeof body === 'object' ? body.error ?? body : null;
+      if (error && typeof error === 'object') {
+        if (typeof error.code === 'string') {
+          code = error.code;
+        }
+        if (typeof error.message === 'string' && error.message) {
+          message = error.message;
+        }
+        details = error.details;
+      }
+    } catch {
+      // not JSON (an HTML error page from a proxy, ...): keep it short
+      if (/^\s*</.test(text)) {
+        message = `${response.status} ${response.statusText}`.trim();
+      } else if (message.length > 500) {
+        message = message.slice(0, 500) + '…';
+      }
+    }
+    return new PirusRequestError(response.status, code, message, details);
+  }
+
+  /** A network failure (server down or restarting). */
+  static network(reason: unknown): PirusRequestError {
+    const text = reason instanceof Error ? reason.message : String(reason ?? '');
+    return new PirusRequestError(
+      0,
+      'network_error',
+      `Cannot reach the Jupyter server${text ? `: ${text}` : ''}`
+    );
+  }
+}
+
+/** The message to show for any error thrown by a request or by the panel's own code. */
+export function errorMessage(error: unknown): string {
+  if (error instanceof PirusRequestError) {
+    return error.message;
+  }
+  if (error instanceof Error) {
+    return error.message;
+  }
+  return String(error);
+}
+
+/** `a=1&b=x&b=y` from `{a: 1, b: ['x', 'y']}`; empty and undefined values are left out. */
+export function queryString(query?: Query): string {
+  if (!query) {
+    return '';
+  }
+  const params = new URLSearchParams();
+  for (const [key, value] of Object.entries(query)) {
+    if (value === undefined || value === null || value === '') {
+      continue;
+    }
+    if (Array.isArray(value)) {
+      for (const item of value) {
+        params.append(key, String(item));
+      }
+    } else {
+      params.append(key, String(value));
+    }
+  }
+  const text = params.toString();
+  return text ? `?${text}` : '';
+}
+
+export class PirusAPI {
+  constructor(
+    readonly settings: ServerConnection.ISettings = ServerConnection.makeSettings(),
+    /** A request not answered after this many milliseconds fails (0: wait forever). */
+    readonly timeout = 60000
+  ) {}
+
+  /** Requests in flight (`METHOD url` -> start time): shown when debugging a stuck panel. */
+  readonly pending = new Map<string, number>();
+
+  /** The absolute URL of an API path (parts are URL-encoded). */
+  url(...parts: (string | number)[]): string {
+    return URLExt.join(
+      this.settings.baseUrl,
+      API_PATH,
+      ...parts.map(p => encodeURIComponent(String(p)))
+    );
+  }
+
+  /** The TUS endpoint. */
+  get uploadsUrl(): string {
+    return this.url('uploads');
+  }
+
+  /**
+   * Send a request; resolve with the decoded JSON (or text, or undefined for 204), reject with
+   * a {@link PirusRequestError} carrying the server's message.
+   */
+  async request<T = unknown>(
+    method: string,
+    path: (string | number)[],
+    options: { body?: unknown; query?: Query; raw?: boolean } = {}
+  ): Promise<T> {
+    const url = this.url(...path) + queryString(options.query);
+    const init: RequestInit = { method };
+    if (options.body !== undefined) {
+      init.body = JSON.stringify(options.body);
+    }
+    const key = `${method} ${url} #${++this._counter}`;
+    const controller = typeof AbortController !== 'undefined' ? new AbortController() : null;
+    let timedOut = false;
+    const timer =
+      controller && this.timeout > 0
+        ? setTimeout(() => {
+            timedOut = true;
+            controller.abort();
+          }, this.timeout)
+        : null;
+    if (controller) {
+      init.signal = controller.signal;
+    }
+    this.pending.set(key, Date.now());
+    let response: Response;
+    try {
+      response = await ServerConnection.makeRequest(url, init, this.settings);
+    } catch (error) {
+      if (timedOut) {
+        throw new PirusRequestError(
+          0,
+          'timeout',
+          `The server did not answer within ${Math.round(this.timeout / 1000)} s (${method} ${path.join('/')})`
+        );
+      }
+      throw PirusRequestError.network(error);
+    } finally {
+      if (timer !== null) {
+        clearTimeout(timer);
+      }
+      this.pending.delete(key);
+    }
+    if (!response.ok) {
+      throw await PirusRequestError.fromResponse(response);
+    }
+    if (options.raw) {
+      return response as unknown as T;
+    }
+    if (response.status === 204) {
+      return undefined as T;
+    }
+    const type = response.headers.get('Content-Type') || '';
+    if (type.includes('application/json')) {
+      return (await response.json()) as T;
+    }
+    return (await response.text()) as unknown as T;
+  }
+
+  private _counter = 0;
+
+  // -- info ---------------------------------------------------------------------------------
+  info(): Promise<IInfo> {
+    return this.request('GET', []);
+  }
+
+  // -- pipelines ----------------------------------------------------------------------------
+  async pipelines(status?: PipelineStatus): Promise<IPipeline[]> {
+    const body = await this.request<IList<IPipeline>>('GET', ['pipelines'], { query: { status } });
+    return body.items;
+  }
+
+  pipeline(id: number): Promise<IPipeline> {
+    return this.request('GET', ['pipelines', id]);
+  }
+
+  /** Install a package file under the Jupyter root, or a finished upload. */
+  installPipeline(source: { path: string } | { upload_id: string }): Promise<IPipeline> {
+    return this.request('POST', ['pipelines'], { body: source });
+  }
+
+  uninstallPipeline(id: number): Promise<void> {
+    return this.request('DELETE', ['pipelines', id]);
+  }
+
+  /** The draft-07 form, with the input placeholders filled from the input file names. */
+  pipelineForm(id: number, inputs: string[] = []): Promise<Record<string, any>> {
+    const names = inputs.map(baseName);
+    return this.request('GET', ['pipelines', id, 'form'], { query: { inputs: names } });
+  }
+
+  /** The pipeline's icon as a Blob, or null when it has none. */
+  async pipelineIcon(id: number): Promise<Blob | null> {
+    try {
+      const response = await this.request<Response>('GET', ['pipelines', id, 'icon'], {
+        raw: true
+      });
+      return await response.blob();
+    } catch (error) {
+      if (error instanceof PirusRequestError && error.status === 404) {
+        return null;
+      }
+      throw error;
+    }
+  }
+
+  /** A document shipped in the package (README, ...), as a Blob with its content type. */
+  async pipelineDocument(id: number, name: string): Promise<Blob> {
+    const response = await this.request<Response>('GET', ['pipelines', id, 'documents', name], { raw: true });
+    return await response.blob();
+  }
+
+  // -- runs ---------------------------------------------------------------------------------
+  async runs(
+    options: { status?: RunStatus[]; pipelineId?: number; limit?: number; offset?: number } = {}
+  ): Promise<IList<IRun>> {
+    return this.request('GET', ['runs'], {
+      query: {
+        status: options.status?.length ? options.status.join(',') : undefined,
+        pipeline_id: options.pipelineId,
+        limit: options.limit,
+        offset: options.offset
+      }
+    });
+  }
+
+  run(id: number): Promise<IRun> {
+    return this.request('GET', ['runs', id]);
+  }
+
+  /** Start a run (queued). A 400 `invalid_config` carries the per-field errors. */
+  createRun(body: {
+    pipeline_id: number;
+    config?: Record<string, unknown>;
+    inputs?: (string | number)[];
+    name?: string;
+  }): Promise<IRun> {
+    const payload: Record<string, unknown> = {
+      pipeline_id: body.pipeline_id,
+      config: body.config ?? {},
+      inputs: body.inputs ?? []
+    };
+    if (body.name && body.name.trim()) {
+      payload.name = body.name.trim();
+    }
+    return this.request('POST', ['runs'], { body: payload });
+  }
+
+  runAction(id: number, action: RunAction): Promise<IRun> {
+    return this.request('POST', ['runs', id, action]);
+  }
+
+  deleteRun(id: number): Promise<void> {
+    return this.request('DELETE', ['runs', id]);
+  }
+
+  /** The last `tail` lines of a run's log (`out` or `err`). */
+  runLog(id: number, which: 'out' | 'err' = 'out', tail = 200): Promise<string> {
+    return this.request('GET', ['runs', id, 'logs', which], { query: { tail } });
+  }
+
+  // -- files and uploads --------------------------------------------------------------------
+  async files(options: { runId?: number; limit?: number } = {}): Promise<IList<IFileRecord>> {
+    return this.request('GET', ['files'], {
+      query: { run_id: options.runId, limit: options.limit ?? 500 }
+    });
+  }
+
+  async uploads(): Promise<IList<IUploadRecord>> {
+    return this.request('GET', ['uploads']);
+  }
+}
+
+export function baseName(path: string): string {
+  const parts = path.split('/').filter(Boolean);
+  return parts.length ? parts[parts.length - 1] : path;
+}
+
+export function dirName(path: string): string {
+  const parts = path.split('/').filter(Boolean);
+  parts.pop();
+  return parts.join('/');
+}

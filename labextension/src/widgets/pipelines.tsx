@@ -1,0 +1,298 @@
+/**
+ * Pipelines: the list (icon, name, version, status with live install progress, description)
+ * and the details view (manifest fields, documents, form preview, uninstall).
+ */
+import { FormComponent, addIcon, deleteIcon, runIcon } from '@jupyterlab/ui-components';
+import validator from '@rjsf/validator-ajv8';
+import React, { useEffect, useState } from 'react';
+
+import { errorMessage, IPipeline, PirusAPI } from '../api';
+import { formatBytes, formatTime } from '../format';
+import { hasFields } from '../forms';
+import { pipelineIcon } from '../icons';
+import {
+  ActionButton,
+  EmptyState,
+  ErrorBanner,
+  Field,
+  IPanelContext,
+  ProgressBar,
+  StatusBadge,
+  useAction,
+  useSignal
+} from './common';
+
+const iconCache = new Map<number, Promise<string | null>>();
+
+function iconUrl(api: PirusAPI, id: number): Promise<string | null> {
+  let url = iconCache.get(id);
+  if (!url) {
+    url = api
+      .pipelineIcon(id)
+      .then(blob => (blob ? URL.createObjectURL(blob) : null))
+      .catch(() => null);
+    iconCache.set(id, url);
+  }
+  return url;
+}
+
+/** The pipeline's own icon (fetched with the panel's credentials), or a generic one. */
+export function PipelineIcon(props: { api: PirusAPI; pipeline: IPipeline; size?: number }): JSX.Element {
+  const { api, pipeline } = props;
+  const [src, setSrc] = useState<string | null>(null);
+  useEffect(() => {
+    let live = true;
+    if (pipeline.status === 'READY') {
+      void iconUrl(api, pipeline.id).then(url => live && setSrc(url));
+    }
+    return () => {
+      live = false;
+    };
+  }, [pipeline.id, pipeline.status]);
+  const size = props.size ?? 32;
+  return src ? (
+    <img className="jp-pirus-pipeline-icon" src={src} width={size} height={size} alt="" />
+  ) : (
+    <pipelineIcon.react
+      tag="span"
+      className="jp-pirus-pipeline-icon jp-pirus-pipeline-icon-default"
+      width={`${size}px`}
+      height={`${size}px`}
+    />
+  );
+}
+
+function installProgress(p: IPipeline): JSX.Element | null {
+  if (p.status === 'UPLOADING') {
+    const fraction = p.size ? Math.min(1, (p.upload_offset || 0) / p.size) : null;
+    return (
+      <ProgressBar
+        fraction={fraction}
+        label={`uploading ${formatBytes(p.upload_offset || 0)}${p.size ? ' / ' + formatBytes(p.size) : ''}`}
+      />
+    );
+  }
+  if (p.status === 'INSTALLING') {
+    return <ProgressBar fraction={null} label="installing into LXD…" />;
+  }
+  return null;
+}
+
+export function PipelineList(props: { ctx: IPanelContext }): JSX.Element {
+  const { ctx } = props;
+  useSignal(ctx.model.changed);
+  const pipelines = ctx.model.pipelineList();
+  if (!pipelines.length) {
+    return (
+      <EmptyState title={ctx.model.loaded ? 'No pipeline installed' : 'Loading pipelines…'} icon={pipelineIcon}>
+        {ctx.model.loaded ? (
+          <>
+            <p>Upload a pipeline package (a .tar.gz built with the Pirus builder) to install it.</p>
+            <ActionButton label="Upload a pipeline" icon={addIcon} onClick={() => ctx.router.setTab('uploads')} />
+          </>
+        ) : null}
+      </EmptyState>
+    );
+  }
+  return (
+    <ul className="jp-pirus-list" aria-label="Pipelines">
+      {pipelines.map(p => (
+        <li key={p.id} className="jp-pirus-list-item" data-pipeline-id={p.id} data-status={p.status}>
+          <button
+            className="jp-pirus-row"
+            onClick={() => ctx.router.show({ kind: 'pipeline', id: p.id })}
+            aria-label={`Pipeline ${p.name} ${p.version ?? ''}, ${p.status}`}
+          >
+            <PipelineIcon api={ctx.api} pipeline={p} />
+            <span className="jp-pirus-row-main">
+              <span className="jp-pirus-row-title">
+                <span className="jp-pirus-name">{p.name}</span>
+                {p.version ? <span className="jp-pirus-version">{p.version}</span> : null}
+                <StatusBadge status={p.status} />
+              </span>
+              {p.description ? <span className="jp-pirus-row-sub">{p.description}</span> : null}
+              {p.status === 'ERROR' && p.error ? <span className="jp-pirus-row-error">{p.error}</span> : null}
+              {installProgress(p)}
+            </span>
+          </button>
+        </li>
+      ))}
+    </ul>
+  );
+}
+
+export function PipelineDetails(props: { ctx: IPanelContext; id: number }): JSX.Element {
+  const { ctx, id } = props;
+  useSignal(ctx.model.changed);
+  const pipeline = ctx.model.pipelines.get(id);
+  const [schema, setSchema] = useState<Record<string, any> | null>(null);
+  const [formError, setFormError] = useState<string | null>(null);
+  const [doc, setDoc] = useState<{ name: string; text: string } | null>(null);
+  const action = useAction();
+
+  useEffect(() => {
+    void ctx.model.loadPipeline(id).catch(e => action.setError(errorMessage(e)));
+  }, [id]);
+
+  useEffect(() => {
+    if (pipeline?.status !== 'READY') {
+      return;
+    }
+    let live = true;
+    ctx.api
+      .pipelineForm(id)
+      .then(s => live && setSchema(s))
+      .catch(e => live && setFormError(errorMessage(e)));
+    return () => {
+      live = false;
+    };
+  }, [id, pipeline?.status]);
+
+  if (!pipeline) {
+    return (
+      <EmptyState title="This pipeline is not installed (any more)">
+        <ErrorBanner message={action.error} />
+      </EmptyState>
+    );
+  }
+
+  const uninstall = async () => {
+    const ok = await ctx.host.confirm(
+      'Uninstall pipeline',
+      `Uninstall ${pipeline.name} ${pipeline.version ?? ''}? Its LXD image is deleted; its past runs are kept.`,
+      'Uninstall',
+      true
+    );
+    if (!ok) {
+      return;
+    }
+    const done = await action.run('uninstall', () => ctx.api.uninstallPipeline(id));
+    if (done) {
+      ctx.host.notify(`Pipeline ${pipeline.name} uninstalled`, 'info');
+      ctx.router.back();
+    }
+  };
+
+  const openDocument = async (name: string) => {
+    await action.run('doc', async () => {
+      const blob = await ctx.api.pipelineDocument(id, name);
+      if (/^text\/|json|yaml/.test(blob.type) || /\.(md|txt|rst|ya?ml|json|csv|tsv)$/i.test(name)) {
+        setDoc({ name, text: await blob.text() }); // shown as plain text, never as HTML
+      } else {
+        // PDF, images, HTML...: downloaded, not opened here (a package's HTML or SVG must not
+        // run with JupyterLab's origin).
+        const link = document.createElement('a');
+        link.href = URL.createObjectURL(blob);
+        link.download = name;
+        link.click();
+        setTimeout(() => URL.revokeObjectURL(link.href), 10000);
+      }
+    });
+  };
+
+  const runs = ctx.model.runList('all', id);
+  const limits = pipeline.limits && Object.keys(pipeline.limits).length ? pipeline.limits : null;
+
+  return (
+    <div className="jp-pirus-details" data-pipeline-id={id}>
+      <div className="jp-pirus-details-head">
+        <PipelineIcon api={ctx.api} pipeline={pipeline} size={40} />
+        <div>
+          <h2 className="jp-pirus-details-title">
+            {pipeline.name} {pipeline.version ? <span className="jp-pirus-version">{pipeline.version}</span> : null}
+          </h2>
+          <StatusBadge status={pipeline.status} />
+        </div>
+      </div>
+      {installProgress(pipeline)}
+      <ErrorBanner message={pipeline.status === 'ERROR' ? pipeline.error : null} title="Installation failed" />
+      <ErrorBanner message={action.error} onDismiss={() => action.setError(null)} />
+      <div className="jp-pirus-toolbar">
+        <ActionButton
+          label="New run"
+          icon={runIcon}
+          variant="primary"
+          disabled={pipeline.status !== 'READY'}
+          onClick={() => ctx.router.show({ kind: 'new-run', pipelineId: id, inputs: ctx.host.selectedFiles() })}
+          testId="pirus-pipeline-new-run"
+        />
+        <ActionButton
+          label="Uninstall"
+          icon={deleteIcon}
+          variant="danger"
+          busy={action.busy === 'uninstall'}
+          disabled={pipeline.status === 'INSTALLING' || pipeline.status === 'UPLOADING'}
+          onClick={() => void uninstall()}
+          testId="pirus-pipeline-uninstall"
+        />
+      </div>
+      {pipeline.description ? <p className="jp-pirus-description">{pipeline.description}</p> : null}
+      <dl className="jp-pirus-fields">
+        <Field label="Id">{pipeline.id}</Field>
+        <Field label="License">{pipeline.license}</Field>
+        <Field label="Developers">{(pipeline.developers || []).join(', ')}</Field>
+        <Field label="Pirus API">{pipeline.pirus_api}</Field>
+        <Field label="Package size">{formatBytes(pipeline.size)}</Field>
+        <Field label="Installed">{formatTime(pipeline.created)}</Field>
+        <Field label="Image">
+          {pipeline.fingerprint ? <code title={pipeline.fingerprint}>{pipeline.fingerprint.slice(0, 12)}</code> : null}
+        </Field>
+        <Field label="Limits">
+          {limits
+            ? Object.entries(limits)
+                .map(([k, v]) => `${k}: ${typeof v === 'object' ? JSON.stringify(v) : String(v)}`)
+                .join(', ')
+            : null}
+        </Field>
+        <Field label="Runs">{runs.length ? String(runs.length) : null}</Field>
+      </dl>
+      {pipeline.documents && pipeline.documents.length ? (
+        <section className="jp-pirus-section">
+          <h3>Documents</h3>
+          <ul className="jp-pirus-links">
+            {pipeline.documents.map(name => (
+              <li key={name}>
+                <button className="jp-pirus-link" onClick={() => void openDocument(name)}>
+                  {name}
+                </button>
+              </li>
+            ))}
+          </ul>
+          {doc ? (
+            <div className="jp-pirus-document">
+              <div className="jp-pirus-section-head">
+                <strong>{doc.name}</strong>
+                <button className="jp-pirus-icon-button" onClick={() => setDoc(null)} aria-label="Close document">
+                  ×
+                </button>
+              </div>
+              <pre>{doc.text}</pre>
+            </div>
+          ) : null}
+        </section>
+      ) : null}
+      {pipeline.status === 'READY' ? (
+        <section className="jp-pirus-section">
+          <h3>Form preview</h3>
+          <ErrorBanner message={formError} />
+          {schema && hasFields(schema) ? (
+            <div className="jp-pirus-form jp-pirus-form-preview">
+              <FormComponent
+                schema={schema}
+                formData={{}}
+                onChange={() => undefined}
+                validator={validator as any}
+                disabled
+                showErrorList={false}
+                uiSchema={{ 'ui:submitButtonOptions': { norender: true } }}
+                liveValidate={false}
+              />
+            </div>
+          ) : schema ? (
+            <p className="jp-pirus-muted">This pipeline has no settings.</p>
+          ) : null}
+        </section>
+      ) : null}
+    </div>
+  );
+}

@@ -1,0 +1,448 @@
+/**
+ * Runs: the live list (status filter, progress, elapsed time) and the details view (config,
+ * inputs, outputs that open in JupyterLab, live log tail, metrics, actions, re-run, notebook
+ * code).
+ */
+import {
+  copyIcon,
+  deleteIcon,
+  folderIcon,
+  notebookIcon,
+  pauseIcon,
+  redoIcon,
+  runIcon,
+  stopIcon
+} from '@jupyterlab/ui-components';
+import React, { useEffect, useRef, useState } from 'react';
+
+import { dirName, errorMessage, IRun, IRunFile, RUN_STATUSES } from '../api';
+import {
+  allowedActions,
+  elapsedLabel,
+  formatBytes,
+  formatDuration,
+  formatTime,
+  isFinal,
+  progressFraction,
+  progressLabel,
+  RunFilter,
+  statusTone
+} from '../format';
+import { runCode, specFromRun } from '../notebook';
+import { RUNS_PAGE } from '../model';
+import {
+  ActionButton,
+  EmptyState,
+  ErrorBanner,
+  Field,
+  IPanelContext,
+  ProgressBar,
+  StatusBadge,
+  useAction,
+  useNow,
+  useSignal
+} from './common';
+
+const FILTER_LABELS: Record<string, string> = {
+  all: 'All runs',
+  active: 'Active (not finished)',
+  final: 'Finished'
+};
+
+export function RunList(props: {
+  ctx: IPanelContext;
+  filter: RunFilter;
+  onFilter: (filter: RunFilter) => void;
+}): JSX.Element {
+  const { ctx, filter } = props;
+  useSignal(ctx.model.changed);
+  const runs = ctx.model.runList(filter);
+  const counts = ctx.model.countByStatus();
+  const now = useNow(runs.some(r => !isFinal(r.status)));
+  const total = ctx.model.runs.size;
+
+  return (
+    <div className="jp-pirus-runs">
+      <div className="jp-pirus-toolbar jp-pirus-toolbar-wrap">
+        <label className="jp-pirus-inline-field">
+          <span>Show</span>
+          <select
+            className="jp-pirus-select"
+            value={filter}
+            aria-label="Filter runs by status"
+            data-testid="pirus-run-filter"
+            onChange={e => props.onFilter(e.currentTarget.value as RunFilter)}
+          >
+            {(['all', 'active', 'final'] as const).map(f => (
+              <option key={f} value={f}>
+                {FILTER_LABELS[f]}
+              </option>
+            ))}
+            {RUN_STATUSES.map(s => (
+              <option key={s} value={s}>
+                {s} ({counts[s] || 0})
+              </option>
+            ))}
+          </select>
+        </label>
+        <span className="jp-pirus-spacer" />
+        <ActionButton
+          label="New run"
+          icon={runIcon}
+          variant="primary"
+          onClick={() => ctx.router.show({ kind: 'new-run', inputs: ctx.host.selectedFiles() })}
+          testId="pirus-new-run"
+        />
+      </div>
+      {!runs.length ? (
+        <EmptyState
+          title={
+            !ctx.model.loaded ? 'Loading runs…' : total ? 'No run matches this filter' : 'No run yet'
+          }
+        >
+          {ctx.model.loaded && !total ? (
+            <p>Start one with “New run”, or right-click files in the file browser and choose “Run Pirus pipeline on selected files”.</p>
+          ) : null}
+        </EmptyState>
+      ) : (
+        <ul className="jp-pirus-list" aria-label="Runs">
+          {runs.map(run => (
+            <li key={run.id} className="jp-pirus-list-item" data-run-id={run.id} data-status={run.status}>
+              <button
+                className="jp-pirus-row"
+                onClick={() => ctx.router.show({ kind: 'run', id: run.id })}
+                aria-label={`Run ${run.name}, ${run.status}`}
+              >
+                <span className="jp-pirus-row-main">
+                  <span className="jp-pirus-row-title">
+                    <span className="jp-pirus-name">{run.name}</span>
+                    <StatusBadge status={run.status} />
+                  </span>
+                  <span className="jp-pirus-row-sub">
+                    #{run.id} · {run.pipeline_name} {run.pipeline_version ?? ''}
+                    <span className="jp-pirus-elapsed">{elapsedLabel(run, now)}</span>
+                  </span>
+                  <ProgressBar
+                    fraction={run.status === 'WAITING' ? 0 : progressFraction(run.progress, run.status)}
+                    tone={statusTone(run.status)}
+                    label={progressLabel(run.progress, run.status)}
+                  />
+                </span>
+              </button>
+            </li>
+          ))}
+        </ul>
+      )}
+      {ctx.model.runsTotal > RUNS_PAGE ? (
+        <p className="jp-pirus-muted">
+          Showing the newest {RUNS_PAGE} of {ctx.model.runsTotal} runs.
+        </p>
+      ) : null}
+    </div>
+  );
+}
+
+function FileList(props: { ctx: IPanelContext; files: IRunFile[]; label: string; testId: string }): JSX.Element {
+  const { ctx, files } = props;
+  if (!files.length) {
+    return <p className="jp-pirus-muted">None.</p>;
+  }
+  return (
+    <ul className="jp-pirus-list jp-pirus-files" aria-label={props.label} data-testid={props.testId}>
+      {files.map(f => (
+        <li key={f.path} className="jp-pirus-list-item jp-pirus-file" data-file-path={f.path}>
+          <button
+            className="jp-pirus-link jp-pirus-name"
+            title={`Open ${f.path}${f.sha256 ? `\nsha256 ${f.sha256}` : ''}`}
+            onClick={() => ctx.host.openFile(f.path)}
+          >
+            {f.name}
+          </button>
+          <span className="jp-pirus-muted">{formatBytes(f.size)}</span>
+          <span className="jp-pirus-spacer" />
+          <ActionButton
+            label={`Show ${f.name} in the file browser`}
+            icon={folderIcon}
+            iconOnly
+            onClick={() => ctx.host.showInFileBrowser(dirName(f.path))}
+          />
+        </li>
+      ))}
+    </ul>
+  );
+}
+
+function LogTail(props: { ctx: IPanelContext; run: IRun }): JSX.Element {
+  const { ctx, run } = props;
+  const [which, setWhich] = useState<'out' | 'err'>('out');
+  const [text, setText] = useState('');
+  const [error, setError] = useState<string | null>(null);
+  const pre = useRef<HTMLPreElement>(null);
+  const stick = useRef(true);
+  const active = !isFinal(run.status);
+  const progressKey = `${run.status}:${run.progress?.value ?? ''}`;
+
+  useEffect(() => {
+    let live = true;
+    const load = () =>
+      ctx.api
+        .runLog(run.id, which, 200)
+        .then(t => {
+          if (live) {
+            setText(t);
+            setError(null);
+          }
+        })
+        .catch(e => live && setError(errorMessage(e)));
+    void load();
+    const timer = active ? setInterval(load, 2000) : null;
+    return () => {
+      live = false;
+      if (timer) {
+        clearInterval(timer);
+      }
+    };
+  }, [run.id, which, active, progressKey]);
+
+  useEffect(() => {
+    if (pre.current && stick.current) {
+      pre.current.scrollTop = pre.current.scrollHeight;
+    }
+  }, [text]);
+
+  return (
+    <section className="jp-pirus-section">
+      <div className="jp-pirus-section-head">
+        <h3>Log{active ? ' (live)' : ''}</h3>
+        <div className="jp-pirus-segmented" role="tablist" aria-label="Log stream">
+          {(['out', 'err'] as const).map(w => (
+            <button
+              key={w}
+              role="tab"
+              aria-selected={which === w}
+              className={which === w ? 'jp-mod-selected' : ''}
+              onClick={() => setWhich(w)}
+            >
+              {w === 'out' ? 'stdout' : 'stderr'}
+            </button>
+          ))}
+        </div>
+      </div>
+      <ErrorBanner message={error} />
+      <pre
+        ref={pre}
+        className="jp-pirus-log"
+        tabIndex={0}
+        aria-label={`Last lines of ${which === 'out' ? 'standard output' : 'standard error'}`}
+        data-testid="pirus-log"
+        onScroll={e => {
+          const el = e.currentTarget;
+          stick.current = el.scrollTop + el.clientHeight >= el.scrollHeight - 8;
+        }}
+      >
+        {text || (active ? 'Waiting for output…' : '(empty)')}
+      </pre>
+    </section>
+  );
+}
+
+function Metrics(props: { run: IRun }): JSX.Element | null {
+  const m = props.run.metrics;
+  if (!m) {
+    return null;
+  }
+  const phases = m.phases && typeof m.phases === 'object' ? Object.entries(m.phases) : [];
+  return (
+    <section className="jp-pirus-section">
+      <h3>Metrics</h3>
+      <dl className="jp-pirus-fields" data-testid="pirus-metrics">
+        <Field label="Wall time">{formatDuration(m.wall_seconds)}</Field>
+        <Field label="CPU time">{typeof m.cpu_seconds === 'number' ? `${m.cpu_seconds.toFixed(2)} s` : null}</Field>
+        <Field label="Peak memory">{formatBytes(m.memory_peak_bytes)}</Field>
+        {phases.map(([phase, seconds]) => (
+          <Field key={phase} label={phase}>
+            {typeof seconds === 'number' ? `${seconds.toFixed(1)} s` : String(seconds)}
+          </Field>
+        ))}
+      </dl>
+    </section>
+  );
+}
+
+function ConfigView(props: { config: Record<string, unknown> | null }): JSX.Element {
+  const entries = Object.entries(props.config || {});
+  if (!entries.length) {
+    return <p className="jp-pirus-muted">Defaults (no setting).</p>;
+  }
+  return (
+    <dl className="jp-pirus-fields jp-pirus-config" data-testid="pirus-config">
+      {entries.map(([k, v]) => (
+        <React.Fragment key={k}>
+          <dt>{k}</dt>
+          <dd>
+            <code>{typeof v === 'string' ? v : JSON.stringify(v)}</code>
+          </dd>
+        </React.Fragment>
+      ))}
+    </dl>
+  );
+}
+
+export function RunDetails(props: { ctx: IPanelContext; id: number }): JSX.Element {
+  const { ctx, id } = props;
+  useSignal(ctx.model.changed);
+  const run = ctx.model.runs.get(id);
+  const action = useAction();
+  const [missing, setMissing] = useState(false);
+  const now = useNow(!!run && !isFinal(run.status));
+
+  useEffect(() => {
+    ctx.model.loadRun(id).catch(e => {
+      setMissing(true);
+      action.setError(errorMessage(e));
+    });
+  }, [id]);
+
+  if (!run) {
+    return (
+      <EmptyState title={missing ? 'This run does not exist (any more)' : 'Loading run…'}>
+        <ErrorBanner message={action.error} />
+      </EmptyState>
+    );
+  }
+
+  const allowed = allowedActions(run.status);
+  const act = (name: 'pause' | 'resume' | 'cancel') =>
+    void action.run(name, async () => {
+      const since = ctx.model.mark();
+      const updated = await ctx.api.runAction(id, name);
+      ctx.model.applyRecord('run', updated, since);
+    });
+  const remove = async () => {
+    const ok = await ctx.host.confirm(
+      'Delete run',
+      `Delete run #${run.id} “${run.name}” and its folder (inputs, outputs, logs)?`,
+      'Delete',
+      true
+    );
+    if (ok && (await action.run('delete', () => ctx.api.deleteRun(id)))) {
+      ctx.model.applyEvent({ type: 'run.deleted', data: { id } });
+      ctx.router.back();
+    }
+  };
+  const code = runCode(specFromRun(run));
+  const cancel = async () => {
+    const ok = await ctx.host.confirm('Cancel run', `Cancel run #${run.id} “${run.name}”?`, 'Cancel run', true);
+    if (ok) {
+      act('cancel');
+    }
+  };
+
+  return (
+    <div className="jp-pirus-details" data-run-id={run.id} data-status={run.status}>
+      <div className="jp-pirus-details-head">
+        <div>
+          <h2 className="jp-pirus-details-title">{run.name}</h2>
+          <StatusBadge status={run.status} />
+          <span className="jp-pirus-muted">
+            {' '}
+            #{run.id} · {run.pipeline_name} {run.pipeline_version ?? ''}
+          </span>
+        </div>
+      </div>
+      <ProgressBar
+        fraction={run.status === 'WAITING' ? 0 : progressFraction(run.progress, run.status)}
+        tone={statusTone(run.status)}
+        label={[progressLabel(run.progress, run.status), elapsedLabel(run, now)].filter(Boolean).join(' · ')}
+      />
+      <ErrorBanner message={run.error} title={run.status === 'ERROR' ? 'Run failed' : undefined} />
+      <ErrorBanner message={action.error} onDismiss={() => action.setError(null)} />
+      <div className="jp-pirus-toolbar jp-pirus-toolbar-wrap">
+        {allowed.has('pause') ? (
+          <ActionButton label="Pause" icon={pauseIcon} busy={action.busy === 'pause'} onClick={() => act('pause')} testId="pirus-run-pause" />
+        ) : null}
+        {allowed.has('resume') ? (
+          <ActionButton label="Resume" icon={runIcon} busy={action.busy === 'resume'} onClick={() => act('resume')} testId="pirus-run-resume" />
+        ) : null}
+        {allowed.has('cancel') ? (
+          <ActionButton
+            label="Cancel"
+            icon={stopIcon}
+            variant="danger"
+            busy={action.busy === 'cancel'}
+            onClick={() => void cancel()}
+            testId="pirus-run-cancel"
+          />
+        ) : null}
+        {allowed.has('delete') ? (
+          <ActionButton
+            label="Delete"
+            icon={deleteIcon}
+            variant="danger"
+            busy={action.busy === 'delete'}
+            onClick={() => void remove()}
+            testId="pirus-run-delete"
+          />
+        ) : null}
+        <ActionButton
+          label="Re-run"
+          icon={redoIcon}
+          onClick={() =>
+            ctx.router.show({
+              kind: 'new-run',
+              pipelineId: run.pipeline_id,
+              inputs: (run.inputs || []).map(i => i.path),
+              config: run.config || {},
+              name: run.name,
+              rerunOf: run.id
+            })
+          }
+          testId="pirus-run-rerun"
+        />
+        <ActionButton
+          label="Copy as notebook code"
+          icon={copyIcon}
+          onClick={() => {
+            ctx.host.copyToClipboard(code);
+            ctx.host.notify('Notebook code copied to the clipboard', 'info');
+          }}
+          testId="pirus-run-copy-code"
+        />
+        <ActionButton
+          label="Insert into notebook"
+          icon={notebookIcon}
+          onClick={() => void action.run('insert', () => ctx.host.insertIntoNotebook(code))}
+          testId="pirus-run-insert-code"
+        />
+      </div>
+      <dl className="jp-pirus-fields">
+        <Field label="Created">{formatTime(run.created)}</Field>
+        <Field label="Started">{formatTime(run.start)}</Field>
+        <Field label="Ended">{formatTime(run.end)}</Field>
+        <Field label="Exit code">{run.exit_code === null || run.exit_code === undefined ? null : String(run.exit_code)}</Field>
+      </dl>
+      <section className="jp-pirus-section">
+        <h3>Configuration</h3>
+        <ConfigView config={run.config} />
+      </section>
+      <section className="jp-pirus-section">
+        <h3>Inputs</h3>
+        <FileList ctx={ctx} files={run.inputs || []} label="Inputs" testId="pirus-inputs" />
+      </section>
+      <section className="jp-pirus-section">
+        <h3>Outputs</h3>
+        {run.status === 'DONE' || (run.outputs && run.outputs.length) ? (
+          <FileList ctx={ctx} files={run.outputs || []} label="Outputs" testId="pirus-outputs" />
+        ) : (
+          <p className="jp-pirus-muted">Listed when the run is done.</p>
+        )}
+      </section>
+      <LogTail ctx={ctx} run={run} />
+      <Metrics run={run} />
+      <details className="jp-pirus-section jp-pirus-code">
+        <summary>Notebook code</summary>
+        <pre data-testid="pirus-run-code">{code}</pre>
+      </details>
+    </div>
+  );
+}
