@@ -2,12 +2,18 @@
 # Set up everything (idempotent), build and install the demo pipeline, start JupyterLab with Pirus.
 #   PIRUS_DEMO_ROOT  notebook root folder (default: ./demo)
 #   PIRUS_DEMO_PORT  port (default: 8888)
+#   PIRUS_DEMO_TOKEN Jupyter token (default: a random one, printed with the URL)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 root=${PIRUS_DEMO_ROOT:-$PWD/demo}
 mkdir -p "$root/packages" "$root/data"
-python3 -m pirus_jupyter.builder examples/pipelines/fastq-count "$root/packages/fastq-count.tar.gz"
+jupyter pirus build examples/pipelines/fastq-count -o "$root/packages/fastq-count.tar.gz"
+jupyter pirus build examples/pipelines/fastq-stats -o "$root/packages/fastq-stats.tar.gz"
+jupyter pirus build examples/pipelines/vcf-filter -o "$root/packages/vcf-filter.tar.gz"
+jupyter pirus build examples/pipelines/fail-on-demand -o "$root/packages/fail-on-demand.tar.gz"
+cp examples/pipelines/fastq-stats/data/small.fastq examples/pipelines/vcf-filter/data/small.vcf \
+  "$root/data/"
 cp -n notebooks/*.ipynb "$root/" 2>/dev/null || true
 python3 - "$root/data" <<'PY'
 import sys, random
@@ -20,7 +26,22 @@ for name, reads in (("sample-a.fastq", 2000), ("sample-b.fastq", 500)):
             seq = "".join(random.choice("ACGT") for _ in range(random.randint(30, 100)))
             f.write(f"@{name}-{i}\n{seq}\n+\n{'I' * len(seq)}\n")
 PY
-echo "Demo root: $root — install packages/fastq-count.tar.gz from the Pirus panel, or in a notebook:"
-echo "  import pirus_jupyter as pirus; pirus.connect().install('packages/fastq-count.tar.gz')"
-exec jupyter lab --allow-root --no-browser --ip=127.0.0.1 --port="${PIRUS_DEMO_PORT:-8888}" \
-  --ServerApp.root_dir="$root"
+port=${PIRUS_DEMO_PORT:-8888}
+token=${PIRUS_DEMO_TOKEN:-$(python3 -c 'import secrets; print(secrets.token_hex(16))')}
+url="http://127.0.0.1:$port/"
+jupyter lab --allow-root --no-browser --ip=127.0.0.1 --port="$port" \
+  --IdentityProvider.token="$token" --ServerApp.root_dir="$root" &
+lab=$!
+trap 'kill "$lab" 2>/dev/null' INT TERM EXIT
+pirus() { jupyter pirus --url "$url" --token "$token" "$@"; }
+for _ in $(seq 120); do pirus list >/dev/null 2>&1 && break; sleep 1; done
+# Install the demo pipelines once (a second start finds them installed).
+for package in "$root"/packages/*.tar.gz; do
+  name=$(basename "$package" .tar.gz)
+  pirus list 2>/dev/null | grep -qw -- "$name" || pirus install "$package" || true
+done
+echo
+echo "Pirus demo: open ${url}lab?token=$token"
+echo "  pipelines installed: $(ls "$root/packages" | sed 's/.tar.gz//' | tr '\n' ' ')"
+echo "  data in $root/data; notebooks quickstart.ipynb and reproduce.ipynb in $root"
+wait "$lab"
