@@ -62,6 +62,8 @@ EXIT_FILE = "exit_code"
 STATE_CHECK_INTERVAL = 2.0
 # How long a running pipeline is given while LXD cannot be reached before it is ended in ERROR.
 LXD_OUTAGE_GRACE = 120.0
+HEARTBEAT_FILE = "heartbeat"
+HEARTBEAT_INTERVAL = 5.0
 LOG_NAMES = ("out", "err")
 
 
@@ -154,6 +156,8 @@ class RunManager:
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._locks: dict[int, asyncio.Lock] = {}
         self._lxd_lost: dict[int, float] = {}  # run id -> when LXD was first found unreachable
+        # Seconds without a heartbeat (and no exit code) after which a RUNNING run is lost.
+        self.heartbeat_timeout = 6 * HEARTBEAT_INTERVAL
         self._schedule_lock = asyncio.Lock()
         self._stopping = False
         self._reconciled = False  # the queue opens once runs left by a previous server are known
@@ -577,7 +581,13 @@ class RunManager:
         # system: the notify proxy listens there.
         script = ("ip link set lo up 2>/dev/null || ifconfig lo up 2>/dev/null\n"
                   if proxy_port else "")
-        script += (f"cd {pipeline['lxd_outputs_path']} || exit 125\n"
+        # A heartbeat beside the command: if this wrapper dies without writing an exit code
+        # (its LXD exec helper killed, say), the heartbeat stops and the run is ended in ERROR
+        # instead of waiting forever on a container that stays up.
+        script += (f"echo $$ >{STATE_DIR}/pid\n"
+                  f"( while kill -0 $$ 2>/dev/null; do touch {STATE_DIR}/{HEARTBEAT_FILE}; "
+                  f"sleep {HEARTBEAT_INTERVAL:g}; done ) </dev/null >/dev/null 2>&1 &\n"
+                  f"cd {pipeline['lxd_outputs_path']} || exit 125\n"
                   f"{{ {pipeline['lxd_run_cmd']}\n}} >>{logs}/out.log 2>>{logs}/err.log "
                   f"</dev/null\n"
                   f"echo $? >{STATE_DIR}/{EXIT_FILE}.tmp && "
@@ -639,6 +649,20 @@ class RunManager:
                 continue  # a malformed line is the pipeline's problem, not a reason to fail
         return reports, offset + end + 1
 
+    def _heartbeat_lost(self, row: dict[str, Any]) -> bool:
+        """True when the wrapper's heartbeat is older than the timeout, counted from the last
+        move to RUNNING at the earliest (a frozen container beats no heart)."""
+        if self._exit_code(row) is not None:
+            return False
+        running_since = max((datetime.fromisoformat(at).timestamp()
+                             for status, at in row.get("timings") or []
+                             if status == S.RUNNING.value), default=time.time())
+        try:
+            last_beat = (self._paths(row)["state"] / HEARTBEAT_FILE).stat().st_mtime
+        except OSError:
+            last_beat = 0.0
+        return time.time() - max(last_beat, running_since) > self.heartbeat_timeout
+
     def _log_sizes(self, row: dict[str, Any]) -> int:
         logs = self._paths(row)["logs"]
         return max((logs / f"{n}.log").stat().st_size if (logs / f"{n}.log").exists() else 0
@@ -696,6 +720,10 @@ class RunManager:
         if not alive and await asyncio.to_thread(self._exit_code, row) is None:
             what = "disappeared" if state is None else f"is {state.status}"
             raise BackendError(f"the container {what} before the pipeline finished")
+        if row["status"] == S.RUNNING and await asyncio.to_thread(self._heartbeat_lost, row):
+            raise BackendError(
+                f"the pipeline's process was lost (no heartbeat for {self.heartbeat_timeout:g} s "
+                "and no exit code; was LXD restarted?)")
         if self.run_timeout and row["status"] == S.RUNNING:
             elapsed = phase_durations(row.get("timings") or []).get(S.RUNNING.value, 0.0)
             if elapsed > self.run_timeout:

@@ -257,3 +257,23 @@ async def test_deleting_an_output_file_updates_its_run(api, install, count_packa
     assert [o["name"] for o in run["outputs"]] == ["counts.tsv"]
     code, body = await api("GET", "files", status_file["file_id"])
     assert code == 404
+
+
+async def test_lost_pipeline_process_ends_in_error(api, install, sleepy_package, pirus):
+    """The wrapper around the command killed without writing an exit code (as when LXD's exec
+    helper dies): the container stays up, the heartbeat stops, and the run ends in ERROR."""
+    import subprocess
+
+    pirus.runs.heartbeat_timeout = 3.0
+    pipeline = await install(sleepy_package)
+    code, run = await api("POST", "runs", body={"pipeline_id": pipeline["id"]})
+    await wait_for(api, "runs", run["id"], until=lambda b: b["progress"]["value"] >= 1)
+    row = await pirus.store.get("runs", run["id"])
+    container = row["lxd_container"]
+    killed = await asyncio.to_thread(subprocess.run, [
+        "lxc", "exec", container, "--", "sh", "-c",
+        "kill -9 $(cat /.pirus/pid)"], capture_output=True, text=True)
+    assert killed.returncode == 0, killed.stderr
+    ended = await run_to_end(api, run["id"], timeout=30)
+    assert ended["status"] == "ERROR"
+    assert "process was lost" in ended["error"]
