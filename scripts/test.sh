@@ -3,6 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-ruff check pirus_jupyter tests benchmarks
+ruff check pirus_jupyter tests benchmarks examples
 (cd labextension && npm test --silent)
 python3 -m pytest -p no:cacheprovider -q -ra "$@"

@@ -1,53 +1,28 @@
-"""Regenerate icon.png: a 32x32 palette PNG (a bar chart over a rounded tile), stdlib only.
-
-Run from anywhere: ``python make_icon.py``. The output is deterministic (no timestamps).
-"""
+"""Regenerate icon.png: a bar chart over a rounded tile (see ../icon_tile.py).
+Run from anywhere: ``python make_icon.py``; the output is deterministic."""
 
 from __future__ import annotations
 
-import struct
-import zlib
+import sys
 from pathlib import Path
 
-SIZE = 32
+# The shared helper lives one folder up.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from icon_tile import write_icon
+
 # Palette: 0 transparent, 1 tile, 2 bars, 3 baseline.
 PALETTE = [(0, 0, 0), (33, 97, 140), (245, 176, 65), (255, 255, 255)]
-ALPHA = [0, 255, 255, 255]
 BARS = [(7, 12, 18), (13, 18, 10), (19, 24, 22)]  # (x0, x1, top row) of each bar
 
 
-def pixel(x: int, y: int) -> int:
-    # A tile with rounded corners (radius 5) covering the whole icon.
-    corner_x = min(x, SIZE - 1 - x)
-    corner_y = min(y, SIZE - 1 - y)
-    if corner_x < 5 and corner_y < 5 and (5 - corner_x) ** 2 + (5 - corner_y) ** 2 > 25:
-        return 0
+def glyph(x: int, y: int) -> int | None:
     if y == 25 and 5 <= x <= 26:
         return 3
     for x0, x1, top in BARS:
         if x0 <= x < x1 and top <= y < 25:
             return 2
-    return 1
-
-
-def chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(
-        ">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-
-def png() -> bytes:
-    rows = b"".join(b"\x00" + bytes(pixel(x, y) for x in range(SIZE)) for y in range(SIZE))
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", struct.pack(">IIBBBBB", SIZE, SIZE, 8, 3, 0, 0, 0))
-        + chunk(b"PLTE", b"".join(bytes(rgb) for rgb in PALETTE))
-        + chunk(b"tRNS", bytes(ALPHA))
-        + chunk(b"IDAT", zlib.compress(rows, 9))
-        + chunk(b"IEND", b"")
-    )
+    return None
 
 
 if __name__ == "__main__":
-    target = Path(__file__).with_name("icon.png")
-    target.write_bytes(png())
-    print(f"wrote {target} ({target.stat().st_size} bytes)")
+    write_icon(__file__, PALETTE, glyph)

@@ -1,24 +1,20 @@
-"""Regenerate icon.png: a 32x32 palette PNG (a funnel over a rounded tile),
-stdlib only. Run from anywhere: ``python make_icon.py``; the output is deterministic."""
+"""Regenerate icon.png: a funnel over a rounded tile (see ../icon_tile.py).
+Run from anywhere: ``python make_icon.py``; the output is deterministic."""
 
 from __future__ import annotations
 
-import struct
-import zlib
+import sys
 from pathlib import Path
 
-SIZE = 32
+# The shared helper lives one folder up.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from icon_tile import write_icon
+
 # Palette: 0 transparent, 1 tile, 2 funnel, 3 drops (the variants that pass).
 PALETTE = [(0, 0, 0), (60, 60, 120), (140, 220, 250), (255, 255, 255)]
-ALPHA = [0, 255, 255, 255]
 
 
-def pixel(x: int, y: int) -> int:
-    # A tile with rounded corners (radius 5) covering the whole icon.
-    corner_x = min(x, SIZE - 1 - x)
-    corner_y = min(y, SIZE - 1 - y)
-    if corner_x < 5 and corner_y < 5 and (5 - corner_x) ** 2 + (5 - corner_y) ** 2 > 25:
-        return 0
+def glyph(x: int, y: int) -> int | None:
     # A funnel: a cone from row 6 to 17 narrowing towards the middle, then a spout to row 22.
     half = abs(2 * x - 31)  # distance from the vertical axis, in half pixels
     if 6 <= y < 18 and half <= 2 * (11 - (y - 6)) + 1:
@@ -27,27 +23,8 @@ def pixel(x: int, y: int) -> int:
         return 2
     if y in (25, 27) and half <= 1:  # what comes out
         return 3
-    return 1
-
-
-def chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(
-        ">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-
-def png() -> bytes:
-    rows = b"".join(b"\x00" + bytes(pixel(x, y) for x in range(SIZE)) for y in range(SIZE))
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", struct.pack(">IIBBBBB", SIZE, SIZE, 8, 3, 0, 0, 0))
-        + chunk(b"PLTE", b"".join(bytes(rgb) for rgb in PALETTE))
-        + chunk(b"tRNS", bytes(ALPHA))
-        + chunk(b"IDAT", zlib.compress(rows, 9))
-        + chunk(b"IEND", b"")
-    )
+    return None
 
 
 if __name__ == "__main__":
-    target = Path(__file__).with_name("icon.png")
-    target.write_bytes(png())
-    print(f"wrote {target} ({target.stat().st_size} bytes)")
+    write_icon(__file__, PALETTE, glyph)
