@@ -144,19 +144,9 @@ def count_package(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def sleepy_package(tmp_path_factory) -> Path:
     """Runs for a few seconds, reporting progress every 0.2 s: long enough to pause or cancel."""
-    from pkgbuild import build_pipeline
+    from pkgbuild import build_pipeline, progress_script
 
-    script = """#!/bin/sh
-i=0
-while [ $i -lt ${STEPS:-25} ]; do
-  i=$((i+1))
-  printf '{"progress": {"value": %d, "max": 25, "label": "step %d"}}\\n' $i $i \\
-    >> "$PIRUS_PROGRESS_FILE"
-  echo "step $i"
-  sleep 0.2
-done
-echo finished > "$PIRUS_OUTPUTS_DIR/result.txt"
-"""
+    script = progress_script(25, 0.2)
     return build_pipeline(tmp_path_factory.mktemp("pkg") / "sleepy.tar.gz", name="sleepy",
                           script=script, form={"type": "object", "properties": {}})
 

@@ -55,6 +55,22 @@ def build_pipeline(path: Path, name: str = "count", run: str = "/pipeline/run.sh
     return build_package_from_parts(full, files, path)
 
 
+def progress_script(steps: int, delay: float, word: str = "step") -> str:
+    """A pipeline that reports progress ``steps`` times, ``delay`` seconds apart, then writes
+    ``result.txt``: long enough to watch, pause or cancel."""
+    return f"""#!/bin/sh
+i=0
+while [ $i -lt {steps} ]; do
+  i=$((i+1))
+  printf '{{"progress": {{"value": %d, "max": {steps}, "label": "step %d"}}}}\\n' $i $i \\
+    >> "$PIRUS_PROGRESS_FILE"
+  echo "{word} $i"
+  sleep {delay:g}
+done
+echo finished > "$PIRUS_OUTPUTS_DIR/result.txt"
+"""
+
+
 def fastq(reads: int, length: int = 10) -> bytes:
     out = []
     for i in range(reads):

@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 import requests
 from conftest import FINAL, requires_lxd
-from pkgbuild import build_pipeline, fastq
+from pkgbuild import build_pipeline, fastq, progress_script
 from server import LXD_PREFIX, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,17 +40,7 @@ TOKEN = "pirus-ui-test-token"
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 # A pipeline that runs for minutes (unless canceled), reporting progress every half second.
-SLOW_SCRIPT = """#!/bin/sh
-i=0
-while [ $i -lt 400 ]; do
-  i=$((i+1))
-  printf '{"progress": {"value": %d, "max": 400, "label": "step %d"}}\\n' $i $i \\
-    >> "$PIRUS_PROGRESS_FILE"
-  echo "slow step $i"
-  sleep 0.5
-done
-echo finished > "$PIRUS_OUTPUTS_DIR/result.txt"
-"""
+SLOW_SCRIPT = progress_script(400, 0.5, word="slow step")
 
 
 def screenshots_dir() -> Path:
