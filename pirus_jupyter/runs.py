@@ -17,6 +17,7 @@ import logging
 import os
 import re
 import secrets
+import shlex
 import shutil
 import time
 from collections.abc import Awaitable, Callable
@@ -576,7 +577,9 @@ class RunManager:
         await asyncio.to_thread(self.backend.start, name)
         if not await self._still(run_id, S.INITIALIZING):
             return
-        logs = pipeline["lxd_logs_path"]
+        # Manifest paths are absolute and free of '..', but may hold spaces: quote them.
+        logs = shlex.quote(pipeline["lxd_logs_path"])
+        outputs = shlex.quote(pipeline["lxd_outputs_path"])
         # Containers have no network but loopback, which nothing brings up without an init
         # system: the notify proxy listens there.
         script = ("ip link set lo up 2>/dev/null || ifconfig lo up 2>/dev/null\n"
@@ -587,7 +590,7 @@ class RunManager:
         script += (f"echo $$ >{STATE_DIR}/pid\n"
                   f"( while kill -0 $$ 2>/dev/null; do touch {STATE_DIR}/{HEARTBEAT_FILE}; "
                   f"sleep {HEARTBEAT_INTERVAL:g}; done ) </dev/null >/dev/null 2>&1 &\n"
-                  f"cd {pipeline['lxd_outputs_path']} || exit 125\n"
+                  f"cd {outputs} || exit 125\n"
                   f"{{ {pipeline['lxd_run_cmd']}\n}} >>{logs}/out.log 2>>{logs}/err.log "
                   f"</dev/null\n"
                   f"echo $? >{STATE_DIR}/{EXIT_FILE}.tmp && "
