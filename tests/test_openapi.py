@@ -313,26 +313,13 @@ class Reply:
 EXERCISED: set[tuple[str, str, int]] = set()
 _MISSING = object()
 
-# Known bug: ``handlers/streaming.py`` sets the Content-Type in ``finish()``, after the first
-# ``flush()`` has already sent the headers, so every streamed download (file content, package,
-# icon, document) goes out as tornado's default ``text/html; charset=UTF-8``. While this is
-# True, the scenario tests check those responses as if they had their first declared media
-# type, and ``test_streamed_downloads_have_their_content_type`` is expected to fail. Set it to
-# False once the handler is fixed (that test then passes and everything is strict again).
-STREAMED_CONTENT_TYPE_BUG = False
-STREAMED = {("/files/{file_id}/content", "get"), ("/pipelines/{pipeline_id}/package", "get"),
-            ("/pipelines/{pipeline_id}/icon", "get"),
-            ("/pipelines/{pipeline_id}/documents/{name}", "get")}
-
-
 class Client:
     """``await client("GET", "runs", expect=200)``: call the API, then validate the request
     (unless ``valid_request=False``: then the document must refuse it too) and the response
     against the document, and check the status."""
 
-    def __init__(self, api: Any, openapi: OpenAPI, spec: dict[str, Any], base_url: str,
-                 strict_streamed_type: bool = not STREAMED_CONTENT_TYPE_BUG) -> None:
-        self.strict_streamed_type = strict_streamed_type
+    def __init__(self, api: Any, openapi: OpenAPI, spec: dict[str, Any], base_url: str
+                 ) -> None:
         self.api = api
         self.openapi = openapi
         self.spec = spec
@@ -380,9 +367,6 @@ class Client:
             f"{where}: status not documented; body: {reply.body[:500]!r}")
         result = TornadoResponse(response)
         declared = self.declared_response(operation, response.code)
-        if (not self.strict_streamed_type and reply.operation in STREAMED
-                and response.code == 200 and result.content_type.startswith("text/html")):
-            result.content_type = next(iter(declared["content"])).replace("*", "x")
         errors = list(self.openapi.iter_response_errors(request, result))
         if not result.data:
             # openapi-core refuses an empty body wherever content is declared; an empty log or
@@ -739,11 +723,9 @@ async def _upload(client: Client, pirus: Any, content: bytes, filename: str) -> 
     return record["file"]
 
 
-@pytest.mark.xfail(STREAMED_CONTENT_TYPE_BUG, strict=True,
-                   reason="streaming.py sets Content-Type after the headers were flushed")
 async def test_streamed_downloads_have_their_content_type(api, openapi, spec, jp_base_url,
                                                           pirus):
-    client = Client(api, openapi, spec, jp_base_url, strict_streamed_type=True)
+    client = Client(api, openapi, spec, jp_base_url)
     record = await _upload(client, pirus, b"ACGT\n", "reads.fastq")
     reply = await client("GET", "files", record["id"], "content", expect=200)
     assert reply.headers["Content-Type"] == "application/octet-stream"
