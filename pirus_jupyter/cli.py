@@ -299,6 +299,8 @@ def _rootfs_problems(root: _Rootfs, block: Mapping[str, Any], where: str) -> lis
 
 def _named_files_problems(root: _Rootfs, block: Mapping[str, Any]) -> list[Problem]:
     """form, icon and documents: present as regular files, valid form, real image."""
+    from .packages import documents_standing_in
+
     problems: list[Problem] = []
     for key in ("form", "icon"):
         path = block.get(key)
@@ -315,22 +317,20 @@ def _named_files_problems(root: _Rootfs, block: Mapping[str, Any]) -> list[Probl
                      else icon_problems(where, data, path))
     documents = block.get("documents")
     if isinstance(documents, list):
-        for doc in documents:
-            if not isinstance(doc, str):
-                continue
-            path = "/" + doc.lstrip("/")
+        paths = ["/" + doc.lstrip("/") for doc in documents if isinstance(doc, str)]
+        standing_in = documents_standing_in(paths)
+        for doc, path in zip([d for d in documents if isinstance(d, str)], paths, strict=True):
             member = root.regular(path)
             if member is None:
                 problems.append(Problem("metadata.yaml", f"pirus.documents: {doc} is not a "
                                                          "regular file in rootfs/"))
                 continue
-            name = posixpath.basename(path)
             where = "rootfs" + posixpath.normpath(path)
             # Original (V2) Pirus packages ship their form and icon as documents.
-            if name == "form.json" and block.get("form") is None:
+            if block.get("form") is None and standing_in.get("form") == path:
                 problems += form_problems(where, root.read(member))
-            elif name.startswith("icon.") and block.get("icon") is None:
-                problems += icon_problems(where, root.read(member), name)
+            elif block.get("icon") is None and standing_in.get("icon") == path:
+                problems += icon_problems(where, root.read(member), posixpath.basename(path))
     return problems
 
 

@@ -116,15 +116,24 @@ def normalize_manifest(metadata: Any) -> dict[str, Any]:
         raise InvalidPackage("pirus.documents must be a list of paths")
     manifest["documents"] = [_manifest_path({"d": d if d.startswith("/") else "/" + d}, "d")
                              for d in documents]
-    # V2 manifests name no form or icon: the original installer took the documents called
-    # form.json and icon.* for them.
-    for doc in manifest["documents"]:
-        name = posixpath.basename(doc)
-        if manifest.get("form") is None and name == "form.json":
-            manifest["form"] = doc
-        if manifest.get("icon") is None and name.startswith("icon."):
-            manifest["icon"] = doc
+    for key, doc in documents_standing_in(manifest["documents"]).items():
+        if manifest.get(key) is None:
+            manifest[key] = doc
     return manifest
+
+
+def documents_standing_in(documents: list[str]) -> dict[str, str]:
+    """V2 manifests name no form or icon: the original installer took the documents called
+    form.json and icon.* for them. Returns ``{"form": path, "icon": path}`` for those found
+    (the first of each)."""
+    found: dict[str, str] = {}
+    for doc in documents:
+        name = posixpath.basename(doc)
+        if name == "form.json":
+            found.setdefault("form", doc)
+        elif name.startswith("icon."):
+            found.setdefault("icon", doc)
+    return found
 
 
 def inspect_package(path: Path, max_size: int) -> PackageInfo:

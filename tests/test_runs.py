@@ -199,20 +199,19 @@ async def test_pipeline_in_use_cannot_be_removed(api, install, sleepy_package):
 
 
 async def test_run_timeout_and_log_cap(api, install, tmp_path, pirus):
+    async def run_script(name: str, script: str) -> dict:
+        pipeline = await install(build_pipeline(tmp_path / f"{name}.tar.gz", name=name,
+                                                form={}, script=script))
+        code, run = await api("POST", "runs", body={"pipeline_id": pipeline["id"]})
+        return await run_to_end(api, run["id"], timeout=30)
+
     pirus.runs.run_timeout = 1.0
-    script = "#!/bin/sh\nsleep 30\n"
-    pipeline = await install(build_pipeline(tmp_path / "t.tar.gz", name="t", form={},
-                                            script=script))
-    code, run = await api("POST", "runs", body={"pipeline_id": pipeline["id"]})
-    run = await run_to_end(api, run["id"], timeout=30)
+    run = await run_script("t", "#!/bin/sh\nsleep 30\n")
     assert run["status"] == "ERROR" and "timed out" in run["error"]
     pirus.runs.run_timeout = 0
     pirus.runs.log_max_bytes = 100_000
-    script = "#!/bin/sh\nwhile true; do echo aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa; done\n"
-    pipeline = await install(build_pipeline(tmp_path / "l.tar.gz", name="l", form={},
-                                            script=script))
-    code, run = await api("POST", "runs", body={"pipeline_id": pipeline["id"]})
-    run = await run_to_end(api, run["id"], timeout=30)
+    run = await run_script(
+        "l", "#!/bin/sh\nwhile true; do echo aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa; done\n")
     assert run["status"] == "ERROR" and "exceeded" in run["error"]
 
 
