@@ -107,6 +107,33 @@ async function shot(name, locator) {
 
 const panel = page.locator('#pirus-panel');
 const tab = name => panel.locator(`.jp-pirus-tab[data-tab="${name}"]`);
+// JupyterLab's own "Server Connection Error" dialogs may pop up after a server restart, several
+// stacked and some seconds late: clicks that may meet them first dismiss them (topmost first)
+// and are tried again if one appeared in between.
+const dismissDialogs = async () => {
+  for (let i = 0; i < 10; i++) {
+    const accept = page.locator('.jp-Dialog .jp-Dialog-button.jp-mod-accept').last();
+    if (!(await accept.isVisible().catch(() => false))) {
+      return;
+    }
+    await accept.click({ timeout: 2000 }).catch(() => page.keyboard.press('Escape'));
+    await page.waitForTimeout(200);
+  }
+};
+const clickPastDialogs = async (locator, timeout = 30000) => {
+  const until = Date.now() + timeout;
+  for (;;) {
+    await dismissDialogs();
+    try {
+      await locator.click({ timeout: 2000 });
+      return;
+    } catch (error) {
+      if (Date.now() > until) {
+        throw error;
+      }
+    }
+  }
+};
 
 async function execute(command, args = {}) {
   return page.evaluate(([c, a]) => window.jupyterapp.commands.execute(c, a), [command, args]);
@@ -467,24 +494,16 @@ try {
       await page.waitForTimeout(200);
     }
     await panel.locator('.jp-pirus-connection[data-state="open"]').waitFor({ timeout: 60000 });
-    // JupyterLab's own "Server Connection Error" dialog may pop up (now or a bit later): dismiss
-    // it until none came for a while.
-    let quietSince = Date.now();
-    while (Date.now() - quietSince < 3000) {
-      const dialog = page.locator('.jp-Dialog .jp-Dialog-button.jp-mod-accept').first();
-      if (await dialog.isVisible().catch(() => false)) {
-        await dialog.click().catch(() => undefined);
-        quietSince = Date.now();
-      }
-      await page.waitForTimeout(200);
-    }
-    await panel.locator('[data-testid="pirus-back"]').click().catch(() => undefined);
-    await tab('runs').click();
+    await page.waitForTimeout(3000); // let late dialogs appear before the first click
+    await clickPastDialogs(panel.locator('[data-testid="pirus-back"]'), 5000).catch(() => undefined);
+    await clickPastDialogs(tab('runs'));
+    await dismissDialogs();
     // Started by the driver while the panel was disconnected.
     await panel.locator('.jp-pirus-list-item', { hasText: 'created while away' }).waitFor({ timeout: 30000 });
   });
 
   await step('resumable upload: pause, reload the page, choose the file again, resume', async () => {
+    await dismissDialogs(); // late ones from the server restart
     // Slow the upload down so that it can be paused half way.
     const cdp = await context.newCDPSession(page);
     await cdp.send('Network.enable');
