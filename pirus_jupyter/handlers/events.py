@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import html
 import json
+import re
 from typing import Any
 
 from jupyter_core.utils import ensure_async
@@ -11,6 +13,10 @@ from jupyter_server.auth.decorator import ws_authenticated
 from jupyter_server.base.handlers import JupyterHandler
 from jupyter_server.extension.handler import ExtensionHandlerMixin
 from tornado import web, websocket
+
+from .base import allowed_methods
+
+_KEY_RE = re.compile(r"[A-Za-z0-9+/]{21}[AQgw]==")  # base64 of exactly 16 bytes
 
 
 class EventsHandler(ExtensionHandlerMixin, JupyterHandler, websocket.WebSocketHandler):
@@ -22,9 +28,25 @@ class EventsHandler(ExtensionHandlerMixin, JupyterHandler, websocket.WebSocketHa
             self.authorizer.is_authorized(self, self.current_user, "read", "pirus"))
         if not authorized:
             raise web.HTTPError(403)
+        key = self.request.headers.get("Sec-WebSocket-Key")
+        if key is not None and not _KEY_RE.fullmatch(key):
+            # RFC 6455 4.2.1: the key is 16 random bytes in base64; tornado only checks presence.
+            self.set_status(400)
+            self.finish("Sec-WebSocket-Key must be 16 bytes in base64")
+            return
         result = super().get(*args, **kwargs)
         if result is not None:
             await result
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        # A small page of our own: Jupyter's templated one looks the user up, which raises when
+        # the request failed before authentication (a 405, a body tornado could not parse).
+        if status_code == 405:  # RFC 9110: a 405 names the allowed methods
+            self.set_header("Allow", allowed_methods(type(self)))
+        self.set_header("Content-Type", "text/html; charset=UTF-8")
+        reason = html.escape(f"{status_code} {self._reason}")
+        self.finish(f"<!DOCTYPE html><html><head><title>{reason}</title></head>"
+                    f"<body><h1>{reason}</h1></body></html>")
 
     def open(self, *args: Any, **kwargs: Any) -> None:
         bus = self.settings["pirus"].events

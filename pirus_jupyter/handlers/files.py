@@ -5,10 +5,10 @@ from __future__ import annotations
 from jupyter_server.auth.decorator import authorized
 from tornado import web
 
-from .base import PirusHandler
+from .base import ID_SEGMENT, PirusHandler, path_id
 from .streaming import send_file
 
-ID = r"(?P<file_id>\d+)"
+ID = rf"(?P<file_id>{ID_SEGMENT})"
 
 
 class FilesHandler(PirusHandler):
@@ -16,7 +16,7 @@ class FilesHandler(PirusHandler):
     @authorized
     async def get(self) -> None:
         items, total = await self.services.files.list(
-            run_id=self.query_int("run_id", None, 1),
+            run_id=self.query_int("run_id", None),
             limit=self.query_int("limit", 100, 1, 1000), offset=self.query_int("offset", 0))
         self.send_json({"items": items, "total": total})
 
@@ -25,12 +25,12 @@ class FileHandler(PirusHandler):
     @web.authenticated
     @authorized
     async def get(self, file_id: str) -> None:
-        self.send_json(await self.services.files.get(int(file_id)))
+        self.send_json(await self.services.files.get(path_id(file_id, "file")))
 
     @web.authenticated
     @authorized
     async def delete(self, file_id: str) -> None:
-        await self.services.files.delete(int(file_id))
+        await self.services.files.delete(path_id(file_id, "file"))
         self.set_status(204)
         self.finish()
 
@@ -39,7 +39,7 @@ class FileContentHandler(PirusHandler):
     @web.authenticated
     @authorized
     async def get(self, file_id: str) -> None:
-        path = await self.services.files.content_path(int(file_id))
+        path = await self.services.files.content_path(path_id(file_id, "file"))
         await send_file(self, path, "application/octet-stream", filename=path.name)
 
 

@@ -12,10 +12,10 @@ from tornado import web
 from ..errors import InvalidRequest
 from ..files import resolve_under, unique_input_names
 from ..models import PipelineStatus
-from .base import PirusHandler
+from .base import ID_SEGMENT, PirusHandler, path_id
 from .streaming import send_file
 
-ID = r"(?P<pipeline_id>\d+)"
+ID = rf"(?P<pipeline_id>{ID_SEGMENT})"
 
 
 class PipelinesHandler(PirusHandler):
@@ -32,6 +32,11 @@ class PipelinesHandler(PirusHandler):
     @authorized
     async def post(self) -> None:
         body = self.read_json()
+        unknown = set(body) - {"path", "upload_id"}
+        if unknown:
+            raise InvalidRequest(f"unknown field(s): {', '.join(sorted(unknown))}")
+        if len(body) > 1:
+            raise InvalidRequest('give either "path" or "upload_id", not both')
         if isinstance(body.get("path"), str):
             source = resolve_under(self.services.root_dir, body["path"])
             pipeline = await self.services.pipelines.install_from_path(source)
@@ -49,12 +54,12 @@ class PipelineHandler(PirusHandler):
     @web.authenticated
     @authorized
     async def get(self, pipeline_id: str) -> None:
-        self.send_json(await self.services.pipelines.get(int(pipeline_id)))
+        self.send_json(await self.services.pipelines.get(path_id(pipeline_id, "pipeline")))
 
     @web.authenticated
     @authorized
     async def delete(self, pipeline_id: str) -> None:
-        await self.services.pipelines.remove(int(pipeline_id))
+        await self.services.pipelines.remove(path_id(pipeline_id, "pipeline"))
         self.set_status(204)
         self.finish()
 
@@ -67,14 +72,15 @@ class PipelineFormHandler(PirusHandler):
         inputs = unique_input_names([PurePosixPath(p).name for p in
                                      self.get_query_arguments("inputs")])
         dbs = [d["name"] for d in await self.services.runs.databases()]
-        self.send_json(await self.services.pipelines.form(int(pipeline_id), inputs, dbs))
+        self.send_json(await self.services.pipelines.form(path_id(pipeline_id, "pipeline"),
+                                                          inputs, dbs))
 
 
 class PipelineIconHandler(PirusHandler):
     @web.authenticated
     @authorized
     async def get(self, pipeline_id: str) -> None:
-        path = await self.services.pipelines.icon_path(int(pipeline_id))
+        path = await self.services.pipelines.icon_path(path_id(pipeline_id, "pipeline"))
         await send_file(self, path, mimetypes.guess_type(path.name)[0] or "image/png")
 
 
@@ -82,7 +88,7 @@ class PipelinePackageHandler(PirusHandler):
     @web.authenticated
     @authorized
     async def get(self, pipeline_id: str) -> None:
-        path = await self.services.pipelines.package_path(int(pipeline_id))
+        path = await self.services.pipelines.package_path(path_id(pipeline_id, "pipeline"))
         await send_file(self, path, "application/octet-stream",
                         filename=f"pipeline-{pipeline_id}{''.join(path.suffixes)}")
 
@@ -91,7 +97,7 @@ class PipelineDocumentHandler(PirusHandler):
     @web.authenticated
     @authorized
     async def get(self, pipeline_id: str, name: str) -> None:
-        path = await self.services.pipelines.document_path(int(pipeline_id), name)
+        path = await self.services.pipelines.document_path(path_id(pipeline_id, "pipeline"), name)
         await send_file(self, path, mimetypes.guess_type(name)[0] or "text/plain")
 
 

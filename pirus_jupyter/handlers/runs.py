@@ -7,11 +7,11 @@ import json
 from jupyter_server.auth.decorator import allow_unauthenticated, authorized
 from tornado import web
 
-from ..errors import InvalidRequest
+from ..errors import Forbidden, InvalidRequest, NotFound
 from ..models import RunStatus
-from .base import PirusHandler
+from .base import ID_SEGMENT, PirusHandler, json_id, no_json_constant, path_id
 
-ID = r"(?P<run_id>\d+)"
+ID = rf"(?P<run_id>{ID_SEGMENT})"
 
 
 class RunsHandler(PirusHandler):
@@ -22,7 +22,7 @@ class RunsHandler(PirusHandler):
         bad = [s for s in statuses if s not in RunStatus.__members__]
         if bad:
             raise InvalidRequest(f"unknown status {bad[0]!r}")
-        pipeline_id = self.query_int("pipeline_id", None, 1)
+        pipeline_id = self.query_int("pipeline_id", None)
         limit = self.query_int("limit", 50, 1, 1000)
         offset = self.query_int("offset", 0)
         items, total = await self.services.runs.list(statuses or None, pipeline_id, limit, offset)
@@ -35,8 +35,14 @@ class RunsHandler(PirusHandler):
         unknown = set(body) - {"pipeline_id", "name", "config", "inputs"}
         if unknown:
             raise InvalidRequest(f"unknown field(s): {', '.join(sorted(unknown))}")
+        inputs = body.get("inputs")
+        if isinstance(inputs, list):  # file ids may come as JSON numbers like 12.0
+            inputs = [dict(i, file_id=json_id(i["file_id"], "file_id"))
+                      if isinstance(i, dict) and "file_id" in i else json_id(i, "input")
+                      for i in inputs]
         run = await self.services.runs.create(
-            body.get("pipeline_id"), body.get("name"), body.get("config"), body.get("inputs"))
+            json_id(body.get("pipeline_id"), "pipeline_id"), body.get("name"), body.get("config"),
+            inputs)
         self.set_header("Location", self.api_url("runs", run["id"]))
         self.send_json(run, status=201)
 
@@ -45,12 +51,12 @@ class RunHandler(PirusHandler):
     @web.authenticated
     @authorized
     async def get(self, run_id: str) -> None:
-        self.send_json(await self.services.runs.get(int(run_id)))
+        self.send_json(await self.services.runs.get(path_id(run_id, "run")))
 
     @web.authenticated
     @authorized
     async def delete(self, run_id: str) -> None:
-        await self.services.runs.delete(int(run_id))
+        await self.services.runs.delete(path_id(run_id, "run"))
         self.set_status(204)
         self.finish()
 
@@ -61,7 +67,7 @@ class RunActionHandler(PirusHandler):
     async def post(self, run_id: str, action: str) -> None:
         runs = self.services.runs
         operation = {"pause": runs.pause, "resume": runs.resume, "cancel": runs.cancel}[action]
-        self.send_json(await operation(int(run_id)))
+        self.send_json(await operation(path_id(run_id, "run")))
 
 
 class RunLogHandler(PirusHandler):
@@ -69,7 +75,7 @@ class RunLogHandler(PirusHandler):
     @authorized
     async def get(self, run_id: str, which: str) -> None:
         tail = self.query_int("tail", None, 0, 100000)
-        text = await self.services.runs.logs(int(run_id), which, tail)
+        text = await self.services.runs.logs(path_id(run_id, "run"), which, tail)
         self.finish(text, set_content_type="text/plain; charset=utf-8")
 
 
@@ -77,7 +83,7 @@ class RunOutputsHandler(PirusHandler):
     @web.authenticated
     @authorized
     async def get(self, run_id: str) -> None:
-        run = await self.services.runs.get(int(run_id))
+        run = await self.services.runs.get(path_id(run_id, "run"))
         self.send_json({"items": run["outputs"], "total": len(run["outputs"])})
 
 
@@ -91,12 +97,18 @@ class RunNotifyHandler(PirusHandler):
     @allow_unauthenticated
     async def post(self, run_id: str) -> None:
         token = self.get_query_argument("token", "")
-        await self.services.runs.check_notify_token(int(run_id), token)
         try:
-            payload = json.loads(self.request.body or b"null")
+            number = path_id(run_id, "run")
+        except NotFound:  # the same answer as a wrong token: nothing is revealed
+            raise Forbidden("invalid or expired notify token") from None
+        if not token.isascii():  # tokens are URL-safe ASCII; hmac cannot compare other text
+            raise Forbidden("invalid or expired notify token")
+        await self.services.runs.check_notify_token(number, token)
+        try:
+            payload = json.loads(self.request.body or b"null", parse_constant=no_json_constant)
         except ValueError as e:
             raise InvalidRequest("notify body must be JSON") from e
-        run = await self.services.runs.notify(int(run_id), token, payload)
+        run = await self.services.runs.notify(number, token, payload)
         self.send_json({"id": run["id"], "status": run["status"], "progress": run["progress"]})
 
 
@@ -104,7 +116,7 @@ handlers = [
     (r"/pirus/api/v1/runs/?", RunsHandler),
     (rf"/pirus/api/v1/runs/{ID}", RunHandler),
     (rf"/pirus/api/v1/runs/{ID}/(?P<action>pause|resume|cancel)", RunActionHandler),
-    (rf"/pirus/api/v1/runs/{ID}/logs/(?P<which>[a-z]+)", RunLogHandler),
+    (rf"/pirus/api/v1/runs/{ID}/logs/(?P<which>[^/]+)", RunLogHandler),
     (rf"/pirus/api/v1/runs/{ID}/outputs", RunOutputsHandler),
     (rf"/pirus/api/v1/runs/{ID}/notify", RunNotifyHandler),
 ]

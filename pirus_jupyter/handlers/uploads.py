@@ -23,8 +23,8 @@ from jupyter_server.auth.utils import HTTP_METHOD_TO_AUTH_ACTION
 from jupyter_server.utils import ensure_async
 from tornado import web
 
-from ..errors import InvalidRequest
-from ..tus import TUS_VERSION, ChunkWriter, UploadService
+from ..errors import InvalidRequest, NotFound
+from ..tus import TUS_VERSION, UPLOAD_ID_RE, ChunkWriter, UploadService
 from .base import PirusHandler
 
 # Headers a browser client (tus-js-client) must be able to read on cross-origin responses.
@@ -51,11 +51,16 @@ class _TusHandler(PirusHandler):
         override = self.request.headers.get("X-HTTP-Method-Override", "").strip().upper()
         bad_override = None
         if override and self.request.method == "POST":
-            if override in self.SUPPORTED_METHODS:
+            # Only an upload's URL: a POST to the collection is a creation, nothing else.
+            if override in self.SUPPORTED_METHODS and isinstance(self, UploadHandler):
                 self.request.method = override
             else:
                 bad_override = override
         self._set_tus_headers()
+        if getattr(type(self), (self.request.method or "").lower(), None) is getattr(
+                web.RequestHandler, (self.request.method or "").lower(), None):
+            # Tornado would only answer 405 after prepare(): a PUT must not get a TUS 412.
+            raise web.HTTPError(405)
         await super().prepare()
         if self._finished:
             return
@@ -65,8 +70,12 @@ class _TusHandler(PirusHandler):
         if not await ensure_async(self.authorizer.is_authorized(
                 self, self.current_user, action, self.auth_resource)):
             raise web.HTTPError(403, f"not authorized to {action} uploads")
+        upload_id = self.path_kwargs.get("upload_id")
+        if upload_id is not None and not UPLOAD_ID_RE.fullmatch(upload_id):
+            raise NotFound(f"no upload with id {upload_id!r}")
         if bad_override:
-            raise InvalidRequest(f"X-HTTP-Method-Override {bad_override!r} is not a method")
+            raise InvalidRequest(f"X-HTTP-Method-Override {bad_override!r} is not accepted here: "
+                                 "only PATCH, HEAD, DELETE, GET or OPTIONS on an upload's URL")
         self.uploads.check_version(self.request.method or "", self.request.headers)
         if self.request.method in ("POST", "PATCH"):
             # The server-wide limit (512 MiB by default) would cut a large PATCH: the real
@@ -212,5 +221,6 @@ class UploadHandler(_TusHandler):
 
 handlers: list[tuple[Any, ...]] = [
     (r"/pirus/api/v1/uploads/?", UploadCollectionHandler),
-    (r"/pirus/api/v1/uploads/(?P<upload_id>[A-Za-z0-9_-]+)/?", UploadHandler),
+    # Any segment: a malformed id is the service's JSON 404 (with the TUS headers).
+    (r"/pirus/api/v1/uploads/(?P<upload_id>[^/]+)/?", UploadHandler),
 ]
