@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import stat
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, BinaryIO
 
 from .errors import Conflict, Forbidden, InvalidRequest, NotFound
 from .events import EventBus
@@ -68,6 +69,64 @@ def resolve_under(root: Path, relative: str, *, must_exist: bool = True) -> Path
     return resolved
 
 
+def _record_parts(relative: str) -> tuple[str, ...]:
+    parts = PurePosixPath(relative).parts
+    if not parts or PurePosixPath(relative).is_absolute() or any(
+            p in ("", ".", "..") for p in parts):
+        raise NotFound(f"no file at {relative!r}")
+    return parts
+
+
+def path_beneath(root: Path, relative: str) -> Path:
+    """``root / relative`` when no component below the root is a symlink (NotFound
+    otherwise): a file record names a place in the runs or uploads folder, and a link planted
+    there (by a pipeline, say) must not make it another place."""
+    current = root.resolve()
+    for part in _record_parts(relative):
+        current = current / part
+        if current.is_symlink():
+            raise NotFound(f"no file at {relative!r} (a symbolic link is on the way)")
+    return current
+
+
+def open_beneath(root: Path, relative: str) -> BinaryIO:
+    """Open the regular file ``root / relative`` for reading, one component at a time with
+    ``O_NOFOLLOW``: a symlink anywhere below the root, swapped in even between a check and
+    the open, is refused (NotFound), and so is anything but a regular file (a FIFO would
+    block the reader)."""
+    parts = _record_parts(relative)
+    directory = os.open(root.resolve(), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for part in parts[:-1]:
+            child = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                            dir_fd=directory)
+            os.close(directory)
+            directory = child
+        fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                     dir_fd=directory)
+    except OSError as e:
+        raise NotFound(f"no file at {relative!r}") from e
+    finally:
+        os.close(directory)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise NotFound(f"no regular file at {relative!r}")
+    return os.fdopen(fd, "rb")
+
+
+def open_regular(path: Path) -> BinaryIO | None:
+    """``path`` opened for reading if it is a regular file and not a symlink; None otherwise
+    (missing, a link a pipeline put in place of its log, a FIFO that would block)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        return None
+    return os.fdopen(fd, "rb")
+
+
 def to_api_path(root: Path, path: Path) -> str:
     return path.resolve().relative_to(root.resolve()).as_posix()
 
@@ -89,15 +148,26 @@ class FileService:
         return public_file(await self.store.get("files", file_id))
 
     async def content_path(self, file_id: int) -> Path:
-        """The host path of a file record's content, refused if it is not a regular file
-        inside the Jupyter root (a symlink planted by a pipeline is never followed out)."""
+        """The host path of a file record's content, refused unless it is a regular file at
+        the recorded place (no symlink on the way: one planted by a pipeline is never
+        followed out of the runs or uploads folder)."""
         row = await self.store.get("files", file_id)
-        path = self.root_dir / row["path"]
-        if path.is_symlink() or not path.is_file():
+        try:
+            path = path_beneath(self.root_dir, row["path"])
+        except NotFound:
+            raise NotFound(f"file {file_id} has no content on disk") from None
+        if not path.is_file():
             raise NotFound(f"file {file_id} has no content on disk")
-        if not is_within(path.resolve(), self.root_dir.resolve()):
-            raise Forbidden(f"file {file_id} is outside the Jupyter root")
         return path
+
+    async def open_content(self, file_id: int) -> tuple[BinaryIO, str]:
+        """A file record's content opened for reading (see ``open_beneath``) and its name."""
+        row = await self.store.get("files", file_id)
+        try:
+            handle = await asyncio.to_thread(open_beneath, self.root_dir, row["path"])
+        except NotFound:
+            raise NotFound(f"file {file_id} has no content on disk") from None
+        return handle, PurePosixPath(row["path"]).name
 
     async def register(self, path: Path, source: str, run_id: int | None = None,
                        sha256: str | None = None) -> dict[str, Any]:
@@ -120,9 +190,12 @@ class FileService:
             if run["status"] not in ("DONE", "ERROR", "CANCELED"):
                 raise Conflict(f"file {file_id} belongs to run {run['id']}, which is "
                                f"{run['status']}")
-        path = self.root_dir / row["path"]
+        try:
+            path: Path | None = path_beneath(self.root_dir, row["path"])
+        except NotFound:
+            path = None  # a link on the way: the record goes, nothing is deleted through it
         await self.store.delete_file(file_id)
-        if path.is_file() and not path.is_symlink():
+        if path is not None and path.is_file() and not path.is_symlink():
             await asyncio.to_thread(os.unlink, path)
         self.events.publish("file.deleted", {"id": file_id})
         if row["run_id"] is not None:

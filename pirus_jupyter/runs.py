@@ -39,6 +39,7 @@ from .events import EventBus
 from .files import (
     FileService,
     is_within,
+    open_regular,
     resolve_under,
     sha256_file,
     to_api_path,
@@ -82,9 +83,11 @@ def _elapsed(start: str | None, end: str | None = None) -> float | None:
 
 def tail_lines(path: Path, count: int, block: int = 64 * 1024) -> str:
     """The last ``count`` lines of a file, read backwards (logs can be gigabytes)."""
-    if count <= 0 or not path.exists():
+    # Not followed: a pipeline can put a symlink (to a host file) in place of its log.
+    handle = open_regular(path) if count > 0 else None
+    if handle is None:
         return ""
-    with open(path, "rb") as f:
+    with handle as f:
         f.seek(0, os.SEEK_END)
         end = f.tell()
         data = b""
@@ -449,9 +452,10 @@ class RunManager:
         def read() -> str:
             if tail is not None:
                 return tail_lines(path, tail)
-            if not path.exists():
+            handle = open_regular(path)  # a symlink planted by the pipeline is not read
+            if handle is None:
                 return ""
-            with open(path, "rb") as f:
+            with handle as f:
                 return f.read(self.log_max_bytes).decode(errors="replace")
 
         return await asyncio.to_thread(read)

@@ -1,20 +1,24 @@
 """The REST API fuzzed with schemathesis against its own OpenAPI document (openapi.yaml).
 
 A real ``jupyter server`` subprocess (an in-process server would share the event loop with the
-blocking HTTP client), authenticated with the server token, with a tiny pipeline installed, a
-finished run with outputs and a finished upload, so that small ids, the document's examples
-and the stateful links (create -> read -> act -> delete) reach live records, not only 404s.
+blocking HTTP client), authenticated with the server token, Tus-Max-Size kept small. Before
+each operation and each stateful scenario there is a READY pipeline (installed from the path of
+the document's example), a run held RUNNING, a DONE run with outputs and a finished upload; a
+hook gives half of the well-formed path ids the id of one of them, so that reads, actions and
+deletions meet live records, not only 404s.
 
 * every operation, positive and negative data (``test_operation``), then
-* stateful scenarios following the links schemathesis infers from the document
-  (``test_stateful``),
+* stateful scenarios along the document's links and those schemathesis infers
+  (``test_stateful``: install -> run -> pause/cancel/logs/outputs -> delete),
 
 with every built-in check of schemathesis: no 5xx, status codes, content types, headers and
 bodies as documented, invalid requests refused, valid ones accepted, authentication enforced
 (a probe without and with a wrong token), 405 with ``Allow`` for undocumented methods. Three
 checks are adapted where HTTP or the document says more than the generic rule (each says why);
-none is switched off. The run is bounded and reproducible: a fixed number of examples per
-operation, derandomized (``PIRUS_FUZZ_EXAMPLES`` raises the number for a longer local run).
+none is switched off. Then the server's log must hold no traceback, and the fuzzing must have
+reached the successes of ``MUST_REACH``. Bounded and reproducible: a fixed number of examples
+per operation and of scenarios, derandomized (``PIRUS_FUZZ_EXAMPLES`` and
+``PIRUS_FUZZ_SCENARIOS`` raise them for a longer local run).
 
 What the fuzzer found is kept as plain regression tests at the end of this module.
 """

@@ -39,8 +39,8 @@ class FileContentHandler(PirusHandler):
     @web.authenticated
     @authorized
     async def get(self, file_id: str) -> None:
-        path = await self.services.files.content_path(path_id(file_id, "file"))
-        await send_file(self, path, "application/octet-stream", filename=path.name)
+        handle, name = await self.services.files.open_content(path_id(file_id, "file"))
+        await send_file(self, handle, "application/octet-stream", filename=name)
 
 
 handlers = [

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import quote
 
 CHUNK = 1024 * 1024
@@ -17,11 +18,12 @@ def content_disposition(filename: str) -> str:
     return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
 
 
-async def send_file(handler: Any, path: Path, content_type: str, filename: str | None = None
-                    ) -> None:
-    handle = await asyncio.to_thread(open, path, "rb")
+async def send_file(handler: Any, source: Path | BinaryIO, content_type: str,
+                    filename: str | None = None) -> None:
+    """Stream a file, given by path or already open (then closed here)."""
+    handle = await asyncio.to_thread(open, source, "rb") if isinstance(source, Path) else source
     try:
-        size = await asyncio.to_thread(lambda: path.stat().st_size)
+        size = await asyncio.to_thread(lambda: os.fstat(handle.fileno()).st_size)
         handler.set_header("Content-Type", content_type)  # before the first flush sends headers
         handler.set_header("Content-Length", str(size))
         if filename:
