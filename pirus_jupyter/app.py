@@ -8,7 +8,7 @@ from pathlib import Path
 from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.extension.application import ExtensionApp
 from tornado.ioloop import IOLoop
-from traitlets import Bool, Dict, Float, Int, Type, Unicode, Union, default
+from traitlets import Bool, Dict, Enum, Float, Int, Type, Unicode, Union, default
 
 from .backend import Backend
 from .handlers import build_handlers
@@ -41,7 +41,9 @@ class PirusApp(ExtensionApp):
     lxd_key = Unicode("", config=True, help="Client key (PEM) for a remote LXD.")
     lxd_verify = Union(
         [Bool(), Unicode()], default_value=True, config=True,
-        help="Verify a remote LXD's TLS certificate: true, false, or a CA bundle path.",
+        help="Verify a remote LXD's TLS certificate: true (against the system's CAs), false, "
+        "or the path of the server's certificate (an LXD cluster's cluster.crt), pinned. "
+        "REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE in the environment do not override it.",
     )
     lxd_project = Unicode(
         "default", config=True, help="LXD project holding Pirus images and containers."
@@ -107,6 +109,27 @@ class PirusApp(ExtensionApp):
         0.25, config=True, help="Seconds between checks of a running pipeline's progress file."
     )
 
+    data_transfer = Enum(
+        ["auto", "mounts", "push"], default_value="auto", config=True,
+        help="How run data reaches containers. mounts: the run folder and databases are "
+        "bind-mounted (LXD on this host). push: inputs are pushed into the container and "
+        "outputs and logs pulled back through the LXD file API (no shared filesystem: remote "
+        "LXD, cluster members on other machines). auto: push for an https:// endpoint, "
+        "mounts otherwise.",
+    )
+    member_capacity = Dict(
+        {}, config=True,
+        help="LXD cluster: what Pirus may run on each member, by member name, \"*\" for all: "
+        "{\"*\": {\"runs\": 4}, \"m3\": {\"runs\": 8, \"cpu\": 16, \"memory\": "
+        "\"64GiB\"}}. Unset keys come from the member's resources (runs: its CPU threads). "
+        "Runs' limits.cpu and limits.memory are reserved against cpu and memory.",
+    )
+    requeue_on_member_loss = Bool(
+        False, config=True,
+        help="LXD cluster: a run whose member is lost (OFFLINE) goes back to the queue and "
+        "starts again elsewhere, instead of ending in ERROR.",
+    )
+
     backend_class = Type(
         default_value="pirus_jupyter.lxd.LXDBackend", klass=Backend, config=True,
         help="Container backend class (the LXD backend; tests may plug another).",
@@ -116,6 +139,9 @@ class PirusApp(ExtensionApp):
         root_dir = Path(self.serverapp.root_dir).resolve()
         data_dir = Path(self.data_dir)
         data_dir.mkdir(parents=True, exist_ok=True)
+        if self.lxd_endpoint.startswith("https://") and self.lxd_verify is False:
+            self.log.warning("pirus: the LXD server's certificate is not verified "
+                             "(lxd_verify = False)")
         backend = self.backend_class(
             endpoint=self.lxd_endpoint or None,
             cert=(self.lxd_cert, self.lxd_key) if self.lxd_cert else None,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 
 @dataclass
@@ -25,6 +25,8 @@ class ContainerSpec:
     limits: dict[str, str] = field(default_factory=dict)
     # Host TCP port exposed inside the container on 127.0.0.1:<port> (for $PIRUS_NOTIFY_URL).
     proxy_port: int | None = None
+    # Cluster member to create the container on (LXD ``target=``); None: LXD decides.
+    target: str | None = None
 
 
 @dataclass
@@ -32,6 +34,36 @@ class ContainerState:
     status: str  # LXD status: Running, Frozen, Stopped, ...
     cpu_seconds: float | None = None
     memory_peak: int | None = None
+    location: str | None = None  # cluster member holding the container
+
+
+@dataclass
+class Member:
+    """One LXD cluster member as the cluster sees it."""
+
+    name: str
+    status: str  # Online, Offline, Evacuated, Blocked
+    message: str = ""
+    url: str = ""
+    roles: list[str] = field(default_factory=list)
+    cpu: int | None = None  # CPU threads, from the member's resources
+    memory: int | None = None  # bytes
+
+    @property
+    def online(self) -> bool:
+        return self.status == "Online"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "status": self.status, "message": self.message,
+                "url": self.url, "roles": self.roles, "cpu": self.cpu, "memory": self.memory}
+
+
+@dataclass
+class FileEntry:
+    """A regular file inside a container, relative to the folder that was walked."""
+
+    path: str
+    size: int | None = None
 
 
 class Backend:
@@ -82,4 +114,42 @@ class Backend:
         raise NotImplementedError
 
     def list_containers(self, prefix: str) -> list[str]:
+        raise NotImplementedError
+
+    # -- clusters ---------------------------------------------------------------------
+    # A backend that is not a cluster keeps these defaults: no members, no placement.
+    @property
+    def remote(self) -> bool:
+        """True when containers may run on another machine than this server (an https
+        endpoint): host paths cannot be bind-mounted, data goes through the file API."""
+        return bool(self.endpoint and self.endpoint.startswith("https://"))
+
+    def members(self) -> list[Member]:
+        """Cluster members with their state and resources; [] when LXD is not clustered."""
+        return []
+
+    def container_locations(self, prefix: str) -> dict[str, ContainerState]:
+        """Containers starting with ``prefix``: status and member, without asking each member
+        (fast even while one is unreachable)."""
+        return {name: ContainerState("Unknown") for name in self.list_containers(prefix)}
+
+    # -- files inside a container (when host folders cannot be mounted) ---------------
+    def make_dir(self, name: str, path: str, mode: int = 0o755) -> None:
+        raise NotImplementedError
+
+    def push_file(self, name: str, path: str, source: Path | bytes | BinaryIO,
+                  mode: int = 0o644) -> None:
+        """Write a file into the container (streamed from ``source``), owned by its root."""
+        raise NotImplementedError
+
+    def read_file(self, name: str, path: str) -> bytes | None:
+        """A (small) file's content, or None if it does not exist."""
+        raise NotImplementedError
+
+    def pull_file(self, name: str, path: str, target: Path) -> tuple[int, str]:
+        """Stream a file out of the container into ``target``; return (size, sha256)."""
+        raise NotImplementedError
+
+    def walk_files(self, name: str, root: str) -> list[FileEntry]:
+        """Regular files under ``root`` in the container (symlinks are not followed)."""
         raise NotImplementedError

@@ -78,6 +78,17 @@ class BackendUnavailable(BackendError):
     code = "backend_unavailable"
 
 
+class MemberUnavailable(BackendUnavailable):
+    """One LXD cluster member cannot be reached (lost, restarting, not yet marked offline):
+    the rest of the cluster works, so the work can go to another member."""
+
+    code = "member_unavailable"
+
+    def __init__(self, message: str, *, member: str | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.member = member
+
+
 class InvalidPackage(PirusError):
     """A pipeline package is malformed or unsafe."""
 

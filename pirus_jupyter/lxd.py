@@ -6,38 +6,91 @@ Every method blocks (HTTP to the LXD daemon); services run them in threads.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
+import posixpath
+import re
 import threading
+import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
+from urllib.parse import urlsplit
 
 import pylxd
 import requests
+from pylxd.client import LXDSSLAdapter
 from pylxd.exceptions import ClientConnectionFailed, LXDAPIException, NotFound
+from urllib3.exceptions import InsecureRequestWarning
 
-from .backend import Backend, ContainerSpec, ContainerState
-from .errors import BackendError, BackendUnavailable
+from .backend import Backend, ContainerSpec, ContainerState, FileEntry, Member
+from .errors import BackendError, BackendUnavailable, MemberUnavailable
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 DEFAULT_ROOT_ID = 100000
+# Remote endpoints: (connect, read) seconds. A member whose machine vanished without closing
+# its connections would otherwise hold a request forever; the read timeout is long because
+# creating a container may copy a large image between members first.
+HTTPS_TIMEOUT = (10.0, 600.0)
+CHUNK = 1024 * 1024
+# What LXD says when the member holding an instance (or asked to hold one) cannot be reached:
+# the cluster works, that one member does not.
+MEMBER_UNREACHABLE = ("unable to connect", "missing event connection", "connection refused",
+                      "no route to host", "i/o timeout", "member is offline",
+                      "connection reset", "context deadline exceeded", "cluster member is")
+
+
+class _Session(requests.Session):
+    """requests lets ``REQUESTS_CA_BUNDLE`` / ``CURL_CA_BUNDLE`` replace a session's
+    ``verify=False`` (or pylxd's pinned server certificate) on every request, so a client told
+    not to verify fails on LXD's self-signed certificate anyway: the configured choice wins."""
+
+    def merge_environment_settings(self, url: Any, proxies: Any, stream: Any, verify: Any,
+                                   cert: Any) -> dict[str, Any]:
+        settings = super().merge_environment_settings(url, proxies, stream, verify, cert)
+        if verify is None and self.verify is not True:
+            settings["verify"] = self.verify
+        return settings
+
+
+def _session(endpoint: str, cert: tuple[str, str] | None, verify: bool | str) -> _Session:
+    if verify is False:  # chosen in the settings: said once at start-up, not at every request
+        host = re.escape(urlsplit(endpoint).hostname or "")
+        warnings.filterwarnings("ignore", category=InsecureRequestWarning,
+                                message=f"Unverified HTTPS request is being made to host '{host}'")
+    session = _Session()
+    session.cert = cert
+    session.verify = verify
+    if isinstance(verify, str):
+        # pylxd's adapter: the file is the server's own certificate, pinned by fingerprint
+        # (every member of a cluster serves the cluster certificate).
+        session.mount(endpoint, LXDSSLAdapter())
+    return session
+
+
+def _member_unreachable(exc: Exception) -> bool:
+    text = str(exc).lower()
+    return any(marker in text for marker in MEMBER_UNREACHABLE)
 
 
 def _lxd_error(action: str, exc: Exception) -> BackendError:
+    if _member_unreachable(exc):
+        return MemberUnavailable(f"LXD failed to {action}: a cluster member is unreachable: "
+                                 f"{exc}")
     return BackendError(f"LXD failed to {action}: {exc}")
 
 
 def _reachable(method: F) -> F:
-    """Turn a lost connection to LXD into BackendUnavailable (and reconnect next time)."""
+    """Turn a lost connection to LXD into BackendUnavailable (and reconnect next time, to
+    another cluster member if this one is gone)."""
 
     @functools.wraps(method)
     def wrapper(self: LXDBackend, *args: Any, **kwargs: Any) -> Any:
         try:
             return method(self, *args, **kwargs)
         except (requests.RequestException, ClientConnectionFailed, ConnectionError) as e:
-            with self._lock:
-                self._client = None
+            self._disconnect()
             raise BackendUnavailable(f"LXD is unreachable: {e}") from e
 
     return wrapper  # type: ignore[return-value]
@@ -49,26 +102,62 @@ class LXDBackend(Backend):
         super().__init__(endpoint, cert, verify, project)
         self._client: pylxd.Client | None = None
         self._lock = threading.Lock()
+        # Cluster members' addresses, learnt from the cluster: when the member in use is lost,
+        # the next connection goes to another one. The configured endpoint comes first.
+        self._endpoints: list[str] = [endpoint] if endpoint else []
+        self._current = 0
+        self._resources: dict[str, tuple[int | None, int | None]] = {}
+        self._addresses: dict[str, str] = {}  # host:port -> member name
 
     @property
     def client(self) -> pylxd.Client:
         """Connect lazily so a server starts (and reports the problem) when LXD is down."""
         with self._lock:
             if self._client is None:
-                try:
-                    self._client = pylxd.Client(
-                        endpoint=self.endpoint, cert=self.cert, verify=self.verify,
-                        project=self.project if self.project != "default" else None,
-                    )
-                except Exception as e:  # pylxd raises ClientConnectionFailed and friends
-                    raise BackendUnavailable(f"LXD is unreachable: {e}") from e
+                self._client = self._connect()
             return self._client
+
+    def _connect(self) -> pylxd.Client:
+        project = self.project if self.project != "default" else None
+        if not self.remote:
+            try:
+                return pylxd.Client(endpoint=self.endpoint, cert=self.cert, verify=self.verify,
+                                    project=project)
+            except Exception as e:  # pylxd raises ClientConnectionFailed and friends
+                raise BackendUnavailable(f"LXD is unreachable: {e}") from e
+        errors = []
+        for step in range(len(self._endpoints)):
+            index = (self._current + step) % len(self._endpoints)
+            endpoint = self._endpoints[index]
+            try:
+                client = pylxd.Client(
+                    endpoint=endpoint, cert=self.cert, project=project, timeout=HTTPS_TIMEOUT,
+                    session=_session(endpoint, self.cert, self.verify))
+            except Exception as e:
+                errors.append(f"{endpoint}: {e}")
+                continue
+            self._current = index
+            return client
+        raise BackendUnavailable(f"LXD is unreachable: {'; '.join(errors)}")
+
+    def _disconnect(self) -> None:
+        """Forget the connection; the next one starts with the next known member."""
+        with self._lock:
+            self._client = None
+            if len(self._endpoints) > 1:
+                self._current = (self._current + 1) % len(self._endpoints)
+
+    @property
+    def connected_endpoint(self) -> str:
+        if not self.remote:
+            return self.endpoint or "unix socket"
+        return self._endpoints[self._current]
 
     def info(self) -> dict[str, Any]:
         try:
             client = self.client
             env = client.host_info.get("environment", {})
-            return {
+            out = {
                 "connected": True,
                 "endpoint": self.endpoint or "unix socket",
                 "project": self.project,
@@ -76,11 +165,60 @@ class LXDBackend(Backend):
                 "storage": env.get("storage"),
                 "clustered": bool(env.get("server_clustered")),
             }
+            if out["clustered"]:
+                out["connected_to"] = self.connected_endpoint
+            return out
         except Exception as e:
-            with self._lock:
-                self._client = None  # reconnect next time
+            self._disconnect()  # reconnect next time
             return {"connected": False, "endpoint": self.endpoint or "unix socket",
                     "project": self.project, "error": str(e)}
+
+    # -- cluster ------------------------------------------------------------------------
+    @_reachable
+    def members(self) -> list[Member]:
+        client = self.client
+        if not client.host_info.get("environment", {}).get("server_clustered"):
+            return []
+        try:
+            rows = client.api.cluster.members.get(params={"recursion": "1"}).json()["metadata"]
+        except LXDAPIException as e:
+            raise _lxd_error("list the cluster members", e) from e
+        members = []
+        for row in rows:
+            member = Member(name=row["server_name"], status=str(row.get("status")),
+                            message=str(row.get("message") or ""), url=row.get("url") or "",
+                            roles=list(row.get("roles") or []))
+            if member.url:
+                self._addresses[urlsplit(member.url).netloc] = member.name
+                if self.remote and member.url not in self._endpoints:
+                    with self._lock:
+                        self._endpoints.append(member.url)
+            if member.online and member.name not in self._resources:
+                self._resources[member.name] = self._member_resources(client, member.name)
+            member.cpu, member.memory = self._resources.get(member.name, (None, None))
+            members.append(member)
+        return members
+
+    @staticmethod
+    def _member_resources(client: pylxd.Client, name: str) -> tuple[int | None, int | None]:
+        """CPU threads and memory of a member (read once: hardware rarely changes)."""
+        try:
+            res = client.api.resources.get(params={"target": name}).json()["metadata"]
+            return int(res["cpu"]["total"]), int(res["memory"]["total"])
+        except (LXDAPIException, KeyError, TypeError, ValueError):
+            return None, None
+
+    @_reachable
+    def container_locations(self, prefix: str) -> dict[str, ContainerState]:
+        # recursion=1 is answered from the cluster database: an instance on an unreachable
+        # member shows as "Error" at once, where asking for it alone stalls ~10 s.
+        try:
+            rows = self.client.api.instances.get(params={"recursion": "1"}).json()["metadata"]
+        except LXDAPIException as e:
+            raise _lxd_error("list containers", e) from e
+        return {row["name"]: ContainerState(status=str(row.get("status")),
+                                            location=row.get("location"))
+                for row in rows if row["name"].startswith(prefix)}
 
     # -- images -----------------------------------------------------------------------
     @_reachable
@@ -137,7 +275,7 @@ class LXDBackend(Backend):
                 {"name": spec.name, "source": {"type": "image", "alias": spec.image_alias},
                  "config": config, "devices": devices, "profiles": ["default"],
                  "type": "container"},
-                wait=True,
+                wait=True, target=spec.target,
             )
         except LXDAPIException as e:
             raise _lxd_error(f"create container {spec.name}", e) from e
@@ -162,6 +300,8 @@ class LXDBackend(Backend):
             return self.client.instances.get(name)
         except NotFound as e:
             raise BackendError(f"container {name} does not exist") from e
+        except LXDAPIException as e:
+            raise _lxd_error(f"find container {name}", e) from e
 
     @_reachable
     def start(self, name: str) -> None:
@@ -200,17 +340,16 @@ class LXDBackend(Backend):
 
     @_reachable
     def state(self, name: str) -> ContainerState | None:
-        try:
-            instance = self.client.instances.get(name)
-            state = instance.state()
+        try:  # one request (an instance's state alone) instead of the instance, then its state
+            state = self.client.api.instances[name].state.get().json()["metadata"]
         except NotFound:
             return None
         except LXDAPIException as e:
             raise _lxd_error(f"read the state of {name}", e) from e
-        cpu = (state.cpu or {}).get("usage")
-        memory = (state.memory or {}).get("usage_peak")
+        cpu = (state.get("cpu") or {}).get("usage")
+        memory = (state.get("memory") or {}).get("usage_peak")
         return ContainerState(
-            status=str(state.status), cpu_seconds=cpu / 1e9 if cpu else None,
+            status=str(state.get("status")), cpu_seconds=cpu / 1e9 if cpu else None,
             memory_peak=int(memory) if memory else None,
         )
 
@@ -220,9 +359,16 @@ class LXDBackend(Backend):
             instance = self.client.instances.get(name)
         except NotFound:
             return
+        except LXDAPIException as e:
+            raise _lxd_error(f"find container {name}", e) from e
         try:
             if instance.status != "Stopped":
-                instance.stop(force=True, wait=True)
+                try:
+                    instance.stop(force=True, wait=True)
+                except LXDAPIException as e:
+                    # A member back from a loss may report a stale status.
+                    if "already stopped" not in str(e).lower():
+                        raise
             instance.delete(wait=True)
         except NotFound:
             return
@@ -236,3 +382,98 @@ class LXDBackend(Backend):
         except LXDAPIException as e:
             raise _lxd_error("list containers", e) from e
         return sorted(n for n in names if n.startswith(prefix))
+
+    # -- files inside a container --------------------------------------------------------
+    def _files(self, name: str) -> Any:
+        return self.client.api.instances[name].files
+
+    @_reachable
+    def make_dir(self, name: str, path: str, mode: int = 0o755) -> None:
+        # Each missing parent too (the file API makes one level at a time); an existing
+        # folder is fine.
+        parts = [p for p in path.split("/") if p]
+        for depth in range(1, len(parts) + 1):
+            folder = "/" + "/".join(parts[:depth])
+            try:
+                self._files(name).post(params={"path": folder}, headers={
+                    "X-LXD-type": "directory", "X-LXD-mode": f"0{mode:o}",
+                    "X-LXD-uid": "0", "X-LXD-gid": "0"})
+            except LXDAPIException as e:
+                raise _lxd_error(f"create {folder} in {name}", e) from e
+
+    @_reachable
+    def push_file(self, name: str, path: str, source: Path | bytes | BinaryIO,
+                  mode: int = 0o644) -> None:
+        headers = {"X-LXD-type": "file", "X-LXD-mode": f"0{mode:o}", "X-LXD-uid": "0",
+                   "X-LXD-gid": "0", "X-LXD-write": "overwrite"}
+        try:
+            if isinstance(source, Path):
+                with open(source, "rb") as stream:  # requests streams a file object
+                    self._files(name).post(params={"path": path}, data=stream, headers=headers)
+            else:
+                self._files(name).post(params={"path": path}, data=source, headers=headers)
+        except LXDAPIException as e:
+            raise _lxd_error(f"write {path} in {name}", e) from e
+
+    @_reachable
+    def read_file(self, name: str, path: str) -> bytes | None:
+        try:
+            return bytes(self._files(name).get(params={"path": path}, is_api=False).content)
+        except NotFound:
+            return None
+        except LXDAPIException as e:
+            if "not found" in str(e).lower() or "no such file" in str(e).lower():
+                return None
+            raise _lxd_error(f"read {path} in {name}", e) from e
+
+    @_reachable
+    def pull_file(self, name: str, path: str, target: Path) -> tuple[int, str]:
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            response = self._files(name).get(params={"path": path}, is_api=False, stream=True)
+        except LXDAPIException as e:
+            raise _lxd_error(f"read {path} in {name}", e) from e
+        with response, open(target, "wb") as out:
+            for chunk in response.iter_content(CHUNK):
+                out.write(chunk)
+                digest.update(chunk)
+                size += len(chunk)
+        expected = response.headers.get("Content-Length")
+        if expected is not None and int(expected) != size:
+            raise BackendError(f"{path} in {name} arrived truncated: {size} of {expected} bytes")
+        return size, digest.hexdigest()
+
+    @_reachable
+    def walk_files(self, name: str, root: str) -> list[FileEntry]:
+        found: list[FileEntry] = []
+        pending = [""]
+        while pending:
+            relative = pending.pop()
+            folder = posixpath.join(root, relative) if relative else root
+            try:
+                response = self._files(name).get(params={"path": folder}, is_api=False)
+            except LXDAPIException as e:
+                raise _lxd_error(f"list {folder} in {name}", e) from e
+            if response.headers.get("X-LXD-type") != "directory":
+                continue
+            for entry in sorted(response.json().get("metadata") or []):
+                child = posixpath.join(relative, entry) if relative else entry
+                kind = self._file_type(name, posixpath.join(root, child))
+                if kind == "directory":
+                    pending.append(child)
+                elif kind == "file":  # symlinks are never followed
+                    found.append(FileEntry(child))
+        return sorted(found, key=lambda f: f.path)
+
+    def _file_type(self, name: str, path: str) -> str | None:
+        node = self._files(name)
+        params = {"path": path}
+        if self.project != "default":
+            params["project"] = self.project
+        response = node.session.head(node._api_endpoint, params=params,
+                                     timeout=node._timeout)
+        if response.status_code != 200:
+            return None
+        return response.headers.get("X-LXD-type")
+

@@ -35,9 +35,11 @@ RUN_TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
     # INITIALIZING -> WAITING: a server stopped mid-initialisation re-queues the run.
     S.WAITING: frozenset({S.INITIALIZING, S.CANCELED, S.ERROR}),
     S.INITIALIZING: frozenset({S.RUNNING, S.WAITING, S.CANCELED, S.ERROR}),
-    S.RUNNING: frozenset({S.PAUSE, S.FINISHING, S.CANCELED, S.ERROR}),
-    S.PAUSE: frozenset({S.RUNNING, S.CANCELED, S.ERROR}),
-    S.FINISHING: frozenset({S.DONE, S.ERROR}),
+    # RUNNING/PAUSE/FINISHING -> WAITING: the cluster member holding the run was lost and
+    # requeue_on_member_loss is set.
+    S.RUNNING: frozenset({S.PAUSE, S.FINISHING, S.CANCELED, S.ERROR, S.WAITING}),
+    S.PAUSE: frozenset({S.RUNNING, S.CANCELED, S.ERROR, S.WAITING}),
+    S.FINISHING: frozenset({S.DONE, S.ERROR, S.WAITING}),
     S.DONE: frozenset(),
     S.ERROR: frozenset(),
     S.CANCELED: frozenset(),
@@ -70,13 +72,13 @@ PIPELINE_PUBLIC = (
 RUN_PUBLIC = (
     "id", "pipeline_id", "pipeline_name", "pipeline_version", "pipeline_fingerprint", "name",
     "config", "inputs", "outputs", "start", "end", "status",
-    "progress", "exit_code", "error", "created", "metrics",
+    "progress", "exit_code", "error", "created", "metrics", "location", "target",
 )
 FILE_PUBLIC = ("id", "name", "path", "size", "sha256", "source", "run_id", "created")
 
 JSON_FIELDS = frozenset(
     {"developers", "config", "inputs", "outputs", "progress", "metrics", "documents", "limits",
-     "manifest", "timings"}
+     "manifest", "timings", "attempts"}
 )
 
 

@@ -25,13 +25,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from .backend import Backend, ContainerSpec, ContainerState, DiskMount
+from . import placement
+from .backend import Backend, ContainerSpec, ContainerState, DiskMount, Member
 from .errors import (
     BackendError,
     BackendUnavailable,
     Conflict,
     Forbidden,
     InvalidRequest,
+    MemberUnavailable,
     NotFound,
     PirusError,
 )
@@ -56,6 +58,7 @@ from .models import (
 )
 from .pipelines import PipelineService
 from .store import Store, now_iso
+from .transfer import PushTransfer, heartbeat_script, manifest_script
 
 S = RunStatus
 STATE_DIR = "/.pirus"
@@ -67,6 +70,14 @@ LXD_OUTAGE_GRACE = 120.0
 HEARTBEAT_FILE = "heartbeat"
 HEARTBEAT_INTERVAL = 5.0
 LOG_NAMES = ("out", "err")
+# Runs whose data goes through the LXD file API: seconds between reads of their progress file
+# and exit code (each read is a request to LXD, and LXD starts a helper process for it).
+PUSH_POLL_INTERVAL = 1.0
+# Cluster members' state is re-read at most this often (one request for every run).
+MEMBERS_MAX_AGE = 2.0
+MEMBER_WATCH_INTERVAL = 3.0
+# A run whose create/start fails to connect is tried on at most this many members.
+MAX_LAUNCH_ATTEMPTS = 3
 
 
 def _slug(name: str) -> str:
@@ -137,7 +148,9 @@ class RunManager:
                  databases_dir: Path, max_parallel: int, default_limits: dict[str, str],
                  run_timeout: float, log_max_bytes: int, poll_interval: float,
                  notify_enabled: bool, server_port: Callable[[], int], base_url: str,
-                 prefix: str = "pirus", log: logging.Logger) -> None:
+                 prefix: str = "pirus", log: logging.Logger, data_transfer: str = "auto",
+                 member_capacity: dict[str, Any] | None = None,
+                 requeue_on_member_loss: bool = False) -> None:
         self.store = store
         self.events = events
         self.backend = backend
@@ -156,6 +169,16 @@ class RunManager:
         self.base_url = base_url
         self.prefix = prefix
         self.log = log
+        # "mounts": run folders are bind-mounted (LXD on this host). "push": containers may be
+        # on another machine, data goes through the LXD file API (transfer.py).
+        self.data_transfer = data_transfer if data_transfer in ("mounts", "push") else (
+            "push" if backend.remote else "mounts")
+        self.transfer = PushTransfer(backend, databases_dir, log)
+        self.member_capacity = dict(member_capacity or {})
+        self.requeue_on_member_loss = requeue_on_member_loss
+        self._members: tuple[float, list[Member]] = (0.0, [])  # (when read, members)
+        self._suspects: dict[str, float] = {}  # member -> until when launches avoid it
+        self._member_watch: asyncio.Task[None] | None = None
         # Runs this process drives (started or reconciled): they hold a container slot.
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._locks: dict[int, asyncio.Lock] = {}
@@ -186,6 +209,8 @@ class RunManager:
         tasks = list(self._tasks.values())
         if self._reconcile_task:
             tasks.append(self._reconcile_task)
+        if self._member_watch:
+            tasks.append(self._member_watch)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -201,6 +226,8 @@ class RunManager:
                 self.log.warning("pirus: cannot reconcile runs yet (%s); retrying", e.message)
                 await asyncio.sleep(5)
         self._reconciled = True
+        if not self._stopping:
+            self._member_watch = asyncio.get_running_loop().create_task(self._watch_members())
         await self.schedule()
 
     async def reconcile(self) -> None:
@@ -217,6 +244,10 @@ class RunManager:
                     await asyncio.to_thread(self.backend.delete_container, name)
                 await self._move(run_id, S.WAITING, lxd_container=None, start=None)
                 continue
+            if row.get("location") and not await self._member_online(row["location"]):
+                # Its cluster member is lost: the monitor ends (or re-queues) the run at once.
+                self._track(run_id, self._monitor(run_id))
+                continue
             state = await asyncio.to_thread(self.backend.state, name) if name else None
             if state is None and self._exit_code(row) is None and row["status"] != S.FINISHING:
                 await self._fail(run_id, "the container disappeared while the server was down")
@@ -226,9 +257,14 @@ class RunManager:
 
     async def _remove_leftover_containers(self) -> None:
         """Delete containers of runs that already ended (a server stopped between recording
-        the end and deleting the container). Containers this database does not know are left
-        alone: they may belong to another server sharing the LXD daemon."""
-        names = await asyncio.to_thread(self.backend.list_containers, f"{self.prefix}-run-")
+        the end and deleting the container), and those a run left behind on a cluster member
+        that failed or was lost (its ``attempts``). Containers this database does not know are
+        left alone: they may belong to another server sharing the LXD daemon."""
+        states = await asyncio.to_thread(self.backend.container_locations,
+                                         f"{self.prefix}-run-")
+        # On an unreachable member a container shows as "Error" and cannot be deleted now;
+        # the member watch comes back for it when the member is back.
+        names = [n for n, state in states.items() if state.status != "Error"]
         if not names:
             return
         final = [s.value for s in FINAL_RUN_STATUSES]
@@ -237,6 +273,10 @@ class RunManager:
             f"({','.join('?' * len(final))})", [*names, *final])
         for row in rows:
             await self._remove_container(row)
+        abandoned = {attempt.get("container") for row in await self.store.select(
+            "runs", "attempts IS NOT NULL") for attempt in row.get("attempts") or []}
+        for name in sorted(abandoned & set(names)):
+            await self._remove_container({"lxd_container": name})
 
     # -- queue -------------------------------------------------------------------------
     async def schedule(self) -> None:
@@ -250,8 +290,20 @@ class RunManager:
                 if not rows:
                     return
                 run_id = rows[0]["id"]
+                values: dict[str, Any] = {}
                 try:
-                    await self._move(run_id, S.INITIALIZING, start=now_iso())
+                    members = await self._cluster_members()
+                except PirusError:
+                    if self._members[1]:
+                        return  # a cluster that cannot be read now: the member watch retries
+                    members = []
+                if members:  # an LXD cluster: Pirus places the run (placement.py)
+                    picked = await self._pick(members)
+                    if picked is None:
+                        return  # every member busy or lost: the member watch looks again
+                    run_id, values = picked
+                try:
+                    await self._move(run_id, S.INITIALIZING, start=now_iso(), **values)
                 except Conflict:
                     continue  # canceled meanwhile
                 self._track(run_id, self._execute(run_id))
@@ -271,7 +323,10 @@ class RunManager:
             self.log.exception("pirus: run %s failed unexpectedly", run_id)
             await self._fail(run_id, f"unexpected error: {e}")
         finally:
-            self._tasks.pop(run_id, None)
+            # A re-queued run may already be driven by a new task: leave that one's slot.
+            if self._tasks.get(run_id) is asyncio.current_task():
+                self._tasks.pop(run_id, None)
+                self.transfer.forget(run_id)
             if not self._stopping:
                 asyncio.get_running_loop().create_task(self.schedule())
 
@@ -300,6 +355,7 @@ class RunManager:
                              **values)
         except Conflict:
             return
+        await self._pull_logs_quietly(row)
         await self._remove_container(row)
 
     async def _remove_container(self, row: dict[str, Any]) -> None:
@@ -372,7 +428,7 @@ class RunManager:
         return resolved
 
     async def create(self, pipeline_id: Any, name: Any = None, config: Any = None,
-                     inputs: Any = None) -> dict[str, Any]:
+                     inputs: Any = None, target: Any = None) -> dict[str, Any]:
         if not isinstance(pipeline_id, int) or isinstance(pipeline_id, bool):
             raise InvalidRequest("pipeline_id (an integer) is required")
         pipeline = await self.pipelines.row(pipeline_id)
@@ -381,6 +437,7 @@ class RunManager:
                            code="pipeline_not_ready")
         if name is not None and not isinstance(name, str):
             raise InvalidRequest("name must be a string")
+        await self._check_target(target)
         resolved = await self._resolve_inputs(inputs if inputs is not None else [])
         dbs = [d["name"] for d in await self.databases()]
         schema = await self.pipelines.form(pipeline_id, [i["name"] for i in resolved], dbs)
@@ -393,7 +450,7 @@ class RunManager:
             "config": config, "inputs": resolved, "outputs": [], "status": S.WAITING.value,
             "progress": {"value": 0, "min": 0, "max": 100, "label": None},
             "created": now_iso(), "timings": [[S.WAITING.value, now_iso()]],
-            "notify_token": secrets.token_urlsafe(24),
+            "notify_token": secrets.token_urlsafe(24), "target": target,
         })
         row = await self.store.update("runs", row["id"], {
             "root_path": str(self.runs_dir / f"{row['id']}-{_slug(row['name'])}")})
@@ -447,6 +504,11 @@ class RunManager:
         row = await self.store.get("runs", run_id)
         if not row.get("root_path"):
             return ""
+        if self._pushed(row) and row["status"] not in FINAL_RUN_STATUSES and \
+                row.get("lxd_container") and not self._member_known_lost(row.get("location")):
+            live = await self._live_log(row, which, tail)  # still in the container
+            if live is not None:
+                return live
         path = Path(row["root_path"]) / "logs" / f"{which}.log"
 
         def read() -> str:
@@ -550,8 +612,7 @@ class RunManager:
     async def _execute(self, run_id: int) -> None:
         row = await self.store.get("runs", run_id)
         pipeline = await self.pipelines.row(row["pipeline_id"])
-        name = f"{self.prefix}-run-{run_id}-{secrets.token_hex(3)}"
-        row = await self.store.update("runs", run_id, {"lxd_container": name})
+        row = await self.store.update("runs", run_id, {"transfer": self.data_transfer})
         paths_in = [i["path"] for i in row["inputs"]]
         known = {}
         if paths_in:
@@ -561,26 +622,56 @@ class RunManager:
             known = {r["path"]: (r["sha256"], r["size"]) for r in records}
         inputs = await asyncio.to_thread(self._prepare_folder, row, known)
         row = await self.store.update("runs", run_id, {"inputs": inputs})
-        paths = self._paths(row)
         limits = dict(self.default_limits)
         limits.update(pipeline.get("limits") or {})
-        proxy_port = (self.server_port() or None) if self.notify_enabled else None
-        spec = ContainerSpec(
-            name=name, image_alias=pipeline["lxd_alias"], limits=limits, proxy_port=proxy_port,
-            mounts={
-                "pirus-inputs": DiskMount(paths["inputs"], pipeline["lxd_inputs_path"], True),
-                "pirus-outputs": DiskMount(paths["outputs"], pipeline["lxd_outputs_path"], False),
-                "pirus-logs": DiskMount(paths["logs"], pipeline["lxd_logs_path"], False),
-                "pirus-databases": DiskMount(self.databases_dir, pipeline["lxd_db_path"], True),
-                "pirus-state": DiskMount(paths["state"], STATE_DIR, False),
-            })
+        # The notify proxy connects to this host's loopback: only when the container is here.
+        proxy_port = ((self.server_port() or None) if self.notify_enabled and
+                      not self._pushed(row) else None)
+        tried: list[str] = []
+        while True:
+            name = f"{self.prefix}-run-{run_id}-{secrets.token_hex(3)}"
+            row = await self.store.update("runs", run_id, {"lxd_container": name})
+            try:
+                if not await self._launch(row, pipeline, limits, proxy_port):
+                    return  # canceled meanwhile
+                break
+            except BackendUnavailable as e:
+                if not row.get("location"):
+                    raise
+                # A cluster member that cannot be reached (lost, not yet marked offline):
+                # the run goes to another one.
+                placed = await self._launch_elsewhere(row, tried, e)
+                if placed is None:
+                    return
+                row = placed
+        await self._monitor(run_id)
+
+    async def _launch(self, row: dict[str, Any], pipeline: dict[str, Any],
+                      limits: dict[str, str], proxy_port: int | None) -> bool:
+        """Create, fill, start the container and start the command; False if the run was
+        moved away (canceled) meanwhile."""
+        run_id, name = row["id"], row["lxd_container"]
+        push = self._pushed(row)
+        paths = self._paths(row)
+        mounts = {} if push else {
+            "pirus-inputs": DiskMount(paths["inputs"], pipeline["lxd_inputs_path"], True),
+            "pirus-outputs": DiskMount(paths["outputs"], pipeline["lxd_outputs_path"], False),
+            "pirus-logs": DiskMount(paths["logs"], pipeline["lxd_logs_path"], False),
+            "pirus-databases": DiskMount(self.databases_dir, pipeline["lxd_db_path"], True),
+            "pirus-state": DiskMount(paths["state"], STATE_DIR, False),
+        }
+        spec = ContainerSpec(name=name, image_alias=pipeline["lxd_alias"], limits=limits,
+                             proxy_port=proxy_port, mounts=mounts, target=row.get("location"))
         uid, gid = await asyncio.to_thread(self.backend.create_container, spec)
         if not await self._still(run_id, S.INITIALIZING):
-            return
-        await asyncio.to_thread(self._give_to_container, row, uid, gid)
+            return False
+        if push:
+            await asyncio.to_thread(self.transfer.push, name, pipeline, paths)
+        else:
+            await asyncio.to_thread(self._give_to_container, row, uid, gid)
         await asyncio.to_thread(self.backend.start, name)
         if not await self._still(run_id, S.INITIALIZING):
-            return
+            return False
         # Manifest paths are absolute and free of '..', but may hold spaces: quote them.
         logs = shlex.quote(pipeline["lxd_logs_path"])
         outputs = shlex.quote(pipeline["lxd_outputs_path"])
@@ -591,14 +682,22 @@ class RunManager:
         # A heartbeat beside the command: if this wrapper dies without writing an exit code
         # (its LXD exec helper killed, say), the heartbeat stops and the run is ended in ERROR
         # instead of waiting forever on a container that stays up.
-        script += (f"echo $$ >{STATE_DIR}/pid\n"
-                  f"( while kill -0 $$ 2>/dev/null; do touch {STATE_DIR}/{HEARTBEAT_FILE}; "
-                  f"sleep {HEARTBEAT_INTERVAL:g}; done ) </dev/null >/dev/null 2>&1 &\n"
-                  f"cd {outputs} || exit 125\n"
-                  f"{{ {pipeline['lxd_run_cmd']}\n}} >>{logs}/out.log 2>>{logs}/err.log "
-                  f"</dev/null\n"
-                  f"echo $? >{STATE_DIR}/{EXIT_FILE}.tmp && "
-                  f"mv {STATE_DIR}/{EXIT_FILE}.tmp {STATE_DIR}/{EXIT_FILE}\n")
+        script += f"echo $$ >{STATE_DIR}/pid\n"
+        if push:
+            script += heartbeat_script(logs, HEARTBEAT_INTERVAL)
+        else:
+            script += (f"( while kill -0 $$ 2>/dev/null; do touch {STATE_DIR}/{HEARTBEAT_FILE}; "
+                       f"sleep {HEARTBEAT_INTERVAL:g}; done ) </dev/null >/dev/null 2>&1 &\n")
+        script += (f"cd {outputs} || exit 125\n"
+                   f"{{ {pipeline['lxd_run_cmd']}\n}} >>{logs}/out.log 2>>{logs}/err.log "
+                   f"</dev/null\n")
+        if push:  # outputs hashed inside, to check the copies pulled to this host
+            script += (f"code=$?\n{manifest_script(outputs)}"
+                       f"echo $code >{STATE_DIR}/{EXIT_FILE}.tmp && "
+                       f"mv {STATE_DIR}/{EXIT_FILE}.tmp {STATE_DIR}/{EXIT_FILE}\n")
+        else:
+            script += (f"echo $? >{STATE_DIR}/{EXIT_FILE}.tmp && "
+                       f"mv {STATE_DIR}/{EXIT_FILE}.tmp {STATE_DIR}/{EXIT_FILE}\n")
         environment = {
             "PIRUS_RUN_ID": str(run_id),
             "PIRUS_CONFIG_FILE": f"{pipeline['lxd_inputs_path']}/config.json",
@@ -618,9 +717,9 @@ class RunManager:
                                 environment)
         async with self._lock(run_id):
             if not await self._still(run_id, S.INITIALIZING):
-                return
+                return False
             await self._move(run_id, S.RUNNING)
-        await self._monitor(run_id)
+        return True
 
     async def _still(self, run_id: int, status: RunStatus) -> bool:
         """False (after freeing the container) if the run was moved away, e.g. canceled."""
@@ -631,6 +730,9 @@ class RunManager:
         return False
 
     def _exit_code(self, row: dict[str, Any]) -> int | None:
+        if self._pushed(row):
+            return self.transfer.exit_code(row["lxd_container"]) if row.get(
+                "lxd_container") else None
         try:
             return int((self._paths(row)["state"] / EXIT_FILE).read_text().strip())
         except (OSError, ValueError):
@@ -640,9 +742,12 @@ class RunManager:
         """New complete JSON lines of the progress file since ``offset``."""
         path = self._paths(row)["state"] / "progress.jsonl"
         try:
-            with open(path, "rb") as f:
-                f.seek(offset)
-                data = f.read(1024 * 1024)
+            if self._pushed(row):  # read whole over the API: progress files stay small
+                data = self.transfer.progress(row["lxd_container"])[offset:offset + 1024 * 1024]
+            else:
+                with open(path, "rb") as f:
+                    f.seek(offset)
+                    data = f.read(1024 * 1024)
         except OSError:
             return [], offset
         end = data.rfind(b"\n")
@@ -664,13 +769,21 @@ class RunManager:
         running_since = max((datetime.fromisoformat(at).timestamp()
                              for status, at in row.get("timings") or []
                              if status == S.RUNNING.value), default=time.time())
-        try:
-            last_beat = (self._paths(row)["state"] / HEARTBEAT_FILE).stat().st_mtime
-        except OSError:
-            last_beat = 0.0
+        if self._pushed(row):  # a change of the beat's content, seen on this host's clock
+            age = self.transfer.heartbeat_age(row["id"], row["lxd_container"])
+            if age is None:
+                return False  # cannot be read now: the health check sees why
+            last_beat = time.time() - age
+        else:
+            try:
+                last_beat = (self._paths(row)["state"] / HEARTBEAT_FILE).stat().st_mtime
+            except OSError:
+                last_beat = 0.0
         return time.time() - max(last_beat, running_since) > self.heartbeat_timeout
 
     def _log_sizes(self, row: dict[str, Any]) -> int:
+        if self._pushed(row):  # as of the last heartbeat
+            return self.transfer.log_sizes(row["id"])
         logs = self._paths(row)["logs"]
         return max((logs / f"{n}.log").stat().st_size if (logs / f"{n}.log").exists() else 0
                    for n in LOG_NAMES)
@@ -685,6 +798,12 @@ class RunManager:
             status = RunStatus(row["status"])
             if status in FINAL_RUN_STATUSES:
                 await self._remove_container(row)
+                return
+            if status == S.WAITING:
+                return  # re-queued after its cluster member was lost
+            if row.get("location") and not await self._member_online(row["location"]) and \
+                    not await self._container_answers(row):
+                await self._member_lost(row)
                 return
             reports, offset = await asyncio.to_thread(self._read_reports, row, offset)
             merged: dict[str, Any] = {}
@@ -709,11 +828,12 @@ class RunManager:
             if now - last_state_check >= STATE_CHECK_INTERVAL:
                 last_state_check = now
                 await self._check_health(row)
-            await asyncio.sleep(self.poll_interval)
+            await asyncio.sleep(max(self.poll_interval, PUSH_POLL_INTERVAL)
+                                if self._pushed(row) else self.poll_interval)
 
     async def _check_health(self, row: dict[str, Any]) -> None:
         try:
-            state = await asyncio.to_thread(self.backend.state, row["lxd_container"])
+            state = await asyncio.to_thread(self._container_state, row)
         except BackendUnavailable as e:
             # LXD restarting or briefly down: the run goes on inside its container, so wait.
             self._lxd_lost.setdefault(row["id"], time.monotonic())
@@ -741,7 +861,8 @@ class RunManager:
 
     async def _metrics(self, row: dict[str, Any], state: ContainerState | None = None
                        ) -> dict[str, Any]:
-        if state is None and row.get("lxd_container"):
+        if state is None and row.get("lxd_container") and \
+                not self._member_known_lost(row.get("location")):
             try:
                 state = await asyncio.to_thread(self.backend.state, row["lxd_container"])
             except PirusError:
@@ -756,9 +877,11 @@ class RunManager:
             "phases": phase_durations(row.get("timings") or []),
         }
 
-    def _collect_outputs(self, row: dict[str, Any]) -> list[dict[str, Any]]:
+    def _collect_outputs(self, row: dict[str, Any], hashes: dict[str, str] | None = None
+                         ) -> list[dict[str, Any]]:
         """Regular files of outputs/ with size and sha256. Symlinks planted by a pipeline are
-        removed (never followed), so nothing outside the run folder is exposed."""
+        removed (never followed), so nothing outside the run folder is exposed. ``hashes``:
+        sha256 already computed while pulling the files to this host."""
         outputs = self._paths(row)["outputs"]
         found = []
         for dirpath, dirnames, filenames in os.walk(outputs):
@@ -770,11 +893,12 @@ class RunManager:
                 path = Path(dirpath) / name
                 if not path.exists() or not path.is_file():
                     continue
+                relative = path.relative_to(outputs).as_posix()
                 found.append({
-                    "name": path.relative_to(outputs).as_posix(),
+                    "name": relative,
                     "path": to_api_path(self.root_dir, path), "size": path.stat().st_size,
-                    "sha256": sha256_file(path), "source": "run", "run_id": row["id"],
-                    "created": now_iso(),
+                    "sha256": (hashes or {}).get(relative) or sha256_file(path),
+                    "source": "run", "run_id": row["id"], "created": now_iso(),
                 })
         return found
 
@@ -786,6 +910,10 @@ class RunManager:
             except PirusError:
                 state = None
             metrics = await self._metrics(row, state)
+            pipeline = await self.pipelines.row(row["pipeline_id"]) if self._pushed(row) else {}
+            if pipeline:  # logs come back from the container first (the error quotes them)
+                await asyncio.to_thread(self.transfer.pull_logs, row["lxd_container"], pipeline,
+                                        self._paths(row)["logs"])
             if exit_code != 0:
                 err_tail = await asyncio.to_thread(
                     tail_lines, self._paths(row)["logs"] / "err.log", 20)
@@ -803,7 +931,12 @@ class RunManager:
             # running in the container writes to outputs while they are hashed; deleting the
             # container waits until the run is recorded DONE.
             await asyncio.to_thread(self.backend.freeze, row["lxd_container"])
-            files = await asyncio.to_thread(self._collect_outputs, row)
+            hashes = None
+            if pipeline:  # outputs too, each checked against its sha256 in the container
+                hashes = await asyncio.to_thread(self.transfer.pull_outputs,
+                                                 row["lxd_container"], pipeline,
+                                                 self._paths(row)["outputs"])
+            files = await asyncio.to_thread(self._collect_outputs, row, hashes)
             timings = [*(row.get("timings") or []), [S.DONE.value, now_iso()]]
             metrics = await self._metrics(dict(row, timings=timings), state)
             progress = dict(row.get("progress") or {})
@@ -819,3 +952,243 @@ class RunManager:
         self.events.publish("run.updated", self._public(done))
         await self._remove_container(done)
 
+    # -- clusters and pushed data ------------------------------------------------------------
+    @staticmethod
+    def _pushed(row: dict[str, Any]) -> bool:
+        return row.get("transfer") == "push"
+
+    async def _cluster_members(self, max_age: float = MEMBERS_MAX_AGE) -> list[Member]:
+        """The cluster's members (cached ``max_age`` seconds); [] when LXD is no cluster."""
+        at, members = self._members
+        if time.monotonic() - at > max_age:
+            members = await asyncio.to_thread(self.backend.members)
+            self._members = (time.monotonic(), members)
+        return members
+
+    async def _member_online(self, name: str) -> bool:
+        try:
+            members = await self._cluster_members()
+        except PirusError:
+            return True  # cannot tell: the health check decides
+        found = [m for m in members if m.name == name]
+        return not members or bool(found and found[0].online)
+
+    def _member_known_lost(self, name: str | None) -> bool:
+        """From the last members read: ``name`` is a member that is not Online."""
+        return bool(name) and any(m.name == name and not m.online for m in self._members[1])
+
+    def _suspected(self) -> set[str]:
+        now = time.monotonic()
+        return {m for m, until in self._suspects.items() if until > now}
+
+    async def _loads(self, members: list[Member]) -> dict[str, placement.Load]:
+        """What active runs hold on each member (their recorded limits)."""
+        active = [s.value for s in ACTIVE_RUN_STATUSES]
+        rows = await self.store.select(
+            "runs", f"status IN ({','.join('?' * len(active))}) AND location IS NOT NULL",
+            active)
+        by_name = {m.name: m for m in members}
+        loads: dict[str, placement.Load] = {m.name: placement.Load() for m in members}
+        for row in rows:
+            member = by_name.get(row["location"])
+            if member is None:
+                continue
+            cap = placement.capacity(member, self.member_capacity)
+            placement.add_load(loads[member.name], row.get("limits") or {}, cap)
+        return loads
+
+    async def _effective_limits(self, row: dict[str, Any]) -> dict[str, str]:
+        limits = dict(self.default_limits)
+        with contextlib.suppress(NotFound):
+            limits.update((await self.pipelines.row(row["pipeline_id"])).get("limits") or {})
+        return {k: v for k, v in limits.items() if v not in ("", None)}
+
+    async def _pick(self, members: list[Member]) -> tuple[int, dict[str, Any]] | None:
+        """The oldest WAITING run that fits on a member now, and where: (run id, values to
+        record). Runs no member could ever hold end in ERROR with the reason; runs that must
+        wait let younger, smaller ones pass."""
+        loads = await self._loads(members)
+        suspects = self._suspected()
+        for row in await self.store.select("runs", "status = ?", [S.WAITING.value],
+                                           order_by="id", limit=200):
+            limits = await self._effective_limits(row)
+            try:
+                member, reason = placement.choose(members, loads, limits, self.member_capacity,
+                                                  target=row.get("target"), exclude=suspects)
+            except ValueError as e:  # a limit or capacity LXD would not understand either
+                member, reason = None, str(e)
+            if member:
+                return row["id"], {"location": member, "limits": limits}
+            if reason:
+                await self._fail(row["id"], reason)
+        return None
+
+    async def _check_target(self, target: Any) -> None:
+        if target is None:
+            return
+        if not isinstance(target, str) or not target:
+            raise InvalidRequest("target must be the name of an LXD cluster member")
+        try:
+            members = await self._cluster_members(max_age=0)
+        except PirusError as e:
+            raise InvalidRequest(f"cannot check target {target!r}: {e.message}") from e
+        if not members:
+            raise InvalidRequest("target needs an LXD cluster; this LXD is not clustered")
+        if target not in {m.name for m in members}:
+            raise InvalidRequest(f"no cluster member is named {target!r} (members: "
+                                 f"{', '.join(m.name for m in members)})")
+
+    async def _launch_elsewhere(self, row: dict[str, Any], tried: list[str],
+                                error: PirusError) -> dict[str, Any] | None:
+        """After a create/start that could not reach its member: mark the member suspect,
+        leave its container behind (removed when the member is back) and place the run on
+        another member. None if the run was canceled meanwhile or went back to the queue
+        because no other member has room now; raises when no member could ever take it."""
+        run_id, member = row["id"], row["location"]
+        tried.append(member)
+        self._suspects[member] = time.monotonic() + placement.SUSPECT_SECONDS
+        attempts = [*(row.get("attempts") or []), {
+            "member": member, "container": row["lxd_container"], "error": error.message,
+            "at": now_iso()}]
+        row = await self.store.update("runs", run_id, {"attempts": attempts})
+        self.log.warning("pirus: run %s could not start on member %s (%s); trying another",
+                         run_id, member, error.message)
+        asyncio.get_running_loop().create_task(self._remove_container(
+            {"lxd_container": attempts[-1]["container"]}))
+        if not await self._still(run_id, S.INITIALIZING):
+            return None
+        members = await self._cluster_members(max_age=0)
+        new, reason = placement.choose(
+            members, await self._loads(members), row.get("limits") or {}, self.member_capacity,
+            target=row.get("target"), exclude=set(tried) | self._suspected())
+        if reason or len(tried) >= MAX_LAUNCH_ATTEMPTS:
+            raise BackendError(f"could not start the run on cluster member(s) "
+                               f"{', '.join(tried)}: {error.message}" +
+                               (f"; {reason}" if reason else ""))
+        if new is None:  # no other member has room now: back to the queue, first in line
+            async with self._lock(run_id):
+                if await self._still(run_id, S.INITIALIZING):
+                    await self._move(run_id, S.WAITING, location=None, lxd_container=None,
+                                     start=None)
+            return None
+        return await self.store.update("runs", run_id, {"location": new})
+
+    def _container_state(self, row: dict[str, Any]) -> ContainerState | None:
+        """The container's state; at once unreachable (no ~10 s stall) when a read of its
+        pushed files just failed to reach its member."""
+        if self._pushed(row) and self.transfer.unreachable(row["lxd_container"]):
+            raise MemberUnavailable(f"cluster member {row.get('location')} is unreachable",
+                                    member=row.get("location"))
+        return self.backend.state(row["lxd_container"])
+
+    async def _container_answers(self, row: dict[str, Any]) -> bool:
+        """Asked when LXD reports the run's member not Online: a member restarted quickly can
+        be marked OFFLINE for a moment while its container runs on. A lost one stalls the
+        request ~10 s and fails."""
+        try:
+            state = await asyncio.to_thread(self._container_state, row)
+        except PirusError:
+            return False
+        return state is not None
+
+    async def _member_lost(self, row: dict[str, Any]) -> None:
+        """The member holding a run is not Online: end the run in ERROR with the reason, or
+        put it back in the queue (``requeue_on_member_loss``). Its container stays on the lost
+        member until the member is back; then it is removed."""
+        run_id, name = row["id"], row["location"]
+        found = [m for m in self._members[1] if m.name == name]
+        state = (f"{found[0].status}" + (f": {found[0].message}" if found[0].message else "")
+                 if found else "not in the cluster any more")
+        reason = (f"cluster member {name} was lost while the run was {row['status']} "
+                  f"(LXD: {state})")
+        self.transfer.forget(run_id, row.get("lxd_container"))
+        if not self.requeue_on_member_loss:
+            raise BackendError(f"{reason}; its outputs and logs stayed on {name}")
+        attempts = [*(row.get("attempts") or []), {
+            "member": name, "container": row.get("lxd_container"), "error": reason,
+            "at": now_iso()}]
+        async with self._lock(run_id):
+            try:
+                await self._move(run_id, S.WAITING, location=None, lxd_container=None,
+                                 start=None, exit_code=None, attempts=attempts,
+                                 progress={"value": 0, "min": 0, "max": 100,
+                                           "label": f"re-queued: {name} was lost"})
+            except Conflict:
+                return
+        self.log.warning("pirus: run %s re-queued: %s", run_id, reason)
+
+    async def _watch_members(self) -> None:
+        """In a cluster: when a lost member is back, delete the containers of runs that ended
+        (or moved on) while it was away; and every few seconds let the queue look again at
+        runs waiting for room, for a member to come back or for a suspect one to be trusted
+        again."""
+        offline: set[str] | None = None
+        while not self._stopping:
+            try:
+                members = await self._cluster_members(max_age=0)
+            except PirusError:
+                members = None
+            if members == [] and offline is None:
+                return  # not a cluster
+            if members:
+                now_offline = {m.name for m in members if not m.online}
+                back = (offline or set()) - now_offline
+                offline = now_offline
+                if back:
+                    self.log.info("pirus: cluster member(s) %s back", ", ".join(sorted(back)))
+                    for name in back:
+                        self._suspects.pop(name, None)
+                    try:
+                        await self._remove_leftover_containers()
+                    except PirusError as e:
+                        self.log.warning("pirus: could not reconcile containers: %s", e.message)
+            await self.schedule()
+            await asyncio.sleep(MEMBER_WATCH_INTERVAL)
+
+    async def _pull_logs_quietly(self, row: dict[str, Any]) -> None:
+        """Bring a pushed run's logs back before its container goes (best effort)."""
+        if not self._pushed(row) or not row.get("lxd_container") or \
+                self._member_known_lost(row.get("location")):
+            return
+        try:
+            pipeline = await self.pipelines.row(row["pipeline_id"])
+            await asyncio.to_thread(self.transfer.pull_logs, row["lxd_container"], pipeline,
+                                    self._paths(row)["logs"])
+        except (PirusError, OSError) as e:
+            self.log.warning("pirus: run %s: logs not pulled: %s", row["id"], e)
+
+    async def _live_log(self, row: dict[str, Any], which: str, tail: int | None) -> str | None:
+        try:
+            pipeline = await self.pipelines.row(row["pipeline_id"])
+        except NotFound:
+            return None
+        data = await asyncio.to_thread(self.transfer.read_log, row["lxd_container"], pipeline,
+                                       which)
+        if data is None:
+            return None
+        if tail is None:
+            return data[:self.log_max_bytes].decode(errors="replace")
+        lines = data.decode(errors="replace").splitlines()[-tail:] if tail > 0 else []
+        return "\n".join(lines) + ("\n" if lines else "")
+
+    async def cluster_info(self) -> dict[str, Any] | None:
+        """Members, their state and what Pirus runs on each (for ``GET /pirus/api/v1``)."""
+        try:
+            members = await self._cluster_members(max_age=0)
+        except PirusError:
+            return None
+        if not members:
+            return None
+        loads = await self._loads(members)
+        suspects = self._suspected()
+        out = []
+        for member in members:
+            try:
+                cap = placement.capacity(member, self.member_capacity)
+            except ValueError:
+                cap = placement.Capacity(runs=0, cpu=None, memory=None)
+            load = loads.get(member.name, placement.Load())
+            out.append({**member.to_json(), "active_runs": load.runs,
+                        "capacity": {"runs": cap.runs, "cpu": cap.cpu, "memory": cap.memory},
+                        "suspect": member.name in suspects})
+        return {"members": out, "requeue_on_member_loss": self.requeue_on_member_loss}

@@ -51,7 +51,9 @@ class Services:
             poll_interval=app.poll_interval, notify_enabled=app.notify_enabled,
             prefix=app.lxd_prefix,
             server_port=lambda: int(app.serverapp.port), base_url=app.serverapp.base_url,
-            log=app.log,
+            log=app.log, data_transfer=app.data_transfer,
+            member_capacity=dict(app.member_capacity),
+            requeue_on_member_loss=app.requeue_on_member_loss,
         )
         uploads = UploadService(
             store, events, files, pipelines, parts_dir=data_dir / "uploads",

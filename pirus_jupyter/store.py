@@ -75,6 +75,16 @@ def m001_initial(db: sqlite_utils.Database) -> None:
     )
 
 
+@migrations()
+def m002_run_placement(db: sqlite_utils.Database) -> None:
+    # Where a run is placed in an LXD cluster (member), the member asked for at creation,
+    # how its data reaches the container ("mounts" or "push"), the limits it holds there and
+    # the members it could not use (attempts: member, container left behind, error).
+    for column in ("location", "target", "transfer", "limits", "attempts"):
+        if column not in db["runs"].columns_dict:
+            db["runs"].add_column(column, str)
+
+
 def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 

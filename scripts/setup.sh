@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install and start everything Pirus for Jupyter needs on a Debian/Ubuntu machine, as root.
 # Idempotent: safe to run again; it only does what is missing.
-#   - Debian packages: LXD, busybox-static (the demo/test base image), Chromium (panel tests),
+#   - Debian packages: LXD, busybox-static (the demo/test base image), openssl (the cluster
+#     tests' client certificate), Chromium (panel tests),
 #     node and npm if absent (building the JupyterLab panel)
 #   - a running, initialised LXD (dir storage pool, no network)
 #   - this project and its test dependencies (pip, editable)
@@ -12,6 +13,8 @@ need_apt=()
 command -v lxd >/dev/null 2>&1 || need_apt+=(lxd)
 # The statically linked busybox is copied into the minimal pipeline images.
 dpkg -s busybox-static >/dev/null 2>&1 || need_apt+=(busybox-static)
+# The cluster tests make the client certificate of their private LXD cluster with openssl.
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 if [ "${PIRUS_SKIP_BROWSER:-0}" != 1 ]; then
   command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 fi

@@ -209,7 +209,8 @@ SAMPLES = {
         "inputs": [{"name": "a", "path": "a", "size": 1}], "outputs": [], "start": None,
         "end": None, "status": "WAITING",
         "progress": {"value": 0, "min": 0, "max": 100, "label": None}, "exit_code": None,
-        "error": None, "created": "2024-01-01T00:00:00.000+00:00", "metrics": None},
+        "error": None, "created": "2024-01-01T00:00:00.000+00:00", "metrics": None,
+        "location": None, "target": None},
     "File": {
         "id": 1, "name": "a", "path": "a", "size": 1, "sha256": "0" * 64, "source": "upload",
         "run_id": None, "created": "2024-01-01T00:00:00.000+00:00"},

@@ -98,6 +98,10 @@ export interface IRun {
   error: string | null;
   created: string | null;
   metrics: IRunMetrics | null;
+  /** LXD cluster member the run was placed on (null: not a cluster, or not placed yet). */
+  location?: string | null;
+  /** Cluster member asked for at creation. */
+  target?: string | null;
 }
 
 export interface IFileRecord {

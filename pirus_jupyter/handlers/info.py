@@ -1,4 +1,4 @@
-"""``GET /pirus/api/v1``: version, API version, LXD connection state, limits."""
+"""``GET /pirus/api/v1``: version, API version, LXD connection state, limits, cluster members."""
 
 from __future__ import annotations
 
@@ -12,7 +12,13 @@ class InfoHandler(PirusHandler):
     @web.authenticated
     @authorized
     async def get(self) -> None:
-        self.send_json(await self.services.info())
+        info = await self.services.info()
+        runs = self.services.runs
+        # How run data reaches containers, and for an LXD cluster its members: their state
+        # as LXD reports it, their capacity and the Pirus runs each holds.
+        info["data_transfer"] = runs.data_transfer
+        info["cluster"] = await runs.cluster_info()
+        self.send_json(info)
 
 
 handlers = [(r"/pirus/api/v1/?", InfoHandler)]

@@ -32,7 +32,7 @@ class RunsHandler(PirusHandler):
     @authorized
     async def post(self) -> None:
         body = self.read_json()
-        unknown = set(body) - {"pipeline_id", "name", "config", "inputs"}
+        unknown = set(body) - {"pipeline_id", "name", "config", "inputs", "target"}
         if unknown:
             raise InvalidRequest(f"unknown field(s): {', '.join(sorted(unknown))}")
         inputs = body.get("inputs")
@@ -42,7 +42,7 @@ class RunsHandler(PirusHandler):
                       for i in inputs]
         run = await self.services.runs.create(
             json_id(body.get("pipeline_id"), "pipeline_id"), body.get("name"), body.get("config"),
-            inputs)
+            inputs, body.get("target"))
         self.set_header("Location", self.api_url("runs", run["id"]))
         self.send_json(run, status=201)
 

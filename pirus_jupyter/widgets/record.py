@@ -114,7 +114,7 @@ class RunRecord:
             "format_version": RECORD_VERSION,
             "pipeline": pipeline,
             "run": {k: data.get(k) for k in ("id", "name", "status", "exit_code", "error",
-                                             "created", "start", "end")},
+                                             "created", "start", "end", "location")},
             "config": data.get("config") or {},
             "inputs": _inputs_with_hashes(client, data),
             "outputs": [{k: o.get(k) for k in ("name", "path", "size", "sha256")}
@@ -342,6 +342,8 @@ class RunRecord:
             row("Started / ended", f"{e(str(r.get('start') or '-'))} → "
                                    f"{e(str(r.get('end') or '-'))}"),
         ]
+        if r.get("location"):
+            rows.append(row("Cluster member", e(str(r["location"]))))
         if r.get("error"):
             rows.append(row("Error", f'<pre style="margin:0;white-space:pre-wrap">'
                                      f'{e(str(r["error"]))}</pre>'))

@@ -236,7 +236,9 @@ class RunWidget(widgets.VBox):
             self.header.value = (
                 f"<b>Run {html.escape(str(run.id))}: {html.escape(str(run.name or ''))}</b> "
                 f"<span style='color:#57606a'>{html.escape(str(run.pipeline_name or ''))} "
-                f"{html.escape(str(run.pipeline_version or ''))}</span>")
+                f"{html.escape(str(run.pipeline_version or ''))}</span>"
+                + (f" <span style='color:#57606a'>on {html.escape(str(run.location))}</span>"
+                   if getattr(run, "location", None) else ""))
             self.status_label.value = (f"<b style='color:{colour};display:inline-block;"
                                        f"min-width:8em'>{html.escape(status)}</b>")
             progress = run.progress or {}

@@ -120,6 +120,7 @@ export function RunList(props: {
                   </span>
                   <span className="jp-pirus-row-sub">
                     #{run.id} · {run.pipeline_name} {run.pipeline_version ?? ''}
+                    {run.location ? <span className="jp-pirus-location"> · on {run.location}</span> : null}
                     <span className="jp-pirus-elapsed">{elapsedLabel(run, now)}</span>
                   </span>
                   <ProgressBar
@@ -347,6 +348,7 @@ export function RunDetails(props: { ctx: IPanelContext; id: number }): JSX.Eleme
           <span className="jp-pirus-muted">
             {' '}
             #{run.id} · {run.pipeline_name} {run.pipeline_version ?? ''}
+            {run.location ? <span className="jp-pirus-location"> · on cluster member {run.location}</span> : null}
           </span>
         </div>
       </div>
