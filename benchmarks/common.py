@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+MiB = 1024 * 1024
+# Containers and image aliases of this benchmark process carry this prefix.
+LXD_PREFIX = f"pb{os.getpid():x}"
 
 
 def free_port() -> int:
@@ -26,14 +33,17 @@ def free_port() -> int:
 class Server:
     """``jupyter server`` with the Pirus extension, in a temporary root, on loopback."""
 
-    def __init__(self, **settings: Any) -> None:
-        self.tmp = Path(tempfile.mkdtemp(prefix="pirus-bench-"))
+    def __init__(self, tmp: Path | None = None, **settings: Any) -> None:
+        self.own_tmp = tmp is None  # removed on exit (an upload benchmark leaves GiBs)
+        self.tmp = tmp or Path(tempfile.mkdtemp(prefix="pirus-bench-"))
         self.root = self.tmp / "root"
-        self.root.mkdir()
+        self.root.mkdir(exist_ok=True)
         self.port = free_port()
         self.token = "pirus-bench"
         self.url = f"http://127.0.0.1:{self.port}/"
-        self.settings = {"data_dir": str(self.tmp / "data"), **settings}
+        # Own LXD prefix: the daemon is shared with other servers (and test sessions).
+        self.settings = {"data_dir": str(self.tmp / "data"), "lxd_prefix": LXD_PREFIX,
+                         **settings}
         self.session = requests.Session()
         self.session.headers["Authorization"] = f"token {self.token}"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -45,7 +55,10 @@ class Server:
                 "--ServerApp.jpserver_extensions={'pirus_jupyter': True}"]
         args += [f"--PirusApp.{k}={v}" for k, v in self.settings.items()]
         log = open(self.tmp / "server.log", "wb")  # lives as long as the process
-        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        # The repository on the path: benchmarks may plug their own classes (IdleBackend).
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+            p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)}
+        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
@@ -62,6 +75,8 @@ class Server:
                 self.proc.wait(20)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+        if self.own_tmp and not os.environ.get("PIRUS_BENCH_KEEP"):
+            shutil.rmtree(self.tmp, ignore_errors=True)
 
     def api(self, path: str) -> str:
         return f"{self.url}pirus/api/v1/{path}".rstrip("/")
@@ -73,6 +88,13 @@ class Server:
                 if line.startswith("VmRSS:"):
                     return int(line.split()[1]) * 1024
         return 0
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the server process so far (all its threads)."""
+        assert self.proc
+        with open(f"/proc/{self.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def wait(self, path: str, until: Callable[[dict[str, Any]], bool], timeout: float = 300,
              interval: float = 0.02) -> dict[str, Any]:
@@ -90,6 +112,26 @@ class Server:
             target.write_bytes(package.read_bytes())
         created = self.session.post(self.api("pipelines"), json={"path": package.name}).json()
         return self.wait(f"pipelines/{created['id']}", lambda b: b["status"] in ("READY", "ERROR"))
+
+
+class RssSampler(threading.Thread):
+    """Peak RSS of the server process, sampled every 20 ms from /proc."""
+
+    def __init__(self, server: Server) -> None:
+        super().__init__(daemon=True)
+        self.server = server
+        self.peak = server.rss_bytes()
+        self.running = True
+
+    def run(self) -> None:
+        while self.running:
+            self.peak = max(self.peak, self.server.rss_bytes())
+            time.sleep(0.02)
+
+    def stop(self) -> int:
+        self.running = False
+        self.join()
+        return self.peak
 
 
 def percentile(values: list[float], pct: float) -> float:

@@ -1,8 +1,10 @@
 """Upload throughput: a 1 GiB file sent to a running Pirus server with TUS, in 8 MiB and 64 MiB
-chunks, by a raw HTTP client (one PATCH per chunk, no checksum) and by the kernel uploader
-(tuspy, sha1 per chunk, whole-file sha256 fingerprint), next to the disk's own write speed
-(`dd conv=fsync` of the same file into the same folder) measured in the same run. Also the
-server's peak RSS growth during the uploads (sampled every 20 ms)."""
+chunks, by three clients: raw PATCHes from Python (one keep-alive connection, no checksum),
+the curl binary (one process per PATCH, the file streamed from dd) and the kernel uploader
+(tuspy: sha1 per chunk, whole-file sha256 fingerprint). Baseline: the disk's own write speed
+(`dd conv=fsync` of the same file into the same folder), measured in every round of the same
+run. Each figure is the median of ``--rounds`` rounds. Also the server's RSS when idle and its
+peak during the uploads (sampled every 20 ms)."""
 
 from __future__ import annotations
 
@@ -10,34 +12,16 @@ import argparse
 import base64
 import http.client
 import os
+import shutil
 import subprocess
-import threading
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from benchmarks.common import Server, report
+from benchmarks.common import MiB, RssSampler, Server, median, report
 from pirus_jupyter.uploader import upload
 
-MiB = 1024 * 1024
-
-
-class RssSampler(threading.Thread):
-    def __init__(self, server: Server) -> None:
-        super().__init__(daemon=True)
-        self.server = server
-        self.peak = 0
-        self.running = True
-
-    def run(self) -> None:
-        while self.running:
-            self.peak = max(self.peak, self.server.rss_bytes())
-            time.sleep(0.02)
-
-    def stop(self) -> int:
-        self.running = False
-        self.join()
-        return self.peak
+TUS = {"Tus-Resumable": "1.0.0"}
 
 
 def make_file(path: Path, size: int) -> None:
@@ -47,15 +31,15 @@ def make_file(path: Path, size: int) -> None:
             f.write(block)
 
 
-def dd_speed(source: Path, folder: Path) -> float:
-    """MiB/s of dd writing the file into ``folder`` with a final fsync."""
+def dd_seconds(source: Path, folder: Path) -> float:
+    """Seconds for dd to write the file into ``folder`` with a final fsync."""
     target = folder / "dd-copy"
     t0 = time.perf_counter()
     subprocess.run(["dd", f"if={source}", f"of={target}", "bs=8M", "conv=fsync"],
                    check=True, capture_output=True)
     seconds = time.perf_counter() - t0
     target.unlink()
-    return source.stat().st_size / MiB / seconds
+    return seconds
 
 
 class _Slice:
@@ -72,20 +56,23 @@ class _Slice:
         return data
 
 
+def create_upload(server: Server, size: int, name: str) -> str:
+    """POST /uploads (TUS creation); the upload's path."""
+    meta = f"filename {base64.b64encode(name.encode()).decode()}"
+    response = server.session.post(server.api("uploads"), headers={
+        **TUS, "Upload-Length": str(size), "Upload-Metadata": meta})
+    assert response.status_code == 201, response.text
+    return urlsplit(response.headers["Location"]).path
+
+
 def raw_upload(server: Server, path: Path, chunk: int) -> float:
     """Seconds to upload ``path`` with plain PATCH requests of ``chunk`` bytes."""
     size = path.stat().st_size
     parts = urlsplit(server.url)
-    auth = {"Authorization": f"token {server.token}", "Tus-Resumable": "1.0.0"}
-    meta = f"filename {base64.b64encode(b'raw.bin').decode()}"
+    auth = {"Authorization": f"token {server.token}", **TUS}
     t0 = time.perf_counter()
+    location = create_upload(server, size, "raw.bin")
     conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=600)
-    conn.request("POST", "/pirus/api/v1/uploads", headers={
-        **auth, "Upload-Length": str(size), "Upload-Metadata": meta, "Content-Length": "0"})
-    response = conn.getresponse()
-    response.read()
-    assert response.status == 201, response.status
-    location = response.getheader("Location")
     offset = 0
     with open(path, "rb") as f:
         while offset < size:
@@ -101,39 +88,85 @@ def raw_upload(server: Server, path: Path, chunk: int) -> float:
     return time.perf_counter() - t0
 
 
+def curl_upload(server: Server, path: Path, chunk: int) -> float:
+    """Seconds to upload ``path`` with one ``curl -X PATCH`` per chunk, as a shell script
+    would: dd cuts the chunk, curl streams it (no chunked encoding, no Expect)."""
+    size = path.stat().st_size
+    t0 = time.perf_counter()
+    url = server.url.rstrip("/") + create_upload(server, size, "curl.bin")
+    offset = 0
+    while offset < size:
+        length = min(chunk, size - offset)
+        dd = subprocess.Popen(["dd", f"if={path}", "bs=1M", f"skip={offset // MiB}",
+                               f"count={-(-length // MiB)}", "status=none"],
+                              stdout=subprocess.PIPE)
+        done = subprocess.run(
+            ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code} %header{upload-offset}",
+             "-X", "PATCH", "-T", "-", "-H", f"Authorization: token {server.token}",
+             "-H", "Tus-Resumable: 1.0.0", "-H", f"Upload-Offset: {offset}",
+             "-H", "Content-Type: application/offset+octet-stream",
+             "-H", f"Content-Length: {length}", "-H", "Transfer-Encoding:", "-H", "Expect:",
+             url], stdin=dd.stdout, capture_output=True, text=True, check=True)
+        assert dd.stdout
+        dd.stdout.close()
+        dd.wait()
+        status, new_offset = done.stdout.split()
+        assert status == "204", done.stdout + done.stderr
+        offset = int(new_offset)
+    return time.perf_counter() - t0
+
+
+def tuspy_upload(server: Server, path: Path, chunk: int) -> float:
+    t0 = time.perf_counter()
+    upload(server.url, server.token, path, chunk_size=chunk,
+           url_storage_path=server.tmp / f"urls-{time.monotonic_ns()}.json")
+    return time.perf_counter() - t0
+
+
+def clean_uploads(server: Server) -> None:
+    for record in server.session.get(server.api("uploads")).json()["items"]:
+        server.session.delete(server.api(f"uploads/{record['id']}"), headers=TUS)
+    for f in (server.root / "pirus-uploads").glob("*"):
+        f.unlink()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--size-mib", type=int, default=1024)
+    parser.add_argument("--rounds", type=int, default=3, help="median of N rounds (default 3)")
     args = parser.parse_args()
+    clients = {"raw_patch": raw_upload, "tuspy": tuspy_upload}
+    if shutil.which("curl"):
+        clients = {"raw_patch": raw_upload, "curl": curl_upload, "tuspy": tuspy_upload}
+    else:
+        print("# curl not installed: no curl figures")
     with Server() as server:
         source = server.tmp / "source.bin"
         make_file(source, args.size_mib * MiB)
         parts_dir = Path(server.settings["data_dir"]) / "uploads"
         parts_dir.mkdir(parents=True, exist_ok=True)
+        server.session.get(server.api("uploads"))  # the upload handlers' first use
         rss_idle = server.rss_bytes()
         sampler = RssSampler(server)
         sampler.start()
         for chunk_mib in (8, 64):
-            disk = dd_speed(source, parts_dir)
-            raw = args.size_mib / raw_upload(server, source, chunk_mib * MiB)
-            t0 = time.perf_counter()
-            upload(server.url, server.token, source, chunk_size=chunk_mib * MiB,
-                   url_storage_path=server.tmp / f"urls-{chunk_mib}.json")
-            tus = args.size_mib / (time.perf_counter() - t0)
+            seconds: dict[str, list[float]] = {"disk": [], **{c: [] for c in clients}}
+            for _ in range(args.rounds):
+                # dd in every round, next to the uploads: the disk's speed drifts.
+                seconds["disk"].append(dd_seconds(source, parts_dir))
+                for client, send in clients.items():
+                    seconds[client].append(send(server, source, chunk_mib * MiB))
+                    clean_uploads(server)
+            speed = {k: args.size_mib / median(v) for k, v in seconds.items()}
             label = f"upload[{chunk_mib}MiB]"
-            report(f"{label}.disk_dd_fsync_mib_s", f"{disk:.0f}")
-            report(f"{label}.raw_patch_mib_s", f"{raw:.0f}")
-            report(f"{label}.raw_patch_ratio_to_disk", f"{raw / disk:.2f}")
-            report(f"{label}.tuspy_mib_s", f"{tus:.0f}")
-            report(f"{label}.tuspy_ratio_to_disk", f"{tus / disk:.2f}")
-            for record in server.session.get(server.api("uploads")).json()["items"]:
-                server.session.delete(server.api(f"uploads/{record['id']}"),
-                                      headers={"Tus-Resumable": "1.0.0"})
-            for f in (server.root / "pirus-uploads").glob("*"):
-                f.unlink()
+            report(f"{label}.disk_dd_fsync_mib_s", f"{speed['disk']:.0f}")
+            for client in clients:
+                report(f"{label}.{client}_mib_s", f"{speed[client]:.0f}")
+                report(f"{label}.{client}_ratio_to_disk", f"{speed[client] / speed['disk']:.2f}")
         peak = sampler.stop()
-        report("upload.server_rss_idle_mib", f"{rss_idle / MiB:.0f}")
         report("upload.server_peak_rss_growth_mib", f"{(peak - rss_idle) / MiB:.0f}")
+        report("memory.idle_mib", f"{rss_idle / MiB:.0f}")
+        report("memory.upload_peak_mib", f"{peak / MiB:.0f}")
 
 
 if __name__ == "__main__":

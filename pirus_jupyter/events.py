@@ -8,6 +8,7 @@ memory without bound; clients reconnect and re-read state.
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +18,19 @@ EVENT_TYPES = (
     "file.created", "file.deleted",
     "upload.created", "upload.updated", "upload.deleted",
 )
+
+
+class Event(dict):  # type: ignore[type-arg]
+    """A published ``{"type", "data"}`` message. Its JSON text is made once, however many
+    websockets send it (not once per subscriber)."""
+
+    _text: str | None = None
+
+    @property
+    def text(self) -> str:
+        if self._text is None:
+            self._text = json.dumps(self)
+        return self._text
 
 
 @dataclass(eq=False)
@@ -47,7 +61,7 @@ class EventBus:
 
     def publish(self, event_type: str, data: dict[str, Any]) -> None:
         """Deliver ``{"type", "data"}`` to every subscriber without ever awaiting."""
-        message = {"type": event_type, "data": data}
+        message = Event(type=event_type, data=data)
         for sub in list(self._subscribers):
             try:
                 sub.queue.put_nowait(message)

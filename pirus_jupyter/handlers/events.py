@@ -14,8 +14,10 @@ from jupyter_server.base.handlers import JupyterHandler
 from jupyter_server.extension.handler import ExtensionHandlerMixin
 from tornado import web, websocket
 
+from ..events import Event
 from .base import allowed_methods
 
+WRITE_BATCH = 32  # events written to a websocket before waiting for them to be sent
 _KEY_RE = re.compile(r"[A-Za-z0-9+/]{21}[AQgw]==")  # base64 of exactly 16 bytes
 
 
@@ -57,11 +59,20 @@ class EventsHandler(ExtensionHandlerMixin, JupyterHandler, websocket.WebSocketHa
         sub = self._subscription
         try:
             while True:
-                message = await sub.get()
-                if message["type"] == "subscription.overflow":
-                    self.close(1013, "client too slow; reconnect and re-read state")
-                    return
-                await self.write_message(json.dumps(message))
+                # Write what is already queued (up to WRITE_BATCH), then wait for the socket
+                # once: waiting for each message's flush made a busy server fall behind its
+                # clients. The cap keeps what sits unsent in the socket's buffer small, so a
+                # client that stops reading is still cut off by its queue.
+                batch = [await sub.get()]
+                while len(batch) < WRITE_BATCH and not sub.queue.empty():
+                    batch.append(sub.queue.get_nowait())
+                for message in batch:
+                    if message["type"] == "subscription.overflow":
+                        self.close(1013, "client too slow; reconnect and re-read state")
+                        return
+                    text = message.text if isinstance(message, Event) else json.dumps(message)
+                    flushed = self.write_message(text)
+                await flushed
         except (websocket.WebSocketClosedError, asyncio.CancelledError):
             return
 
