@@ -1,14 +1,16 @@
 """Publish/subscribe of change events, fanned out to websocket subscribers.
 
 Each subscriber owns a bounded queue. A subscriber that falls too far behind is cut off (its
-``overflowed`` flag is set and the websocket closes) instead of slowing the publisher or growing
-memory without bound; clients reconnect and re-read state.
+``overflowed`` flag is set, its queued events are dropped and the websocket closes) instead of
+slowing the publisher or growing memory without bound; clients reconnect and re-read state.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +39,9 @@ class Event(dict):  # type: ignore[type-arg]
 class Subscription:
     queue: asyncio.Queue[dict[str, Any]] = field(default_factory=lambda: asyncio.Queue(1000))
     overflowed: bool = False
+    # Called (soon, on the event loop) once the subscriber is cut off: a consumer that reads
+    # nothing is stuck in a write and would never see the overflow marker in its queue.
+    on_overflow: Callable[[], None] | None = None
 
     async def get(self) -> dict[str, Any]:
         return await self.queue.get()
@@ -66,8 +71,20 @@ class EventBus:
             try:
                 sub.queue.put_nowait(message)
             except asyncio.QueueFull:
-                sub.overflowed = True
-                self._subscribers.discard(sub)
-                # Wake the consumer so it notices it was cut off.
-                sub.queue.get_nowait()
-                sub.queue.put_nowait({"type": "subscription.overflow", "data": {}})
+                self._cut_off(sub)
+
+    def _cut_off(self, sub: Subscription) -> None:
+        sub.overflowed = True
+        self._subscribers.discard(sub)
+        # Its backlog is useless now (the client must re-read state): free it at once, and
+        # leave only the marker that tells a reading consumer it was cut off.
+        while not sub.queue.empty():
+            sub.queue.get_nowait()
+        sub.queue.put_nowait({"type": "subscription.overflow", "data": {}})
+        if sub.on_overflow is not None:
+            callback = sub.on_overflow
+            try:
+                asyncio.get_running_loop().call_soon(callback)
+            except RuntimeError:  # published outside the loop (scripts, tests)
+                with contextlib.suppress(Exception):
+                    callback()

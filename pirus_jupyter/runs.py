@@ -67,6 +67,8 @@ EXIT_FILE = "exit_code"
 STATE_CHECK_INTERVAL = 2.0
 # How long a running pipeline is given while LXD cannot be reached before it is ended in ERROR.
 LXD_OUTAGE_GRACE = 120.0
+# Seconds between looks at the queue while LXD is unreachable.
+QUEUE_RETRY = 5.0
 HEARTBEAT_FILE = "heartbeat"
 HEARTBEAT_INTERVAL = 5.0
 LOG_NAMES = ("out", "err")
@@ -183,6 +185,8 @@ class RunManager:
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._locks: dict[int, asyncio.Lock] = {}
         self._lxd_lost: dict[int, float] = {}  # run id -> when LXD was first found unreachable
+        self._removals: dict[str, asyncio.Task[None]] = {}  # container deletions to retry
+        self._queue_retry: asyncio.Task[None] | None = None  # the queue held while LXD is down
         # Seconds without a heartbeat (and no exit code) after which a RUNNING run is lost.
         self.heartbeat_timeout = 6 * HEARTBEAT_INTERVAL
         self._schedule_lock = asyncio.Lock()
@@ -206,7 +210,9 @@ class RunManager:
     async def stop(self) -> None:
         """Stop watching; containers keep running and are reconciled at the next start."""
         self._stopping = True
-        tasks = list(self._tasks.values())
+        tasks = [*self._tasks.values(), *self._removals.values()]
+        if self._queue_retry:
+            tasks.append(self._queue_retry)
         if self._reconcile_task:
             tasks.append(self._reconcile_task)
         if self._member_watch:
@@ -289,6 +295,11 @@ class RunManager:
                                                order_by="id", limit=1)
                 if not rows:
                     return
+                if not await self._backend_connected():
+                    # LXD down: starting runs now would end them in ERROR one after another;
+                    # they stay WAITING and the queue looks again in a few seconds.
+                    self._schedule_later()
+                    return
                 run_id = rows[0]["id"]
                 values: dict[str, Any] = {}
                 try:
@@ -307,6 +318,22 @@ class RunManager:
                 except Conflict:
                     continue  # canceled meanwhile
                 self._track(run_id, self._execute(run_id))
+
+    async def _backend_connected(self) -> bool:
+        try:
+            info = await asyncio.to_thread(self.backend.info)
+        except Exception:  # a backend without a connection to report
+            return True
+        return bool(info.get("connected", True))
+
+    def _schedule_later(self) -> None:
+        if self._queue_retry is None or self._queue_retry.done():
+            self._queue_retry = asyncio.get_running_loop().create_task(self._schedule_after())
+
+    async def _schedule_after(self) -> None:
+        await asyncio.sleep(QUEUE_RETRY)
+        self._queue_retry = None  # so that the queue, held again, can set a new retry
+        await self.schedule()
 
     def _track(self, run_id: int, work: Awaitable[None]) -> None:
         task = asyncio.get_running_loop().create_task(self._guard(run_id, work))
@@ -359,11 +386,33 @@ class RunManager:
         await self._remove_container(row)
 
     async def _remove_container(self, row: dict[str, Any]) -> None:
-        if row.get("lxd_container"):
-            try:
-                await asyncio.to_thread(self.backend.delete_container, row["lxd_container"])
-            except PirusError as e:
-                self.log.warning("pirus: could not delete %s: %s", row["lxd_container"], e)
+        name = row.get("lxd_container")
+        if not name:
+            return
+        try:
+            await asyncio.to_thread(self.backend.delete_container, name)
+        except PirusError as e:
+            self.log.warning("pirus: could not delete %s: %s", name, e)
+            # LXD down or shutting down: try again later rather than leave the container
+            # (and its disk and memory) behind until the next start of this server.
+            if name not in self._removals and not self._stopping:
+                self._removals[name] = asyncio.get_running_loop().create_task(
+                    self._retry_removal(name))
+
+    async def _retry_removal(self, name: str) -> None:
+        delay = 5.0
+        try:
+            while not self._stopping:
+                await asyncio.sleep(delay)
+                try:
+                    await asyncio.to_thread(self.backend.delete_container, name)
+                    self.log.info("pirus: deleted %s on a later attempt", name)
+                    return
+                except PirusError as e:
+                    self.log.debug("pirus: could not delete %s yet: %s", name, e)
+                delay = min(delay * 2, 60.0)
+        finally:
+            self._removals.pop(name, None)
 
     # -- public operations -------------------------------------------------------------
     def _public(self, row: dict[str, Any]) -> dict[str, Any]:
@@ -462,11 +511,8 @@ class RunManager:
         async with self._lock(run_id):
             row = await self.store.get("runs", run_id)
             check_run_move(row["status"], S.PAUSE)
-            try:
-                await asyncio.to_thread(self.backend.freeze, row["lxd_container"])
-            except PirusError as e:  # the command has ended: hashing without it is still right
-                self.log.warning("pirus: run %s: could not freeze before hashing: %s", run_id,
-                                 e.message)
+            # A failed freeze is the caller's error: the run goes on, it is not PAUSE.
+            await asyncio.to_thread(self.backend.freeze, row["lxd_container"])
             return self._public(await self._move(run_id, S.PAUSE))
 
     async def resume(self, run_id: int) -> dict[str, Any]:
@@ -820,6 +866,7 @@ class RunManager:
                 except (InvalidRequest, Conflict) as e:
                     self.log.debug("pirus: run %s ignored report %s: %s", run_id, merged, e)
             if status in (S.RUNNING, S.FINISHING):
+                await self._check_log_cap(row)
                 code = await asyncio.to_thread(self._exit_code, row)
                 if code is not None:
                     await self._finish(run_id, code)
@@ -855,9 +902,27 @@ class RunManager:
             elapsed = phase_durations(row.get("timings") or []).get(S.RUNNING.value, 0.0)
             if elapsed > self.run_timeout:
                 raise PirusError(f"timed out after {self.run_timeout:g} s")
-        size = await asyncio.to_thread(self._log_sizes, row)
-        if size > self.log_max_bytes:
-            raise PirusError(f"a log file exceeded {self.log_max_bytes} bytes")
+
+    async def _check_log_cap(self, row: dict[str, Any]) -> None:
+        """Checked at every poll, so a pipeline flooding its output is caught within one poll
+        interval: stop it (freeze at once, then delete: nothing writes any more), cut the logs
+        back to the cap, and end the run in ERROR."""
+        if await asyncio.to_thread(self._log_sizes, row) <= self.log_max_bytes:
+            return
+        with contextlib.suppress(PirusError):
+            await asyncio.to_thread(self.backend.freeze, row["lxd_container"])
+        await self._remove_container(row)
+        await asyncio.to_thread(self._truncate_logs, row)
+        raise PirusError(f"a log file exceeded {self.log_max_bytes} bytes: the pipeline was "
+                         "stopped and the log cut to that size")
+
+    def _truncate_logs(self, row: dict[str, Any]) -> None:
+        logs = self._paths(row)["logs"]
+        for name in LOG_NAMES:
+            path = logs / f"{name}.log"
+            with contextlib.suppress(OSError):
+                if path.stat().st_size > self.log_max_bytes:
+                    os.truncate(path, self.log_max_bytes)
 
     async def _metrics(self, row: dict[str, Any], state: ContainerState | None = None
                        ) -> dict[str, Any]:
@@ -930,7 +995,12 @@ class RunManager:
             # Freeze (milliseconds, where a stop takes most of a second) so nothing left
             # running in the container writes to outputs while they are hashed; deleting the
             # container waits until the run is recorded DONE.
-            await asyncio.to_thread(self.backend.freeze, row["lxd_container"])
+            try:
+                await asyncio.to_thread(self.backend.freeze, row["lxd_container"])
+            except PirusError as e:  # LXD down or shutting down: the command has ended, and
+                # hashing without the freeze is still right
+                self.log.warning("pirus: run %s: could not freeze before hashing: %s", run_id,
+                                 e.message)
             hashes = None
             if pipeline:  # outputs too, each checked against its sha256 in the container
                 hashes = await asyncio.to_thread(self.transfer.pull_outputs,

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .backend import Backend
 from .events import EventBus
 from .files import FileService
+from .looplag import LoopLagMonitor
 from .pipelines import PipelineService
 from .runs import RunManager
 from .store import Store
@@ -31,6 +32,7 @@ class Services:
     pipelines: PipelineService
     runs: RunManager
     uploads: UploadService
+    looplag: LoopLagMonitor = field(default_factory=LoopLagMonitor)
 
     @classmethod
     def build(cls, app: PirusApp, root_dir: Path, data_dir: Path, backend: Backend) -> Services:
@@ -65,10 +67,12 @@ class Services:
 
     async def start(self) -> None:
         """Background work once the loop runs: reconcile runs with LXD, start the queue."""
+        self.looplag.start()
         await self.uploads.start()  # first: it does not depend on LXD
         await self.runs.start()
 
     async def stop(self) -> None:
+        await self.looplag.stop()
         await self.uploads.stop()
         await self.runs.stop()
         await asyncio.to_thread(self.store.close)
@@ -89,4 +93,5 @@ class Services:
                 "run_timeout": self.runs.run_timeout,
             },
             "active_runs": self.runs.active_count,
+            "loop_lag": self.looplag.stats(),
         }

@@ -118,6 +118,26 @@ class StorageError(PirusError):
     code = "storage_error"
 
 
+class InsufficientStorage(StorageError):
+    """The upload store is full (ENOSPC, EDQUOT): the client resumes once space is freed."""
+
+    status = 507
+    code = "insufficient_storage"
+
+
+_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+def storage_error(e: OSError, kept: int | None = None) -> StorageError:
+    """The error a client gets when bytes could not be stored: 507 for a full disk, saying
+    where to resume, 500 otherwise."""
+    if e.errno in _FULL_ERRNOS:
+        where = f"; {kept} bytes are stored: resume at Upload-Offset {kept} once space is " \
+                "freed" if kept is not None else ""
+        return InsufficientStorage(f"the upload store is full ({os.strerror(e.errno)}){where}")
+    return StorageError(f"cannot store the uploaded bytes: {e}")
+
+
 def _with_headers(error: PirusError, headers: Mapping[str, str]) -> PirusError:
     """Attach response headers to an error; the upload handlers' ``write_error`` sends them."""
     error.headers = dict(headers)  # type: ignore[attr-defined]
@@ -379,6 +399,9 @@ class ChunkWriter:
         self._saved: Any = None  # running hash at ``recorded``, restored when bytes are discarded
         self._checkpoint: asyncio.Task[None] | None = None  # a background fsync + record
         self._snapshot: tuple[int, Any] | None = None  # (offset, hash copy) for that checkpoint
+        # Where the first failed write started (disk full): the bytes before it are kept.
+        self._failed_at: int | None = None
+        self._failure: OSError | None = None
 
     # -- setup ------------------------------------------------------------------------
     async def open(self) -> None:
@@ -432,7 +455,7 @@ class ChunkWriter:
                         self._run_checkpoint(self._pending, self.start + self.flushed))
             except OSError as e:
                 # Keep reading (and ignoring) the body so that the client gets a response.
-                self.error = StorageError(f"cannot store the uploaded bytes: {e}")
+                self.error = storage_error(e)
 
     async def _flush_buffer(self) -> None:
         if self._pending is not None:
@@ -452,7 +475,14 @@ class ChunkWriter:
 
     def _write(self, data: bytearray, position: int) -> None:
         assert self._fd is not None and self._hash is not None
-        _pwrite_all(self._fd, data, position)
+        try:
+            _pwrite_all(self._fd, data, position)
+        except OSError as e:
+            # Writes run one at a time, in order, and the hash only takes what was written:
+            # the file and the hash are both good up to ``position``.
+            if self._failed_at is None:
+                self._failed_at, self._failure = position, e
+            raise
         self._hash.digest.update(data)
         self._hash.size += len(data)
         if self._checksum_digest is not None:
@@ -519,6 +549,45 @@ class ChunkWriter:
             # The state at the recorded offset is unknown: the next request rebuilds it from disk.
             self.service._hashers.pop(self.upload_id, None)
 
+    async def _keep_written(self) -> None:
+        """After a failed write (a full disk): keep the bytes written before it (cut the file
+        there, fsync, record the offset) so that the client resumes from there once space is
+        freed, instead of sending the whole body again. Anything else is discarded as usual."""
+        with contextlib.suppress(Exception):
+            await self._wait_checkpoint()
+        if self._pending is not None:
+            with contextlib.suppress(Exception):
+                await self._pending
+            self._pending = None
+        self._buffer = bytearray()
+        good = self._failed_at
+        # A checksum covers the whole body: a part of it can never be verified.
+        if good is None or good <= self.recorded or self.checksum is not None or \
+                self._fd is None or self._hash is None or self._hash.size != good:
+            await self._discard()
+            return
+        try:
+            await self._run(os.ftruncate, self._fd, good)
+            await self._run(os.fsync, self._fd)
+            self.row = await self.service._record_offset(self, good)
+        except Exception:
+            self.service.log.exception("pirus: upload %s: cannot keep the bytes before the "
+                                       "failed write", self.upload_id)
+            await self._discard()
+            return
+        self.recorded = good
+        self._saved = self._hash.digest.copy()
+
+    async def _fail_storage(self, e: OSError | None = None) -> PirusError:
+        """Clean up after bytes could not be stored; the error to answer, saying where to
+        resume."""
+        e = self._failure or e
+        await self._keep_written()
+        error = storage_error(e, self.recorded) if e is not None else (
+            self.error or StorageError("cannot store the uploaded bytes"))
+        return _with_headers(error, {**self.error_headers,
+                                     "Upload-Offset": str(self.recorded)})
+
     async def _close(self) -> None:
         if self._fd is not None:
             fd, self._fd = self._fd, None
@@ -536,14 +605,15 @@ class ChunkWriter:
                 raise Conflict("the request was interrupted")
             self.state = "committing"
         try:
+            if isinstance(self.error, StorageError):
+                raise await self._fail_storage()
             if self.error is not None:
                 await self._discard()
                 raise _with_headers(self.error, self.error_headers)
             try:
                 await self._drain()
             except OSError as e:
-                await self._discard()
-                raise StorageError(f"cannot store the uploaded bytes: {e}") from e
+                raise await self._fail_storage(e) from e
             if (self._checksum_digest is not None and self.checksum is not None
                     and self._checksum_digest.digest() != self.checksum[1]):
                 await self._discard()
@@ -554,8 +624,7 @@ class ChunkWriter:
             try:
                 await self._make_durable()
             except OSError as e:
-                await self._discard()
-                raise StorageError(f"cannot store the uploaded bytes: {e}") from e
+                raise await self._fail_storage(e) from e
             await self._close()
             return await self.service._maybe_finish(self.row)
         finally:
@@ -571,11 +640,16 @@ class ChunkWriter:
                 return
             self.state = "aborting"
         try:
-            if self.checksum is not None or self.error is not None:
+            if isinstance(self.error, StorageError):
+                await self._keep_written()
+            elif self.checksum is not None or self.error is not None:
                 await self._discard()
             else:
                 try:
                     await self._make_durable()
+                except OSError:
+                    await self._keep_written()
+                    raise
                 except Exception:
                     await self._discard()
                     raise
@@ -888,7 +962,10 @@ class UploadService:
         partial = concat_kind == "partial"
         self._creating.add(upload_id)
         try:
-            await asyncio.to_thread(self._truncate_part, upload_id, 0)
+            try:
+                await asyncio.to_thread(self._truncate_part, upload_id, 0)
+            except OSError as e:  # no room even for an empty part file
+                raise storage_error(e) from e
             row = _decode(await self.store.insert("uploads", {
                 "id": upload_id, "kind": kind, "filename": filename, "metadata": metadata,
                 "length": length, "offset": 0, "status": UPLOADING, "created": now_iso(),

@@ -25,9 +25,11 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    def __init__(self, root_dir: Path, data_dir: Path, **settings: Any) -> None:
+    def __init__(self, root_dir: Path, data_dir: Path, env: dict[str, str] | None = None,
+                 **settings: Any) -> None:
         self.root_dir = root_dir
         self.data_dir = data_dir
+        self.env = env  # e.g. LXD_DIR of a private LXD daemon; default: this process' own
         self.settings = settings
         self.port = free_port()
         self.token = "pirus-test-token"
@@ -49,7 +51,7 @@ class ServerProcess:
         args += [f"--PirusApp.{k}={v}" for k, v in self.settings.items()]
         log = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the process' lifetime
         self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
-                                     env={**os.environ, "JUPYTER_PLATFORM_DIRS": "1"})
+                                     env={**(self.env or os.environ), "JUPYTER_PLATFORM_DIRS": "1"})
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:

@@ -53,7 +53,13 @@ class EventsHandler(ExtensionHandlerMixin, JupyterHandler, websocket.WebSocketHa
     def open(self, *args: Any, **kwargs: Any) -> None:
         bus = self.settings["pirus"].events
         self._subscription = bus.subscribe()
+        # Cut off for being too slow: close now, even if the pump is stuck writing to it.
+        self._subscription.on_overflow = self._too_slow
         self._pump = asyncio.get_running_loop().create_task(self._forward())
+
+    def _too_slow(self) -> None:
+        if self.ws_connection is not None:
+            self.close(1013, "client too slow; reconnect and re-read state")
 
     async def _forward(self) -> None:
         sub = self._subscription
@@ -76,9 +82,20 @@ class EventsHandler(ExtensionHandlerMixin, JupyterHandler, websocket.WebSocketHa
         except (websocket.WebSocketClosedError, asyncio.CancelledError):
             return
 
+    _pongs_unsent = 0
+
     def on_message(self, message: str | bytes) -> None:
-        if message == "ping":
-            self.write_message(json.dumps({"type": "pong", "data": {}}))
+        # A client that pings but never reads would make pongs pile up in the write buffer:
+        # a few unsent ones at most, the other pings go unanswered.
+        if message == "ping" and self._pongs_unsent < 8:
+            self._pongs_unsent += 1
+            sent = self.write_message(json.dumps({"type": "pong", "data": {}}))
+            sent.add_done_callback(self._pong_sent)
+
+    def _pong_sent(self, future: asyncio.Future[None]) -> None:
+        self._pongs_unsent -= 1
+        if not future.cancelled():
+            future.exception()  # a closed connection is not an error here
 
     def on_close(self) -> None:
         if hasattr(self, "_subscription"):
