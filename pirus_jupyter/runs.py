@@ -911,6 +911,7 @@ class RunManager:
             return
         with contextlib.suppress(PirusError):
             await asyncio.to_thread(self.backend.freeze, row["lxd_container"])
+        await self._pull_logs_quietly(row)
         await self._remove_container(row)
         await asyncio.to_thread(self._truncate_logs, row)
         raise PirusError(f"a log file exceeded {self.log_max_bytes} bytes: the pipeline was "

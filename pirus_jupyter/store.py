@@ -171,7 +171,6 @@ class Store:
         return self.db.execute(f"UPDATE [{table}] SET {sets} WHERE id = ?",
                                [*params, row_id]).rowcount
 
-
     @_on_db_thread
     def get(self, table: str, row_id: Any) -> dict[str, Any]:
         return self._get(table, row_id)
