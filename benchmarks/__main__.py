@@ -2,7 +2,8 @@
 
 Each item runs in its own process and prints ``name: value`` lines as it goes (scripts read
 those); at the end comes a table of every result, for people, and the total wall time. Items:
-upload, run_overhead, queue, api_scale, and load when ``benchmarks/load.py`` exists.
+upload, run_overhead, queue, api_scale, load (when ``benchmarks/load.py`` exists) and
+placement (a 3-member LXD cluster started for it).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ ITEMS: dict[str, list[str]] = {
     "queue": ["--runs", "12", "--single", "3"],
     "api_scale": ["--runs", "2000", "--requests", "100", "--seconds", "3"],
     "load": ["--seconds", "15"],  # optional: runs only when benchmarks/load.py exists
+    "placement": ["-n", "2"],  # starts its own 3-member LXD cluster on loopback
 }
 TIMEOUT = 600.0  # seconds per item: a hung item must not hold up the others
 LINE = re.compile(r"^([A-Za-z0-9_.\[\]=,%-]+): (.+)$")
