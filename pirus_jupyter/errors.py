@@ -32,6 +32,12 @@ class InvalidRequest(PirusError):
     code = "invalid_request"
 
 
+class UnknownMember(InvalidRequest):
+    """A run's ``target`` names no member of the LXD cluster (or LXD is not clustered)."""
+
+    code = "unknown_member"
+
+
 class Forbidden(PirusError):
     status = 403
     code = "forbidden"

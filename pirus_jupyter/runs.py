@@ -36,6 +36,7 @@ from .errors import (
     MemberUnavailable,
     NotFound,
     PirusError,
+    UnknownMember,
 )
 from .events import EventBus
 from .files import (
@@ -486,7 +487,7 @@ class RunManager:
                            code="pipeline_not_ready")
         if name is not None and not isinstance(name, str):
             raise InvalidRequest("name must be a string")
-        await self._check_target(target)
+        target = await self._check_target(target)
         resolved = await self._resolve_inputs(inputs if inputs is not None else [])
         dbs = [d["name"] for d in await self.databases()]
         schema = await self.pipelines.form(pipeline_id, [i["name"] for i in resolved], dbs)
@@ -1094,20 +1095,22 @@ class RunManager:
                 await self._fail(row["id"], reason)
         return None
 
-    async def _check_target(self, target: Any) -> None:
-        if target is None:
-            return
-        if not isinstance(target, str) or not target:
+    async def _check_target(self, target: Any) -> str | None:
+        """The member a run must go to, or None (null or "": any member)."""
+        if target is None or target == "":
+            return None
+        if not isinstance(target, str):
             raise InvalidRequest("target must be the name of an LXD cluster member")
         try:
             members = await self._cluster_members(max_age=0)
         except PirusError as e:
-            raise InvalidRequest(f"cannot check target {target!r}: {e.message}") from e
+            raise UnknownMember(f"cannot check target {target!r}: {e.message}") from e
         if not members:
-            raise InvalidRequest("target needs an LXD cluster; this LXD is not clustered")
+            raise UnknownMember("target needs an LXD cluster; this LXD is not clustered")
         if target not in {m.name for m in members}:
-            raise InvalidRequest(f"no cluster member is named {target!r} (members: "
-                                 f"{', '.join(m.name for m in members)})")
+            raise UnknownMember(f"no cluster member is named {target!r} (members: "
+                                f"{', '.join(m.name for m in members)})")
+        return target
 
     async def _launch_elsewhere(self, row: dict[str, Any], tried: list[str],
                                 error: PirusError) -> dict[str, Any] | None:

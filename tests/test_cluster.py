@@ -229,7 +229,8 @@ async def test_limited_and_targeted_runs_land_where_they_fit(api, install, tmp_p
     assert "m3: memory 8.0 GiB > 2.0 GiB" in never["error"]
     # a member that does not exist is refused at once, with nothing created
     code, body = await api("POST", "runs", body={"pipeline_id": small["id"], "target": "m9"})
-    assert code == 400 and "no cluster member is named 'm9'" in body["error"]["message"]
+    assert code == 400 and body["error"]["code"] == "unknown_member"
+    assert "no cluster member is named 'm9'" in body["error"]["message"]
     code, listing = await api("GET", "runs")
     assert listing["total"] == 3
 

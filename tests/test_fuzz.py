@@ -110,8 +110,9 @@ CROSS_FIELD_RULES: dict[str, dict[int, set[str] | None]] = {
     # length; a checksum of other bytes.
     "POST /uploads": {400: None, 413: None, 460: None},
     "PATCH /uploads/{upload_id}": {400: None, 413: None, 460: None},
-    # config is checked against the pipeline's form; an input may be a folder.
-    "POST /runs": {400: {"invalid_config", "invalid_request"}},
+    # config is checked against the pipeline's form; an input may be a folder; a target
+    # must name a member of the LXD cluster (the fuzz server's LXD is not clustered).
+    "POST /runs": {400: {"invalid_config", "invalid_request", "unknown_member"}},
 }
 
 

@@ -158,6 +158,21 @@ async def test_cancel_running_and_waiting(api, install, sleepy_package, pirus):
     assert code == 404
 
 
+async def test_target_on_a_single_host(api, install, tmp_path):
+    """Without an LXD cluster: an empty target means any member (the run goes on as usual);
+    a member's name is refused with its own code and nothing is created."""
+    pipeline = await install(build_pipeline(tmp_path / "t.tar.gz", name="t", form={},
+                                            script="#!/bin/sh\ntrue\n"))
+    code, body = await api("POST", "runs", body={"pipeline_id": pipeline["id"], "target": "m1"})
+    assert code == 400 and body["error"]["code"] == "unknown_member", body
+    assert "not clustered" in body["error"]["message"]
+    code, listing = await api("GET", "runs", params={"pipeline_id": str(pipeline["id"])})
+    assert listing["total"] == 0
+    code, run = await api("POST", "runs", body={"pipeline_id": pipeline["id"], "target": ""})
+    assert code == 201 and run["target"] is None, run
+    assert (await run_to_end(api, run["id"]))["status"] == "DONE"
+
+
 async def test_queue_honours_max_parallel(api, install, tmp_path, pirus):
     script = "#!/bin/sh\nsleep 0.6\n"
     pipeline = await install(build_pipeline(tmp_path / "q.tar.gz", name="q", form={},
