@@ -852,24 +852,14 @@ class RunManager:
                     not await self._container_answers(row):
                 await self._member_lost(row)
                 return
-            reports, offset = await asyncio.to_thread(self._read_reports, row, offset)
-            merged: dict[str, Any] = {}
-            for report in reports:
-                if isinstance(report, dict):
-                    if isinstance(report.get("progress"), dict):
-                        merged["progress"] = {**merged.get("progress", {}), **report["progress"]}
-                    if str(report.get("status")).upper() in ("FINISHING", "FINALIZING"):
-                        merged["status"] = S.FINISHING.value
-            if merged:
-                try:
-                    async with self._lock(run_id):
-                        row = await self._apply_report(run_id, merged)
-                except (InvalidRequest, Conflict) as e:
-                    self.log.debug("pirus: run %s ignored report %s: %s", run_id, merged, e)
+            row, offset = await self._follow_reports(row, offset)
             if status in (S.RUNNING, S.FINISHING):
                 await self._check_log_cap(row)
                 code = await asyncio.to_thread(self._exit_code, row)
                 if code is not None:
+                    # Reports written just before the exit (or whose read over the LXD API
+                    # failed this once) still count: read them a last time.
+                    row, offset = await self._follow_reports(row, offset)
                     await self._finish(run_id, code)
                     return
             now = time.monotonic()
@@ -878,6 +868,25 @@ class RunManager:
                 await self._check_health(row)
             await asyncio.sleep(max(self.poll_interval, PUSH_POLL_INTERVAL)
                                 if self._pushed(row) else self.poll_interval)
+
+    async def _follow_reports(self, row: dict[str, Any], offset: int
+                              ) -> tuple[dict[str, Any], int]:
+        """Apply the progress file's new lines (merged into one report) to the run."""
+        reports, offset = await asyncio.to_thread(self._read_reports, row, offset)
+        merged: dict[str, Any] = {}
+        for report in reports:
+            if isinstance(report, dict):
+                if isinstance(report.get("progress"), dict):
+                    merged["progress"] = {**merged.get("progress", {}), **report["progress"]}
+                if str(report.get("status")).upper() in ("FINISHING", "FINALIZING"):
+                    merged["status"] = S.FINISHING.value
+        if merged:
+            try:
+                async with self._lock(row["id"]):
+                    row = await self._apply_report(row["id"], merged)
+            except (InvalidRequest, Conflict) as e:
+                self.log.debug("pirus: run %s ignored report %s: %s", row["id"], merged, e)
+        return row, offset
 
     async def _check_health(self, row: dict[str, Any]) -> None:
         try:
