@@ -31,9 +31,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from lxd_teardown import reap_containers, unmount_under
 
 PORT = 8443
-CGROUP_ROOT = Path("/sys/fs/cgroup")
 LOCK_DIR = Path(tempfile.gettempdir())
 # cluster.offline_threshold: the smallest LXD 5.0 accepts, so a lost member is OFFLINE sooner.
 OFFLINE_THRESHOLD = 11
@@ -220,13 +220,6 @@ def reap_stale(exclude: Path | None = None) -> None:
             destroy(base)
 
 
-def _pids_in_cgroup(path: Path) -> list[int]:
-    try:
-        return [int(p) for p in (path / "cgroup.procs").read_text().split()]
-    except OSError:
-        return []
-
-
 def destroy(base: Path) -> None:
     """Remove the cluster under ``base`` whatever state it is in."""
     base = Path(base)
@@ -237,46 +230,10 @@ def destroy(base: Path) -> None:
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(int(pid), 0)  # no zombie when this process started it
     # Containers of this cluster: their names are the folders of each member's containers.
-    containers = {p.name for p in base.glob("m*/containers/*")}
     marker = f" {base}/"
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        with contextlib.suppress(OSError):
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            if cmdline.startswith("[lxc monitor]") and marker in cmdline:
-                os.kill(int(proc.name), signal.SIGKILL)
-    time.sleep(0.2)
-    for controller in CGROUP_ROOT.iterdir():
-        for name in containers:
-            for kind in ("payload", "monitor"):
-                group = controller / f"lxc.{kind}.{name}"
-                if not group.is_dir():
-                    continue
-                for pid in _pids_in_cgroup(group):
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, signal.SIGKILL)
-    time.sleep(0.2)
-    for controller in CGROUP_ROOT.iterdir():
-        for name in containers:
-            for kind in ("payload", "monitor"):
-                group = controller / f"lxc.{kind}.{name}"
-                if group.is_dir():
-                    # Children first (LXD nests a cgroup per container init).
-                    for sub in sorted(group.rglob("*"), key=lambda p: -len(p.parts)):
-                        if sub.is_dir():
-                            with contextlib.suppress(OSError):
-                                sub.rmdir()
-                    with contextlib.suppress(OSError):
-                        group.rmdir()
-    mounts = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            point = line.split()[4].replace("\\040", " ")
-            if point == str(base) or point.startswith(f"{base}/"):
-                mounts.append(point)
-    for point in sorted(mounts, key=len, reverse=True):
-        subprocess.run(["umount", "-l", point], capture_output=True)
+    reap_containers((p.name for p in base.glob("m*/containers/*")),
+                    lambda cmdline: cmdline.startswith("[lxc monitor]") and marker in cmdline)
+    unmount_under(base)
     shutil.rmtree(base, ignore_errors=True)
 
 

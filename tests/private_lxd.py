@@ -21,11 +21,11 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
+from lxd_teardown import reap_containers, unmount_under
+
 LXD_BINARY = "/usr/bin/lxd"
-CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 PRESEED = """\
 config: {}
@@ -132,65 +132,7 @@ class PrivateLXD:
                 with contextlib.suppress(Exception):
                     self.lxc("delete", "--force", name, check=False, timeout=30)
         self.kill()
-        self._kill_leftovers()
-        self._unmount_all()
-        shutil.rmtree(self.base, ignore_errors=True)
-
-    def _kill_leftovers(self) -> None:
         marker = str(self.lxd_dir)
-        for _ in range(3):
-            pids = set(self._pids_naming(marker))
-            for name in self.containers:
-                for cgroup in self._cgroups(name):
-                    with contextlib.suppress(OSError):
-                        pids.update(int(p) for p in (cgroup / "cgroup.procs").read_text().split())
-            pids.discard(os.getpid())
-            if not pids:
-                break
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, signal.SIGKILL)
-            time.sleep(0.5)
-        for name in self.containers:
-            # Deepest first: a cgroup folder can only be removed once its children are gone.
-            for cgroup in sorted(self._cgroups(name), key=lambda p: len(p.parts), reverse=True):
-                for sub in sorted(cgroup.rglob("*"), key=lambda p: len(p.parts), reverse=True):
-                    if sub.is_dir():
-                        with contextlib.suppress(OSError):
-                            sub.rmdir()
-                with contextlib.suppress(OSError):
-                    cgroup.rmdir()
-
-    @staticmethod
-    def _pids_naming(marker: str) -> list[int]:
-        """PIDs whose command line mentions ``marker`` (``[lxc monitor] <LXD_DIR>/...``)."""
-        found = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            with contextlib.suppress(OSError):
-                if marker in (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(
-                        errors="replace"):
-                    found.append(int(entry.name))
-        return found
-
-    @staticmethod
-    def _cgroups(container: str) -> list[Path]:
-        """The ``lxc.payload.<name>`` and ``lxc.monitor.<name>`` cgroups of every hierarchy
-        (cgroup v1 controllers, or the unified v2 tree)."""
-        found = []
-        for hierarchy in [CGROUP_ROOT, *CGROUP_ROOT.iterdir()] if CGROUP_ROOT.exists() else []:
-            for kind in ("payload", "monitor"):
-                path = hierarchy / f"lxc.{kind}.{container}"
-                if path.is_dir():
-                    found.append(path)
-        return found
-
-    def _unmount_all(self) -> None:
-        base = str(self.base)
-        with open("/proc/self/mountinfo") as f:
-            targets = [line.split()[4] for line in f]
-        # Deepest first; lazy, so a busy mount cannot block the tear-down.
-        for target in sorted({t for t in targets if t == base or t.startswith(base + "/")},
-                             key=len, reverse=True):
-            subprocess.run(["umount", "-l", target], capture_output=True)
+        reap_containers(self.containers, lambda cmdline: marker in cmdline)
+        unmount_under(self.base)
+        shutil.rmtree(self.base, ignore_errors=True)
