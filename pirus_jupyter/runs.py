@@ -575,8 +575,9 @@ class RunManager:
             row = await self.store.get("runs", run_id)
         except NotFound:
             row = {"status": S.ERROR.value}  # same answer as a wrong token: reveal nothing
-        expected = row.get("notify_token") or ""
-        if not token or not hmac.compare_digest(token, expected) or \
+        expected = (row.get("notify_token") or "").encode()
+        # As bytes: hmac refuses to compare text that is not ASCII (a token is URL-safe ASCII).
+        if not token or not hmac.compare_digest(token.encode(), expected) or \
                 row["status"] in FINAL_RUN_STATUSES:
             raise Forbidden("invalid or expired notify token")
 
