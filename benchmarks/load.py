@@ -38,7 +38,7 @@ from tornado.simple_httpclient import SimpleAsyncHTTPClient
 from tornado.websocket import websocket_connect
 
 from benchmarks.common import Server, percentile, report
-from pirus_jupyter.builder import build_package_from_parts
+from pirus_jupyter.packaging import build_package_from_parts
 
 HTTP_CLIENTS = 40
 SUBSCRIBERS = 10

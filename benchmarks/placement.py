@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import Server, median, report
-from pirus_jupyter.builder import build_package_from_parts
+from pirus_jupyter.packaging import build_package_from_parts
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from lxd_cluster import LXDCluster

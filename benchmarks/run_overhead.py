@@ -15,7 +15,7 @@ from pathlib import Path
 import pylxd
 
 from benchmarks.common import LXD_PREFIX, ROOT, Server, median, report
-from pirus_jupyter.builder import build_package
+from pirus_jupyter.packaging import build_package
 
 
 def build_noop() -> Path:

@@ -19,7 +19,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from benchmarks.common import MiB, RssSampler, Server, median, report
-from pirus_jupyter.uploader import upload
+from pirus_jupyter.kernel.uploader import upload
 
 TUS = {"Tus-Resumable": "1.0.0"}
 

@@ -17,10 +17,10 @@ def _jupyter_server_extension_points() -> list[dict[str, Any]]:
 # -- the notebook API, imported on first use (the server imports this package: keep it light,
 # and never import ipywidgets here) ----------------------------------------------------------
 _LAZY_EXPORTS = {
-    "connect": ".client",
-    "Client": ".client",
-    "PirusAPIError": ".client",
-    "PirusConnectionError": ".client",
+    "connect": ".kernel.client",
+    "Client": ".kernel.client",
+    "PirusAPIError": ".kernel.client",
+    "PirusConnectionError": ".kernel.client",
     "rerun": ".widgets.record",
     "RunRecord": ".widgets.record",
 }

@@ -10,7 +10,7 @@ from jupyter_server.extension.application import ExtensionApp
 from tornado.ioloop import IOLoop
 from traitlets import Bool, Dict, Enum, Float, Int, Type, Unicode, Union, default
 
-from .backend import Backend
+from .backend.base import Backend
 from .handlers import build_handlers
 from .services import Services
 
@@ -131,7 +131,7 @@ class PirusApp(ExtensionApp):
     )
 
     backend_class = Type(
-        default_value="pirus_jupyter.lxd.LXDBackend", klass=Backend, config=True,
+        default_value="pirus_jupyter.backend.lxd.LXDBackend", klass=Backend, config=True,
         help="Container backend class (the LXD backend; tests may plug another).",
     )
 

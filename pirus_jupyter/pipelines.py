@@ -11,12 +11,12 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from .backend import Backend
+from .backend.base import Backend
 from .errors import Conflict, InvalidPackage, NotFound, PirusError
 from .events import EventBus
 from .forms import normalize_form
 from .models import ACTIVE_RUN_STATUSES, PipelineStatus, RunStatus, public_pipeline
-from .packages import PackageInfo, inspect_package
+from .packaging.inspect import PackageInfo, inspect_package
 from .store import Store, now_iso
 
 PACKAGE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.xz", ".txz")

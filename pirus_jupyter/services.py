@@ -7,14 +7,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .backend import Backend
+from .backend.base import Backend
 from .events import EventBus
 from .files import FileService
 from .looplag import LoopLagMonitor
 from .pipelines import PipelineService
-from .runs import RunManager
+from .runs.manager import RunManager
 from .store import Store
-from .tus import UploadService
+from .uploads.service import UploadService
 
 if TYPE_CHECKING:
     from .app import PirusApp

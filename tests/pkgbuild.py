@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from pirus_jupyter.builder import build_package_from_parts
+from pirus_jupyter.packaging import build_package_from_parts
 
 COUNT_FORM = {
     "type": "object",

@@ -1,4 +1,4 @@
-"""The reproducible pipeline-package builder (pirus_jupyter.builder) and the example pipelines."""
+"""The reproducible pipeline-package builder (pirus_jupyter.packaging) and the example pipelines."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import pytest
 import yaml
 from conftest import lxd_available
 
-from pirus_jupyter.builder import (
+from pirus_jupyter.packaging.build import (
     DEFAULT_EPOCH,
     BuildError,
     build_package,
@@ -506,8 +506,8 @@ def test_package_as_base_keeps_templates(tmp_path: Path) -> None:
 
 @needs_busybox
 def test_installer_accepts_built_packages(fastq_package: Path, tmp_path: Path) -> None:
-    """The install path (pirus_jupyter.packages) reads what the builder writes."""
-    packages = pytest.importorskip("pirus_jupyter.packages")
+    """The install path (pirus_jupyter.packaging.inspect) reads what the builder writes."""
+    packages = pytest.importorskip("pirus_jupyter.packaging.inspect")
     info = packages.inspect_package(fastq_package, 1 << 30)
     assert info.manifest["name"] == "fastq-count"
     assert info.form is not None and json.loads(info.form)["properties"]["min_length"]

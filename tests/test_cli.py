@@ -26,7 +26,7 @@ from pkgbuild import raw_package
 from server import ServerProcess, free_port
 
 from pirus_jupyter import cli
-from pirus_jupyter.builder import build_package
+from pirus_jupyter.packaging import build_package
 
 ROOT = Path(__file__).resolve().parent.parent
 FASTQ_COUNT = ROOT / "examples" / "pipelines" / "fastq-count"

@@ -23,7 +23,7 @@ from pkgbuild import fastq
 from server import ServerProcess, free_port
 
 import pirus_jupyter as pirus
-from pirus_jupyter.client import Client, PirusAPIError, PirusConnectionError, Run
+from pirus_jupyter.kernel.client import Client, PirusAPIError, PirusConnectionError, Run
 from pirus_jupyter.widgets.record import RerunError, RunRecord
 
 pytestmark = [pytest.mark.lxd, requires_lxd]
@@ -45,7 +45,7 @@ def expected(path: Path, min_length: int) -> str:
 
 @pytest.fixture(scope="session")
 def fastq_count_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from pirus_jupyter.builder import build_package
+    from pirus_jupyter.packaging import build_package
 
     return build_package(FASTQ_COUNT, tmp_path_factory.mktemp("fc") / "fastq-count.tar.gz")
 
@@ -380,7 +380,7 @@ def test_files_databases_and_info(client: Client, live: ServerProcess) -> None:
 
 
 def test_text_progress_reporter() -> None:
-    from pirus_jupyter.client import _TextProgress
+    from pirus_jupyter.kernel.client import _TextProgress
 
     stream = io.StringIO()
     report = _TextProgress("x.fastq", stream)

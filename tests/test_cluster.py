@@ -18,8 +18,8 @@ from lxd_cluster import LXDCluster
 from pkgbuild import build_pipeline, fastq, progress_script
 from server import LXD_PREFIX, ServerProcess
 
-from pirus_jupyter import placement
 from pirus_jupyter.backend import Member
+from pirus_jupyter.runs import placement
 
 pytestmark = [pytest.mark.lxd, pytest.mark.slow]
 

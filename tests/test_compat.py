@@ -30,7 +30,7 @@ from conftest import FINAL, requires_lxd, wait_for
 from jsonschema import Draft7Validator
 from pkgbuild import fastq
 
-from pirus_jupyter.builder import build_package_from_parts
+from pirus_jupyter.packaging import build_package_from_parts
 
 pytestmark = [pytest.mark.lxd, requires_lxd]
 

@@ -39,8 +39,8 @@ from tus_helpers import (
     pattern_sha256,
 )
 
-from pirus_jupyter import runs as runs_module
 from pirus_jupyter.hashing import sha256_file
+from pirus_jupyter.runs import manager as runs_module
 
 
 def integrity(db_path: Path) -> str:

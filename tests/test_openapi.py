@@ -176,7 +176,7 @@ def test_enums_follow_the_code(spec):
     schemas = _schemas(spec)
     assert schemas["RunStatus"]["enum"] == [s.value for s in models.RunStatus]
     assert schemas["PipelineStatus"]["enum"] == [s.value for s in models.PipelineStatus]
-    from pirus_jupyter.runs import LOG_NAMES
+    from pirus_jupyter.runs.manager import LOG_NAMES
 
     which = spec["paths"]["/runs/{run_id}/logs/{which}"]["parameters"][1]
     assert which["name"] == "which" and which["schema"]["enum"] == list(LOG_NAMES)
@@ -793,7 +793,7 @@ echo finished > "$PIRUS_OUTPUTS_DIR/result.txt"
 @pytest.fixture(scope="module")
 def illustrated_package(tmp_path_factory) -> Path:
     """A slow pipeline with an icon and a document."""
-    from pirus_jupyter.builder import build_package_from_parts
+    from pirus_jupyter.packaging import build_package_from_parts
 
     manifest = {"name": "sleepy-doc", "version": "2.0", "description": "sleeps",
                 "license": "MIT", "developers": ["Pirus tests"],

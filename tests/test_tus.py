@@ -29,7 +29,7 @@ from tus_helpers import (
 )
 
 from pirus_jupyter.hashing import sha256_file as file_sha256
-from pirus_jupyter.tus import CHECKPOINT_BYTES, TUS_EXTENSIONS
+from pirus_jupyter.uploads.service import CHECKPOINT_BYTES, TUS_EXTENSIONS
 
 UPLOADS = ("pirus", "api", "v1", "uploads")
 
@@ -561,7 +561,7 @@ async def test_concatenation_of_three_partials(tus, patch, pirus, jp_http_port, 
 async def test_concatenation_rules(tus, create, patch, pirus, monkeypatch):
     import threading
 
-    import pirus_jupyter.tus as tus_module
+    import pirus_jupyter.uploads.service as tus_module
 
     async def partial(data: bytes, finish: bool = True) -> str:
         response = await tus("POST", headers={"Upload-Concat": "partial",
@@ -780,7 +780,7 @@ def token(jp_serverapp) -> str:
 
 
 async def test_uploader_end_to_end_with_resume(server_url, token, tmp_path, pirus, tus):
-    from pirus_jupyter.uploader import upload
+    from pirus_jupyter.kernel.uploader import upload
 
     source = tmp_path / "reads.fastq"
     size = 10 * MiB + 123
@@ -821,7 +821,7 @@ async def test_uploader_end_to_end_with_resume(server_url, token, tmp_path, piru
 
 async def test_uploader_restarts_when_the_remembered_upload_is_gone(server_url, token,
                                                                       tmp_path, pirus, tus):
-    from pirus_jupyter.uploader import upload
+    from pirus_jupyter.kernel.uploader import upload
 
     source = tmp_path / "x.bin"
     source.write_bytes(pattern_bytes(0, 3 * MiB))
@@ -843,7 +843,7 @@ async def test_uploader_restarts_when_the_remembered_upload_is_gone(server_url, 
 
 async def test_uploader_resumes_across_processes(server_url, token, tmp_path, pirus):
     """A kernel killed mid-upload: a new process resumes from the server's offset."""
-    from pirus_jupyter.uploader import upload
+    from pirus_jupyter.kernel.uploader import upload
 
     source = tmp_path / "big.bin"
     size = 6 * MiB
@@ -851,7 +851,7 @@ async def test_uploader_resumes_across_processes(server_url, token, tmp_path, pi
     storage = tmp_path / "urls.json"
     script = (
         "import os, sys\n"
-        "from pirus_jupyter.uploader import upload\n"
+        "from pirus_jupyter.kernel.uploader import upload\n"
         "def die(sent, total):\n"
         "    if sent >= 3 * 1024 * 1024:\n"
         "        os._exit(3)\n"
@@ -872,7 +872,7 @@ async def test_uploader_resumes_across_processes(server_url, token, tmp_path, pi
 
 
 async def test_uploader_pipeline_kind(server_url, token, tmp_path, pirus, api):
-    from pirus_jupyter.uploader import UploadError, upload
+    from pirus_jupyter.kernel.uploader import UploadError, upload
 
     source = tmp_path / "broken.tar.gz"
     source.write_bytes(b"not a package")

@@ -19,8 +19,8 @@ from pirus_jupyter.models import (
     RunStatus,
     check_run_move,
 )
-from pirus_jupyter.packages import normalize_manifest
-from pirus_jupyter.runs import phase_durations, tail_lines
+from pirus_jupyter.packaging.inspect import normalize_manifest
+from pirus_jupyter.runs.manager import phase_durations, tail_lines
 from pirus_jupyter.settings_doc import render
 
 S = RunStatus

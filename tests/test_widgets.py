@@ -15,8 +15,8 @@ import nbformat
 import pytest
 from IPython.core.formatters import DisplayFormatter
 
-from pirus_jupyter.client import Client, PirusAPIError, Run
 from pirus_jupyter.forms import apply_defaults, field_errors, normalize_form
+from pirus_jupyter.kernel.client import Client, PirusAPIError, Run
 from pirus_jupyter.widgets.form import (
     ArrayField,
     ConfigForm,
@@ -482,7 +482,7 @@ def test_output_comparison() -> None:
 
 
 def test_importing_the_package_does_not_import_ipywidgets() -> None:
-    code = ("import sys, pirus_jupyter, pirus_jupyter.client, pirus_jupyter.widgets.record;"
+    code = ("import sys, pirus_jupyter, pirus_jupyter.kernel.client, pirus_jupyter.widgets.record;"
             "pirus_jupyter.connect; pirus_jupyter.rerun; pirus_jupyter.RunRecord;"
             "assert 'ipywidgets' not in sys.modules, 'ipywidgets imported'")
     subprocess.run([sys.executable, "-c", code], check=True)

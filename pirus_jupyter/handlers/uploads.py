@@ -1,7 +1,7 @@
 """TUS 1.0.0 upload endpoints: ``{base_url}pirus/api/v1/uploads[/<id>]``.
 
-Thin by design: the protocol lives in :mod:`pirus_jupyter.tus`. What is particular to these
-handlers is the streamed request body (``stream_request_body``):
+Thin by design: the protocol lives in :mod:`pirus_jupyter.uploads`. What is particular to
+these handlers is the streamed request body (``stream_request_body``):
 
 * ``prepare()`` runs *before* the body is read, so authentication, authorization, the
   ``Tus-Resumable`` version and every PATCH/creation precondition are checked there, and no body
@@ -24,7 +24,7 @@ from jupyter_server.utils import ensure_async
 from tornado import web
 
 from ..errors import InvalidRequest, NotFound
-from ..tus import TUS_VERSION, UPLOAD_ID_RE, ChunkWriter, UploadService
+from ..uploads.service import TUS_VERSION, UPLOAD_ID_RE, ChunkWriter, UploadService
 from .base import PirusHandler
 
 # Headers a browser client (tus-js-client) must be able to read on cross-origin responses.

@@ -42,7 +42,7 @@ import ipywidgets as widgets
 from ..forms import apply_defaults, field_errors, normalize_form
 
 if TYPE_CHECKING:
-    from ..client import Pipeline, Run
+    from ..kernel.client import Pipeline, Run
 
 __all__ = ["ConfigForm", "FilePicker"]
 
@@ -889,7 +889,7 @@ class ConfigForm(widgets.VBox):
             raise RuntimeError("this form has no pipeline to run")
         if self.validate():
             return None
-        from ..client import PirusAPIError
+        from ..kernel.client import PirusAPIError
 
         try:
             run = self.pipeline.run(config=self.value, inputs=self.inputs,

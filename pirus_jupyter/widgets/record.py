@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ..client import Client, Pipeline, Run
+    from ..kernel.client import Client, Pipeline, Run
 
 RECORD_MIME = "application/vnd.pirus.run+json"
 RECORD_FORMAT = "pirus.run-record"
@@ -139,9 +139,9 @@ class RunRecord:
     @classmethod
     def load(cls, source: Any, client: Client | None = None) -> RunRecord:
         """A record from anything that names one: a :class:`RunRecord`, a
-        :class:`~pirus_jupyter.client.Run`, a run id (read through ``client``), a JSON dict or
-        text, or a ``.json``/``.ipynb`` file (the last record in a notebook)."""
-        from ..client import Run
+        :class:`~pirus_jupyter.kernel.client.Run`, a run id (read through ``client``), a JSON
+        dict or text, or a ``.json``/``.ipynb`` file (the last record in a notebook)."""
+        from ..kernel.client import Run
 
         if isinstance(source, RunRecord):
             return source
@@ -149,7 +149,7 @@ class RunRecord:
             return source.record()
         if isinstance(source, int) and not isinstance(source, bool):
             if client is None:
-                from ..client import connect
+                from ..kernel.client import connect
 
                 client = connect()
             return client.run(source).record()
@@ -498,21 +498,21 @@ def rerun(record_or_json: Any, client: Client | None = None, *,
           timeout: float | None = None, **changes: Any) -> Run:
     """Start a new run from a run record, with the same pipeline, config and inputs.
 
-    ``record_or_json``: a :class:`RunRecord`, a :class:`~pirus_jupyter.client.Run`, a run id,
+    ``record_or_json``: a :class:`RunRecord`, a :class:`~pirus_jupyter.kernel.client.Run`, a run id,
     the record's JSON (dict or text), or a ``.json``/``.ipynb`` file holding one. ``changes``
     may replace ``inputs`` and ``name`` and update ``config`` (merged over the recorded one).
 
     Refuses (:class:`RerunError`) when the installed pipeline's image fingerprint differs from
     the recorded one, unless ``allow_image_change``; and when an input's sha256 now differs
     from the recorded one (or the input is gone), unless ``verify_inputs`` is False. With
-    ``wait`` the new run is waited for. Returns the new :class:`~pirus_jupyter.client.Run`.
+    ``wait`` the new run is waited for. Returns the new :class:`~pirus_jupyter.kernel.client.Run`.
     """
     unknown = set(changes) - set(_CHANGES)
     if unknown:
         raise TypeError(f"rerun() got unexpected change(s): {', '.join(sorted(unknown))} "
                         f"(allowed: {', '.join(_CHANGES)})")
     if client is None:
-        from ..client import Run, connect
+        from ..kernel.client import Run, connect
 
         client = record_or_json.client if isinstance(record_or_json, Run) else connect()
     record = RunRecord.load(record_or_json, client)

@@ -1,7 +1,7 @@
 """RunWidget: a run's live state in a notebook, pushed by the server.
 
 The widget subscribes to the client's shared events websocket
-(:class:`~pirus_jupyter.client.EventSubscriber`) for its run: every ``run.updated`` event
+(:class:`~pirus_jupyter.kernel.client.EventSubscriber`) for its run: every ``run.updated`` event
 updates the status, the progress bar and its label at once, from the events thread, so the
 widget keeps moving after the cell that displayed it has finished, and several widgets (several
 runs) share one websocket. Nothing polls the server in a loop: a one-second local clock only
@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
 
-from ..client import FINAL_STATUSES, PirusAPIError, PirusConnectionError
+from ..kernel.client import FINAL_STATUSES, PirusAPIError, PirusConnectionError
 
 if TYPE_CHECKING:
-    from ..client import Run
+    from ..kernel.client import Run
 
 __all__ = ["RunWidget"]
 

@@ -15,8 +15,8 @@ from typing import Any
 
 import yaml
 
-from .errors import InvalidPackage
-from .hashing import sha256_file
+from ..errors import InvalidPackage
+from ..hashing import sha256_file
 
 MANIFEST_DEFAULTS = {
     "inputs": "/pipeline/inputs",

@@ -41,7 +41,7 @@ from typing import IO, Any, BinaryIO, Literal
 
 import yaml
 
-from . import API_VERSION
+from .. import API_VERSION
 
 __all__ = [
     "DEFAULT_EPOCH",
@@ -923,8 +923,8 @@ def _check_form(entries: Mapping[str, RootfsEntry], form: str) -> None:
     if not isinstance(schema, dict):
         raise BuildError(f"{form}: a form must be a JSON Schema object")
     # Checked as the server reads it: draft-03 normalised, placeholders filled.
-    from .errors import InvalidRequest
-    from .forms import normalize_form
+    from ..errors import InvalidRequest
+    from ..forms import normalize_form
 
     try:
         normalize_form(schema, ["input"], ["database"])
@@ -1114,35 +1114,3 @@ def build_package(source_dir: Path, output: Path, *, compression: str | None = N
     manifest = {k: v for k, v in spec.items() if k not in _BUILD_KEYS}
     return build_package_from_parts(manifest, files, output, base=base, extra_metadata=extra,
                                     compression=compression, modes=modes)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m pirus_jupyter.builder SOURCE_DIR OUTPUT``: build and print the sha256."""
-    import argparse
-    import hashlib
-    import sys
-
-    parser = argparse.ArgumentParser(
-        prog="python -m pirus_jupyter.builder",
-        description="Build a reproducible Pirus pipeline package from a pirus.yaml folder.",
-    )
-    parser.add_argument("source_dir", type=Path, help="folder holding pirus.yaml")
-    parser.add_argument("output", type=Path, help="package to write (.tar, .tar.gz, .tar.xz)")
-    parser.add_argument("--compression", choices=["gzip", "xz", "none"],
-                        help="override the compression chosen from the output suffix")
-    args = parser.parse_args(argv)
-    try:
-        output = build_package(args.source_dir, args.output, compression=args.compression)
-    except (BuildError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    digest = hashlib.sha256()
-    with open(output, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    print(f"{digest.hexdigest()}  {output}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

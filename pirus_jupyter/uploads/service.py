@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-from .errors import (
+from ..errors import (
     Conflict,
     Forbidden,
     Gone,
@@ -58,13 +58,13 @@ from .errors import (
     PirusError,
     UnsupportedMediaType,
 )
-from .events import EventBus
-from .files import FileService, is_within, safe_filename, sha256_file, to_api_path
-from .models import public_file
-from .store import Store, now_iso
+from ..events import EventBus
+from ..files import FileService, is_within, safe_filename, sha256_file, to_api_path
+from ..models import public_file
+from ..store import Store, now_iso
 
 if TYPE_CHECKING:
-    from .pipelines import PipelineService
+    from ..pipelines import PipelineService
 
 TUS_VERSION = "1.0.0"
 TUS_EXTENSIONS = (

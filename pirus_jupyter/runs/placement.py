@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from .backend import Member
+from ..backend.base import Member
 
 # Seconds a member whose create/start failed to connect is avoided (LXD takes up to ~20 s to
 # mark a lost member OFFLINE; launches sent to it meanwhile fail).

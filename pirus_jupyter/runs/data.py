@@ -20,9 +20,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .backend import Backend
-from .errors import BackendError, BackendUnavailable
-from .files import is_within
+from ..backend.base import Backend
+from ..errors import BackendError, BackendUnavailable
+from ..files import is_within
 
 STATE_DIR = "/.pirus"
 PROGRESS_PATH = f"{STATE_DIR}/progress.jsonl"

@@ -23,8 +23,8 @@ from pylxd.client import LXDSSLAdapter
 from pylxd.exceptions import ClientConnectionFailed, LXDAPIException, NotFound
 from urllib3.exceptions import InsecureRequestWarning
 
-from .backend import Backend, ContainerSpec, ContainerState, FileEntry, Member
-from .errors import BackendError, BackendUnavailable, MemberUnavailable
+from ..errors import BackendError, BackendUnavailable, MemberUnavailable
+from .base import Backend, ContainerSpec, ContainerState, FileEntry, Member
 
 F = TypeVar("F", bound=Callable[..., Any])
 

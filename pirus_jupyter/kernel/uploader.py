@@ -1,6 +1,6 @@
 """Kernel-side uploads to Pirus over TUS (tuspy), resumable across kernel restarts.
 
->>> from pirus_jupyter.uploader import upload
+>>> from pirus_jupyter.kernel.uploader import upload
 >>> record = upload("http://127.0.0.1:8888/", token, "reads.fastq.gz")
 >>> record["file"]["path"]          # for kind="input"
 'pirus-uploads/reads.fastq.gz'
@@ -43,7 +43,7 @@ from tusclient.fingerprint.interface import Fingerprint
 from tusclient.storage.filestorage import FileStorage
 from tusclient.uploader import Uploader
 
-from .hashing import sha256_file
+from ..hashing import sha256_file
 
 DEFAULT_CHUNK_SIZE = 8 * 1024 * 1024
 UPLOADS_PATH = "pirus/api/v1/uploads"

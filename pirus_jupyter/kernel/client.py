@@ -36,14 +36,14 @@ from urllib.parse import quote, urlparse
 
 import requests
 
-from .hashing import sha256_file
+from ..hashing import sha256_file
 
 if TYPE_CHECKING:
-    from .widgets.form import ConfigForm
-    from .widgets.record import RunRecord
-    from .widgets.run import RunWidget
+    from ..widgets.form import ConfigForm
+    from ..widgets.record import RunRecord
+    from ..widgets.run import RunWidget
 
-log = logging.getLogger("pirus_jupyter.client")
+log = logging.getLogger("pirus_jupyter.kernel.client")
 
 API_PATH = "pirus/api/v1/"
 URL_ENV = "PIRUS_SERVER_URL"
@@ -504,7 +504,7 @@ class Pipeline(_Record):
     def form(self, inputs: Iterable[Any] | None = None, **kwargs: Any) -> ConfigForm:
         """The configuration form widget (:class:`~pirus_jupyter.widgets.ConfigForm`) with the
         input files preselected; its Run button starts the run."""
-        from .widgets.form import ConfigForm
+        from ..widgets.form import ConfigForm
 
         return ConfigForm(pipeline=self, inputs=list(inputs or []), **kwargs)
 
@@ -710,7 +710,7 @@ class Run(_Record):
     def widget(self, log_lines: int = 10) -> RunWidget:
         """A live widget (status, progress, elapsed time, last log lines, pause/resume/cancel)
         updated by events pushed from the server."""
-        from .widgets.run import RunWidget
+        from ..widgets.run import RunWidget
 
         return RunWidget(self, log_lines=log_lines)
 
@@ -719,7 +719,7 @@ class Run(_Record):
         inputs and outputs with sha256, status, times, exit code and metrics. It renders as
         HTML plus an ``application/vnd.pirus.run+json`` payload that a saved notebook keeps;
         :func:`pirus_jupyter.rerun` starts the same run again from it."""
-        from .widgets.record import RunRecord
+        from ..widgets.record import RunRecord
 
         return RunRecord.from_run(self)
 

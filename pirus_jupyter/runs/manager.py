@@ -25,9 +25,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from . import placement
-from .backend import Backend, ContainerSpec, ContainerState, DiskMount, Member
-from .errors import (
+from ..backend.base import Backend, ContainerSpec, ContainerState, DiskMount, Member
+from ..errors import (
     BackendError,
     BackendUnavailable,
     Conflict,
@@ -38,8 +37,8 @@ from .errors import (
     PirusError,
     UnknownMember,
 )
-from .events import EventBus
-from .files import (
+from ..events import EventBus
+from ..files import (
     FileService,
     is_within,
     open_regular,
@@ -48,8 +47,8 @@ from .files import (
     to_api_path,
     unique_input_names,
 )
-from .forms import validate_config
-from .models import (
+from ..forms import validate_config
+from ..models import (
     ACTIVE_RUN_STATUSES,
     FINAL_RUN_STATUSES,
     PipelineStatus,
@@ -57,9 +56,10 @@ from .models import (
     check_run_move,
     public_run,
 )
-from .pipelines import PipelineService
-from .store import Store, now_iso
-from .transfer import PushTransfer, heartbeat_script, manifest_script
+from ..pipelines import PipelineService
+from ..store import Store, now_iso
+from . import placement
+from .data import PushTransfer, heartbeat_script, manifest_script
 
 S = RunStatus
 STATE_DIR = "/.pirus"
