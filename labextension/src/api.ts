@@ -6,20 +6,17 @@
 import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
 
+import type * as schema from './schema';
+import type { PipelineStatus, RunStatus } from './schema';
+
 export const API_PATH = 'pirus/api/v1';
 
-export type PipelineStatus = 'UPLOADING' | 'PAUSE' | 'ERROR' | 'INSTALLING' | 'READY';
+// The records' types are generated from openapi.yaml (./schema.ts, `npm run generate`); here
+// they keep the names the panel uses.
+export type { PipelineStatus, RunStatus };
+export { FINAL_RUN_STATUSES, PIPELINE_STATUS_VALUES, RUN_STATUS_VALUES } from './schema';
 
-export type RunStatus =
-  | 'WAITING'
-  | 'PAUSE'
-  | 'INITIALIZING'
-  | 'RUNNING'
-  | 'FINISHING'
-  | 'ERROR'
-  | 'DONE'
-  | 'CANCELED';
-
+/** Every run status in the order of a run's life (the runs filter): RUN_STATUS_VALUES reordered. */
 export const RUN_STATUSES: readonly RunStatus[] = [
   'WAITING',
   'INITIALIZING',
@@ -31,114 +28,16 @@ export const RUN_STATUSES: readonly RunStatus[] = [
   'CANCELED'
 ];
 
-export const FINAL_RUN_STATUSES: ReadonlySet<RunStatus> = new Set<RunStatus>([
-  'DONE',
-  'ERROR',
-  'CANCELED'
-]);
-
-export interface IPipeline {
-  id: number;
-  name: string;
-  description: string | null;
-  version: string | null;
-  pirus_api: string | null;
-  license: string | null;
-  developers: string[] | null;
-  size: number | null;
-  upload_offset: number | null;
-  status: PipelineStatus;
-  error: string | null;
-  created: string | null;
-  documents: string[] | null;
-  limits: Record<string, unknown> | null;
-  fingerprint: string | null;
-}
-
-export interface IProgress {
-  value?: number | null;
-  min?: number | null;
-  max?: number | null;
-  label?: string | null;
-}
-
-/** An input or output of a run. */
-export interface IRunFile {
-  name: string;
-  path: string;
-  size?: number | null;
-  sha256?: string | null;
-  file_id?: number | null;
-  id?: number | null;
-}
-
-export interface IRunMetrics {
-  wall_seconds?: number | null;
-  cpu_seconds?: number | null;
-  memory_peak_bytes?: number | null;
-  phases?: Record<string, number> | null;
-  [key: string]: unknown;
-}
-
-export interface IRun {
-  id: number;
-  pipeline_id: number;
-  pipeline_name: string | null;
-  pipeline_version: string | null;
-  pipeline_fingerprint: string | null;
-  name: string;
-  config: Record<string, unknown> | null;
-  inputs: IRunFile[] | null;
-  outputs: IRunFile[] | null;
-  start: string | null;
-  end: string | null;
-  status: RunStatus;
-  progress: IProgress | null;
-  exit_code: number | null;
-  error: string | null;
-  created: string | null;
-  metrics: IRunMetrics | null;
-  /** LXD cluster member the run was placed on (null: not a cluster, or not placed yet). */
-  location?: string | null;
-  /** Cluster member asked for at creation. */
-  target?: string | null;
-}
-
-export interface IFileRecord {
-  id: number;
-  name: string;
-  path: string;
-  size: number | null;
-  sha256: string | null;
-  source: 'upload' | 'run' | string;
-  run_id: number | null;
-  created: string | null;
-}
-
-export interface IUploadRecord {
-  id: string;
-  filename: string;
-  kind: 'input' | 'pipeline';
-  length: number | null;
-  offset: number;
-  status: 'uploading' | 'concatenating' | 'complete' | 'error';
-  created: string;
-  expires: string | null;
-  metadata: Record<string, string>;
-  sha256: string | null;
-  error: string | null;
-  file: IFileRecord | null;
-  pipeline_id: number | null;
-  url?: string;
-}
-
-export interface IInfo {
-  version: string;
-  api_version: string;
-  lxd: Record<string, unknown>;
-  limits: Record<string, unknown>;
-  active_runs: number;
-}
+export type IPipeline = schema.Pipeline;
+export type IRun = schema.Run;
+export type IProgress = schema.Progress;
+export type IRunMetrics = schema.Metrics;
+/** An input or an output of a run. */
+export type IRunFile = schema.RunInput | schema.RunOutput;
+export type IFileRecord = schema.File;
+/** An upload, as `GET /uploads` answers it. */
+export type IUploadRecord = schema.Upload;
+export type IInfo = schema.Info;
 
 export interface IList<T> {
   items: T[];
