@@ -1,4 +1,11 @@
-"""Pipeline, Run and File records: public vs internal fields, statuses, the run state machine."""
+"""The records' contract in Python: statuses, the run and upload state machines, and the one
+list of public fields per record (pipeline, run, file, upload).
+
+pirus_jupyter/openapi.yaml is the source of the public contract: tests/test_contract.py fails
+when the enums and field lists here differ from its schemas, and the panel's TypeScript types are
+generated from it (scripts/openapi_to_ts.py). The server, the kernel client and the CLI import
+what they need from here rather than keeping their own copies.
+"""
 
 from __future__ import annotations
 
@@ -28,6 +35,13 @@ class RunStatus(str, Enum):
     CANCELED = "CANCELED"
 
 
+class UploadStatus(str, Enum):
+    UPLOADING = "uploading"
+    CONCATENATING = "concatenating"
+    COMPLETE = "complete"
+    ERROR = "error"
+
+
 S = RunStatus
 
 # The one table of allowed run moves. Anything not listed is refused with a 409.
@@ -48,6 +62,26 @@ RUN_TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
 FINAL_RUN_STATUSES = frozenset(s for s, moves in RUN_TRANSITIONS.items() if not moves)
 # Runs holding a container (or about to): they count against max parallel runs.
 ACTIVE_RUN_STATUSES = frozenset({S.INITIALIZING, S.RUNNING, S.PAUSE, S.FINISHING})
+
+
+# Status names as plain strings, in the order of openapi.yaml (CLI choices, query checks).
+RUN_STATUSES: tuple[str, ...] = tuple(s.value for s in RunStatus)
+PIPELINE_STATUSES: tuple[str, ...] = tuple(s.value for s in PipelineStatus)
+
+U = UploadStatus
+
+# The moves an upload makes. A new upload starts UPLOADING, or CONCATENATING when it is the
+# final upload of a concatenation.
+UPLOAD_TRANSITIONS: dict[UploadStatus, frozenset[UploadStatus]] = {
+    # -> ERROR: finishing failed (bad checksum, invalid package...).
+    U.UPLOADING: frozenset({U.COMPLETE, U.ERROR}),
+    # -> UPLOADING: the parts are joined; the upload then finishes like any other.
+    U.CONCATENATING: frozenset({U.UPLOADING, U.ERROR}),
+    # -> UPLOADING: a complete partial upload whose part file came back shorter after a crash
+    # is reopened at the bytes on disk.
+    U.COMPLETE: frozenset({U.UPLOADING}),
+    U.ERROR: frozenset(),
+}
 
 
 def check_run_move(current: RunStatus | str, target: RunStatus | str) -> None:
@@ -75,6 +109,11 @@ RUN_PUBLIC = (
     "progress", "exit_code", "error", "created", "metrics", "location", "target",
 )
 FILE_PUBLIC = ("id", "name", "path", "size", "sha256", "source", "run_id", "created")
+# An upload as events send it (openapi UploadFields); GET /uploads adds its ``url``.
+UPLOAD_PUBLIC = (
+    "id", "filename", "kind", "length", "offset", "status", "created", "expires", "concat",
+    "parts", "metadata", "sha256", "error", "file", "pipeline_id",
+)
 
 JSON_FIELDS = frozenset(
     {"developers", "config", "inputs", "outputs", "progress", "metrics", "documents", "limits",
