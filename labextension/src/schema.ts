@@ -188,7 +188,7 @@ export interface Metrics {
 export interface RunInput {
   /** File name in the container's inputs folder. */
   name: string;
-  /** Source path */
+  /** Source path, relative to the Jupyter root. */
   path: string;
   size: number;
   /** SHA-256 of the input as given to the container (known once the run started). */
