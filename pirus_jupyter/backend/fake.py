@@ -94,6 +94,7 @@ class FakeBackend(Backend):
         # Method name -> error it raises (on any container) until removed.
         self.broken: dict[str, PirusError] = {}
         # (method, container or alias), in order; bounded: an idle server calls for ever.
+        self.started_runs: set[int] = set()  # runs whose wrapper was exec'd
         self.calls: deque[tuple[str, str]] = deque(maxlen=10_000)
         # Method name -> gate its calls wait at until the test opens it (see hold()).
         self.gates: dict[str, threading.Event] = {}
@@ -108,8 +109,9 @@ class FakeBackend(Backend):
             return found[-1]
 
     def started(self, run_id: int) -> bool:
+        """The run's wrapper was exec'd (in a container that may be gone since)."""
         with self._lock:
-            return any(c.run_id == run_id for c in self.containers.values())
+            return run_id in self.started_runs
 
     def report(self, run_id: int, *lines: dict[str, Any]) -> None:
         """The pipeline appends ``lines`` to its progress file."""
@@ -162,6 +164,7 @@ class FakeBackend(Backend):
 
     # -- the Backend interface ------------------------------------------------------------
     def info(self) -> dict[str, Any]:
+        self.calls.append(("info", ""))  # never raises: no _check
         base = {"endpoint": self.endpoint or "fake backend", "project": self.project}
         if not self.reachable:
             return {"connected": False, **base, "error": "LXD is unreachable (fake)"}
@@ -203,6 +206,8 @@ class FakeBackend(Backend):
             if box.status != "Running":
                 raise BackendError(f"LXD failed to execute in container {name}: not running")
             box.environment, box.script = dict(environment), command[-1]
+            if box.run_id is not None:
+                self.started_runs.add(box.run_id)
             state = box.state_dir
             for needed in (f"{state}/{EXIT_FILE}", f"{state}/{HEARTBEAT_FILE}"):
                 if needed not in box.script:
