@@ -155,6 +155,16 @@ requires_lxd = pytest.mark.skipif(not lxd_available(), reason="no LXD daemon rea
 
 
 # -- the fast layer: a real in-process server on the fake backend (no LXD) ---------------------
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """``pytest -m fast`` selects the fast layer, which lives in test_fast_*.py: the other test
+    modules are not even imported (importing them takes longer than the layer runs)."""
+    name = collection_path.name
+    if config.getoption("markexpr") == "fast" and name.startswith("test_") and \
+            name.endswith(".py") and not name.startswith("test_fast_"):
+        return True
+    return None
+
+
 FAKE_BACKEND = "pirus_jupyter.backend.fake.FakeBackend"
 # Settings of the fast tests' servers (a test module's pirus_config adds to them).
 FAST_CONFIG: dict[str, Any] = {"backend_class": FAKE_BACKEND, "poll_interval": 0.02}

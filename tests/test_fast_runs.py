@@ -258,3 +258,10 @@ async def test_lxd_unreachable_past_the_grace_ends_the_run(api, fake, install, f
     fake.reachable = False
     ended = await wait_run(api, run["id"], "DONE", "ERROR")
     assert ended["error"].startswith("LXD unreachable for over 0.3 s"), ended
+
+
+async def test_target_without_a_cluster_is_refused(api, fake, install, fake_package):
+    pipeline = await install(fake_package)
+    code, body = await api("POST", "runs", body={"pipeline_id": pipeline["id"], "target": "m1"})
+    assert code == 400, body
+    assert body["error"]["message"] == "target needs an LXD cluster; this LXD is not clustered"
