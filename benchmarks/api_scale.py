@@ -12,8 +12,8 @@ monitors polling as in production), timed through real HTTP from another process
 
 The runs are written into the store of a stopped server's data folder (the store module, the
 same migrations), then the server is started on it. Containers are replaced by
-``benchmarks.idle_backend.IdleBackend`` (always Running, doing nothing): the figures are Pirus'
-own, and the POSTs skip the LXD proxy device a real pipeline's POST would cross."""
+``pirus_jupyter.backend.fake.IdleBackend`` (always Running, doing nothing): the figures are
+Pirus' own, and the POSTs skip the LXD proxy device a real pipeline's POST would cross."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ from typing import Any
 from benchmarks.common import MiB, RssSampler, Server, percentile, report
 from pirus_jupyter.store import Store
 
-BACKEND = "benchmarks.idle_backend.IdleBackend"
+BACKEND = "pirus_jupyter.backend.fake.IdleBackend"
 PIPELINES = 5
 LABEL = "bench "
 

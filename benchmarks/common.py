@@ -55,7 +55,7 @@ class Server:
                 "--ServerApp.jpserver_extensions={'pirus_jupyter': True}"]
         args += [f"--PirusApp.{k}={v}" for k, v in self.settings.items()]
         log = open(self.tmp / "server.log", "wb")  # lives as long as the process
-        # The repository on the path: benchmarks may plug their own classes (IdleBackend).
+        # The repository on the path: the server imports this checkout (and its IdleBackend).
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(
             p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)}
         self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)

@@ -152,3 +152,115 @@ def sleepy_package(tmp_path_factory) -> Path:
 
 
 requires_lxd = pytest.mark.skipif(not lxd_available(), reason="no LXD daemon reachable")
+
+
+# -- the fast layer: a real in-process server on the fake backend (no LXD) ---------------------
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """``pytest -m fast`` selects the fast layer, which lives in test_fast_*.py: the other test
+    modules are not even imported (importing them takes longer than the layer runs)."""
+    name = collection_path.name
+    if config.getoption("markexpr") == "fast" and name.startswith("test_") and \
+            name.endswith(".py") and not name.startswith("test_fast_"):
+        return True
+    return None
+
+
+FAKE_BACKEND = "pirus_jupyter.backend.fake.FakeBackend"
+# Settings of the fast tests' servers (a test module's pirus_config adds to them).
+FAST_CONFIG: dict[str, Any] = {"backend_class": FAKE_BACKEND, "poll_interval": 0.02}
+
+
+@pytest.fixture(scope="session")
+def fake_package(tmp_path_factory) -> Path:
+    """A pipeline package of a few hundred bytes (a rootfs with a placeholder /bin/sh): the
+    fake backend never runs it, so it is only there to be installed."""
+    import io
+    import tarfile
+
+    from pirus_jupyter.packaging import build_package_from_parts
+
+    folder = tmp_path_factory.mktemp("fake-pkg")
+    base = folder / "rootfs.tar"
+    with tarfile.open(base, "w") as tar:
+        for name in ("bin", "etc"):
+            entry = tarfile.TarInfo(name)
+            entry.type, entry.mode = tarfile.DIRTYPE, 0o755
+            tar.addfile(entry)
+        entry = tarfile.TarInfo("bin/sh")
+        entry.size, entry.mode = 1, 0o755
+        tar.addfile(entry, io.BytesIO(b"\n"))
+    manifest = {"name": "fake", "run": "/pipeline/run.sh", "version": "1.0",
+                "description": "fake test pipeline", "license": "MIT",
+                "developers": ["Pirus tests"]}
+    files = {"/pipeline/run.sh": b"#!/bin/sh\n",
+             "/pipeline/form.json": json.dumps({"type": "object", "properties": {}}).encode()}
+    return build_package_from_parts(manifest, files, folder / "fake.tar.gz", base=base)
+
+
+@pytest.fixture
+def fake(pirus):
+    """The server's FakeBackend; every gate a test held is opened at its end."""
+    from pirus_jupyter.backend.fake import FakeBackend
+
+    backend = pirus.backend
+    assert isinstance(backend, FakeBackend), "set backend_class (FAST_CONFIG) in pirus_config"
+    yield backend
+    backend.release()
+
+
+@pytest.fixture
+def runs_timing(monkeypatch):
+    """Shorten the run manager's timing constants (``STATE_CHECK_INTERVAL=0.05``, ...) in
+    whichever module of pirus_jupyter.runs defines them, so that a fast test waits for no
+    production interval. A name no module defines fails the test (renamed: update it)."""
+    import importlib
+    import pkgutil
+
+    import pirus_jupyter.runs as runs_package
+
+    modules = [importlib.import_module(f"pirus_jupyter.runs.{info.name}")
+               for info in pkgutil.iter_modules(runs_package.__path__)]
+
+    def tune(**constants: float) -> None:
+        for name, value in constants.items():
+            holders = [m for m in modules if hasattr(m, name)]
+            assert holders, f"no module of pirus_jupyter.runs defines {name}"
+            for module in holders:
+                monkeypatch.setattr(module, name, value)
+
+    return tune
+
+
+@pytest.fixture
+def restart_pirus(jp_serverapp):
+    """Stop the extension's services and build new ones on the same database, folders and
+    backend, as a restart of the server would (containers live on in the backend). Calls
+    ``while_down()`` in between. Returns the new Services; HTTP requests reach them."""
+    from pirus_jupyter.services import Services
+
+    async def restart(while_down=None):
+        settings = jp_serverapp.web_app.settings
+        old = settings["pirus"]
+        await old.stop()
+        if while_down is not None:
+            while_down()
+        new = Services.build(app=old.app, root_dir=old.root_dir, data_dir=old.data_dir,
+                             backend=old.backend)
+        settings["pirus"] = old.app.services = new
+        await new.start()
+        return new
+
+    return restart
+
+
+async def wait_run(api, run_id: int, *statuses: str, timeout: float = 15.0) -> dict:
+    """Wait until the run is in one of ``statuses``; return it."""
+    return await wait_for(api, "runs", run_id, until=lambda b: b["status"] in statuses,
+                          timeout=timeout)
+
+
+async def start_run(api, pipeline: dict, status: str | None = "RUNNING", **body: Any) -> dict:
+    """Create a run of ``pipeline`` and wait until it is ``status`` (None: do not wait)."""
+    code, run = await api("POST", "runs", body={"pipeline_id": pipeline["id"], **body})
+    assert code == 201, run
+    return await wait_run(api, run["id"], status) if status else run
