@@ -29,7 +29,7 @@ from tus_helpers import (
 )
 
 from pirus_jupyter.hashing import sha256_file as file_sha256
-from pirus_jupyter.uploads.service import CHECKPOINT_BYTES, TUS_EXTENSIONS
+from pirus_jupyter.uploads import CHECKPOINT_BYTES, TUS_EXTENSIONS
 
 UPLOADS = ("pirus", "api", "v1", "uploads")
 
@@ -561,7 +561,7 @@ async def test_concatenation_of_three_partials(tus, patch, pirus, jp_http_port, 
 async def test_concatenation_rules(tus, create, patch, pirus, monkeypatch):
     import threading
 
-    import pirus_jupyter.uploads.service as tus_module
+    import pirus_jupyter.uploads.parts as parts_module
 
     async def partial(data: bytes, finish: bool = True) -> str:
         response = await tus("POST", headers={"Upload-Concat": "partial",
@@ -586,13 +586,13 @@ async def test_concatenation_rules(tus, create, patch, pirus, monkeypatch):
 
     # While the parts are being assembled: HEAD has no Upload-Offset, and the parts are locked.
     release = threading.Event()
-    real = tus_module._concat_files
+    real = parts_module.concat_files
 
     def slow_concat(sources, target):
         release.wait(10)
         return real(sources, target)
 
-    monkeypatch.setattr(tus_module, "_concat_files", slow_concat)
+    monkeypatch.setattr(parts_module, "concat_files", slow_concat)
     other = await partial(b"ghi")
     response = await tus("POST", headers={"Upload-Concat": f"final;{done} {other}"})
     assert response.code == 201
@@ -704,7 +704,7 @@ async def test_restart_reconciliation(tus, create, patch, pirus):
         f.write(b"garbage never acknowledged")
     orphan = uploads.parts_dir / "orphan"
     orphan.write_bytes(b"x")
-    uploads._hashers.clear()  # as after a restart: the in-memory hash state is gone
+    uploads.parts.hashes.clear()  # as after a restart: the in-memory hash state is gone
     await uploads.reconcile()
     assert part.read_bytes() == b"0123" and not orphan.exists()
     assert (await tus("HEAD", upload_id)).headers["Upload-Offset"] == "4"
@@ -714,7 +714,7 @@ async def test_restart_reconciliation(tus, create, patch, pirus):
     with open(part, "ab") as f:
         f.write(b"6789")
     await pirus.store.update("uploads", upload_id, {"offset": 10})
-    uploads._hashers.clear()
+    uploads.parts.hashes.clear()
     await uploads.reconcile()
     await uploads.wait_idle()
     record = await uploads.record(upload_id)

@@ -24,13 +24,17 @@ from jupyter_server.utils import ensure_async
 from tornado import web
 
 from ..errors import InvalidRequest, NotFound
-from ..uploads.service import TUS_VERSION, UPLOAD_ID_RE, ChunkWriter, UploadService
+from ..uploads import (
+    EXPOSED_HEADERS,
+    TUS_VERSION,
+    UPLOAD_ID_RE,
+    ChunkWriter,
+    UploadService,
+    check_version,
+    options_headers,
+    response_headers,
+)
 from .base import PirusHandler
-
-# Headers a browser client (tus-js-client) must be able to read on cross-origin responses.
-_EXPOSED = ("Location, Upload-Offset, Upload-Length, Upload-Defer-Length, Upload-Metadata, "
-            "Upload-Expires, Upload-Concat, Tus-Resumable, Tus-Version, Tus-Extension, "
-            "Tus-Max-Size, Tus-Checksum-Algorithm")
 
 
 @web.stream_request_body
@@ -76,7 +80,7 @@ class _TusHandler(PirusHandler):
         if bad_override:
             raise InvalidRequest(f"X-HTTP-Method-Override {bad_override!r} is not accepted here: "
                                  "only PATCH, HEAD, DELETE, GET or OPTIONS on an upload's URL")
-        self.uploads.check_version(self.request.method or "", self.request.headers)
+        check_version(self.request.method or "", self.request.headers)
         if self.request.method in ("POST", "PATCH"):
             # The server-wide limit (512 MiB by default) would cut a large PATCH: the real
             # bound is checked against the upload's own length by the service.
@@ -88,7 +92,7 @@ class _TusHandler(PirusHandler):
 
     def _set_tus_headers(self) -> None:
         self.set_header("Tus-Resumable", TUS_VERSION)
-        self.set_header("Access-Control-Expose-Headers", _EXPOSED)
+        self.set_header("Access-Control-Expose-Headers", EXPOSED_HEADERS)
 
     async def data_received(self, chunk: bytes) -> None:
         if self._writer is not None:
@@ -113,7 +117,7 @@ class _TusHandler(PirusHandler):
         writer, self._writer = self._writer, None
         if writer is None:
             return None
-        return await self.uploads.commit(writer)
+        return await writer.commit()
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         self._set_tus_headers()
@@ -125,7 +129,7 @@ class _TusHandler(PirusHandler):
         super().write_error(status_code, **kwargs)
 
     def send_options(self) -> None:
-        for name, value in self.uploads.options_headers().items():
+        for name, value in options_headers(self.uploads.max_size).items():
             self.set_header(name, value)
         self.set_status(204)
         self.finish()
@@ -167,9 +171,9 @@ class UploadCollectionHandler(_TusHandler):
         committed = await self.commit_body()
         if committed is not None:  # creation-with-upload: say how much was accepted
             row = committed
-            headers.update(self.uploads.response_headers(row))
+            headers.update(response_headers(row))
         elif row.get("expires"):
-            headers.update(self.uploads.response_headers(row))
+            headers.update(response_headers(row))
             del headers["Upload-Offset"]
         self.send_empty(201, headers)
 
@@ -205,7 +209,7 @@ class UploadHandler(_TusHandler):
     async def patch(self, upload_id: str) -> None:
         row = await self.commit_body()
         assert row is not None
-        self.send_empty(204, self.uploads.response_headers(row))
+        self.send_empty(204, response_headers(row))
 
     @web.authenticated
     @authorized

@@ -1,0 +1,107 @@
+"""Finishing an upload: what its bytes become once all are recorded.
+
+An input becomes a Pirus file: its part file is hard-linked (or copied, across filesystems)
+into ``uploads_dir`` under a unique name and registered with :class:`FileService`. A pipeline
+upload hands its part file to :meth:`PipelineService.install_file`; its pipeline record hears of
+the upload's progress and failure through :meth:`UploadFinisher.tell_pipeline`. A partial upload
+stays as it is, waiting to be concatenated.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import Forbidden, PirusError
+from ..files import FileService, is_within, to_api_path
+from ..store import Store
+from .parts import PartStore
+from .protocol import is_partial
+from .records import COMPLETE, ERROR, UPLOADING, UploadRecords
+
+if TYPE_CHECKING:
+    from ..pipelines import PipelineService
+
+
+class UploadFinisher:
+    """Turns uploads whose bytes are all recorded into files or pipelines."""
+
+    def __init__(self, store: Store, records: UploadRecords, parts: PartStore,
+                 files: FileService, pipelines: PipelineService, *, uploads_dir: Path,
+                 log: logging.Logger) -> None:
+        self.store = store
+        self.records = records
+        self.parts = parts
+        self.files = files
+        self.pipelines = pipelines
+        self.uploads_dir = uploads_dir
+        self.log = log
+
+    async def tell_pipeline(self, row: Mapping[str, Any],
+                             call: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        """Pass news of a pipeline upload on to its pipeline record (which may be gone:
+        the upload goes on regardless)."""
+        if row.get("pipeline_id") is None:
+            return
+        try:
+            await call(row["pipeline_id"], *args)
+        except PirusError as e:
+            self.log.warning("pirus: upload %s: pipeline %s: %s", row["id"],
+                             row["pipeline_id"], e.message)
+
+    async def report_offset(self, row: Mapping[str, Any]) -> None:
+        await self.tell_pipeline(row, self.pipelines.set_upload_offset, row["offset"])
+
+    async def finish_if_complete(self, row: dict[str, Any]) -> dict[str, Any]:
+        """Finish the upload if all its bytes are recorded; the caller holds its lock."""
+        if row["status"] != UPLOADING or row["length"] is None or row["offset"] != row["length"]:
+            return row
+        if is_partial(row):
+            # A partial upload waits, untouched, to be concatenated (and expires otherwise).
+            row = await self.records.update(row["id"], {"status": COMPLETE})
+            await self.records.publish("upload.updated", row)
+            return row
+        try:
+            digest = await self.parts.sha256(row["id"], row["length"])
+            if row["kind"] == "pipeline":
+                await self.pipelines.install_file(row["pipeline_id"], self.parts.path(row["id"]))
+                values: dict[str, Any] = {}
+            else:
+                values = {"file_id": await self._place_input(row, digest)}
+        except (PirusError, OSError) as e:
+            return await self.fail(row, e.message if isinstance(e, PirusError) else str(e))
+        row = await self.records.update(row["id"], {**values, "status": COMPLETE,
+                                                    "expires": None, "sha256_state": digest,
+                                                    "error": None})
+        self.parts.forget(row["id"])
+        await self.records.publish("upload.updated", row)
+        self.log.info("pirus: upload %s complete (%s bytes, sha256 %s)", row["id"],
+                      row["length"], digest)
+        return row
+
+    async def _place_input(self, row: Mapping[str, Any], digest: str) -> int:
+        root = self.files.root_dir.resolve()
+        folder = self.uploads_dir
+        if not is_within(folder.resolve(), root):
+            raise Forbidden(f"uploads_dir {folder} is outside the Jupyter root")
+        target = await self.parts.place(row["id"], folder, row["filename"])
+        # A finish retried after a crash may find its file already registered: reuse it.
+        api_path = to_api_path(root, target)
+        for existing in await self.store.select("files", "path = ? AND source = ?",
+                                                [api_path, "upload"]):
+            if existing["sha256"] == digest and existing["size"] == row["length"]:
+                return int(existing["id"])
+        record = await self.files.register(target, source="upload", sha256=digest)
+        return int(record["id"])
+
+    async def fail(self, row: dict[str, Any], message: str) -> dict[str, Any]:
+        """Mark the upload (and its pipeline) failed; the client may remove it, else it
+        expires."""
+        self.log.error("pirus: upload %s failed: %s", row["id"], message)
+        row = await self.records.update(row["id"], {"status": ERROR, "error": message,
+                                                    "expires": self.records.expiry()})
+        await self.tell_pipeline(row, self.pipelines.fail, message)
+        await self.records.publish("upload.updated", row)
+        return row

@@ -1,0 +1,142 @@
+"""The ``uploads`` table and the upload locks: statuses, rows (decoded), expiry, the public JSON
+record and its events; and the rule that one holder at a time changes an upload.
+
+Statuses: ``uploading`` (bytes arrive; a partial upload stays here until all arrived) ->
+``complete``; a final upload starts ``concatenating``; ``error`` when finishing failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Mapping
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from ..errors import Gone, NotFound
+from ..events import EventBus
+from ..models import public_file
+from ..store import Store, now_iso
+from .protocol import UPLOAD_ID_RE, Locked, decode_metadata, is_partial
+
+UPLOADING = "uploading"
+CONCATENATING = "concatenating"
+COMPLETE = "complete"
+ERROR = "error"
+
+_TABLE = "uploads"
+STARTUP_HOLDER = "start-up check"
+
+
+def _decode(row: Mapping[str, Any]) -> dict[str, Any]:
+    row = dict(row)
+    for key, empty in (("metadata", {}), ("parts", [])):
+        value = row.get(key)
+        row[key] = json.loads(value) if isinstance(value, str) else (value or empty)
+    return row
+
+
+class UploadLocks:
+    """Who holds each upload right now: a request body, a finish, a concatenation, the start-up
+    check or expiry. A second holder is refused with 423."""
+
+    def __init__(self) -> None:
+        self._holders: dict[str, str] = {}
+        self._startup_done = asyncio.Event()  # set once the start-up check released its locks
+
+    def __contains__(self, upload_id: object) -> bool:
+        return upload_id in self._holders
+
+    def take(self, upload_id: str, holder: str) -> None:
+        # Checked and set without an await in between: atomic on the event loop.
+        if upload_id in self._holders:
+            raise Locked(f"upload {upload_id} is busy ({self._holders[upload_id]}); retry later")
+        self._holders[upload_id] = holder
+
+    async def take_after_startup(self, upload_id: str, holder: str) -> None:
+        """Like :meth:`take`, but a request arriving while the start-up check holds the upload
+        waits for it (a fraction of a second) instead of being told 423."""
+        if self._holders.get(upload_id) == STARTUP_HOLDER:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._startup_done.wait(), 30)
+        self.take(upload_id, holder)
+
+    def hand_over(self, upload_id: str, holder: str) -> None:
+        """The current holder passes the lock on without releasing it."""
+        self._holders[upload_id] = holder
+
+    def release(self, upload_id: str) -> None:
+        self._holders.pop(upload_id, None)
+
+    def startup_done(self) -> None:
+        self._startup_done.set()
+
+
+class UploadRecords:
+    """Rows of the ``uploads`` table, decoded, and the events that announce their changes."""
+
+    def __init__(self, store: Store, events: EventBus, expiration: float) -> None:
+        self.store = store
+        self.events = events
+        self.expiration = expiration
+
+    def expiry(self) -> str:
+        """When an upload touched now expires."""
+        when = datetime.now(timezone.utc) + timedelta(seconds=self.expiration)
+        return when.isoformat(timespec="milliseconds")
+
+    async def get(self, upload_id: str, *, allow_expired: bool = False) -> dict[str, Any]:
+        """404 unknown, 410 expired (unless ``allow_expired``)."""
+        if not UPLOAD_ID_RE.fullmatch(upload_id or ""):
+            raise NotFound(f"no upload with id {upload_id!r}")
+        row = _decode(await self.store.get(_TABLE, upload_id))
+        if not allow_expired and row.get("expires") and row["expires"] < now_iso():
+            raise Gone(f"upload {upload_id} expired and is being removed")
+        return row
+
+    async def all(self) -> list[dict[str, Any]]:
+        return [_decode(r) for r in await self.store.select(_TABLE)]
+
+    async def expired(self) -> list[dict[str, Any]]:
+        rows = await self.store.select(_TABLE, "expires IS NOT NULL AND expires < ?",
+                                       [now_iso()])
+        return [_decode(r) for r in rows]
+
+    async def page(self, limit: int, offset: int) -> tuple[list[dict[str, Any]], int]:
+        """Newest first, as public records, with the total count."""
+        rows = await self.store.select(_TABLE, order_by="created DESC, id", limit=limit,
+                                       offset=offset)
+        total = await self.store.count(_TABLE)
+        return [await self.public(_decode(r)) for r in rows], total
+
+    async def insert(self, values: dict[str, Any]) -> dict[str, Any]:
+        return _decode(await self.store.insert(_TABLE, values))
+
+    async def update(self, upload_id: str, values: dict[str, Any]) -> dict[str, Any]:
+        return _decode(await self.store.update(_TABLE, upload_id, values))
+
+    async def delete(self, upload_id: str) -> None:
+        with contextlib.suppress(NotFound):
+            await self.store.delete(_TABLE, upload_id)
+
+    async def public(self, row: dict[str, Any]) -> dict[str, Any]:
+        """The JSON record of an upload (no host paths)."""
+        file = None
+        if row.get("file_id") is not None:
+            with contextlib.suppress(NotFound):
+                file = public_file(await self.store.get("files", row["file_id"]))
+        concat = None
+        if row.get("concat"):
+            concat = "partial" if is_partial(row) else "final"
+        return {
+            "id": row["id"], "filename": row["filename"], "kind": row["kind"],
+            "length": row["length"], "offset": row["offset"], "status": row["status"],
+            "created": row["created"], "expires": row["expires"], "concat": concat,
+            "parts": row["parts"] or None, "metadata": decode_metadata(row["metadata"]),
+            "sha256": row["sha256_state"], "error": row["error"], "file": file,
+            "pipeline_id": row["pipeline_id"],
+        }
+
+    async def publish(self, event: str, row: dict[str, Any]) -> None:
+        self.events.publish(event, await self.public(row))
