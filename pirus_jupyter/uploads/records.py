@@ -16,14 +16,15 @@ from typing import Any
 
 from ..errors import Gone, NotFound
 from ..events import EventBus
-from ..models import public_file
+from ..models import UPLOAD_PUBLIC, UploadStatus, public_file
 from ..store import Store, now_iso
 from .protocol import UPLOAD_ID_RE, Locked, decode_metadata, is_partial
 
-UPLOADING = "uploading"
-CONCATENATING = "concatenating"
-COMPLETE = "complete"
-ERROR = "error"
+# The statuses as stored (plain strings); their one home is models.UploadStatus.
+UPLOADING = UploadStatus.UPLOADING.value
+CONCATENATING = UploadStatus.CONCATENATING.value
+COMPLETE = UploadStatus.COMPLETE.value
+ERROR = UploadStatus.ERROR.value
 
 _TABLE = "uploads"
 STARTUP_HOLDER = "start-up check"
@@ -129,7 +130,7 @@ class UploadRecords:
         concat = None
         if row.get("concat"):
             concat = "partial" if is_partial(row) else "final"
-        return {
+        record = {
             "id": row["id"], "filename": row["filename"], "kind": row["kind"],
             "length": row["length"], "offset": row["offset"], "status": row["status"],
             "created": row["created"], "expires": row["expires"], "concat": concat,
@@ -137,6 +138,8 @@ class UploadRecords:
             "sha256": row["sha256_state"], "error": row["error"], "file": file,
             "pipeline_id": row["pipeline_id"],
         }
+        # In the order, and with exactly the fields, of the one public list.
+        return {name: record[name] for name in UPLOAD_PUBLIC}
 
     async def publish(self, event: str, row: dict[str, Any]) -> None:
         self.events.publish(event, await self.public(row))
