@@ -78,6 +78,9 @@ class Services:
         await asyncio.to_thread(self.store.close)
 
     async def info(self) -> dict[str, Any]:
+        """What ``GET /pirus/api/v1`` answers: versions, LXD, limits, the active runs, how run
+        data reaches containers and, on an LXD cluster, its members (their state as LXD reports
+        it, their capacity and the Pirus runs each holds)."""
         from . import API_VERSION, __version__
 
         lxd = await asyncio.to_thread(self.backend.info)
@@ -94,4 +97,6 @@ class Services:
             },
             "active_runs": self.runs.active_count,
             "loop_lag": self.looplag.stats(),
+            "data_transfer": self.runs.data_transfer,
+            "cluster": await self.runs.cluster_info(),
         }

@@ -12,13 +12,7 @@ class InfoHandler(PirusHandler):
     @web.authenticated
     @authorized
     async def get(self) -> None:
-        info = await self.services.info()
-        runs = self.services.runs
-        # How run data reaches containers, and for an LXD cluster its members: their state
-        # as LXD reports it, their capacity and the Pirus runs each holds.
-        info["data_transfer"] = runs.data_transfer
-        info["cluster"] = await runs.cluster_info()
-        self.send_json(info)
+        self.send_json(await self.services.info())
 
 
 handlers = [(r"/pirus/api/v1/?", InfoHandler)]
