@@ -9,6 +9,7 @@ from . import widgets  # noqa: F401  (registers the notebook views with kernel.v
 from .kernel.client import Client
 from .kernel.discovery import connect
 from .kernel.errors import PirusAPIError, PirusConnectionError
-from .widgets.record import RunRecord, rerun
+from .widgets.record import RunRecord
+from .widgets.rerun import rerun
 
 __all__ = ["Client", "PirusAPIError", "PirusConnectionError", "RunRecord", "connect", "rerun"]

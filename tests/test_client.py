@@ -26,7 +26,8 @@ import pirus_jupyter as pirus
 from pirus_jupyter.kernel.client import Client
 from pirus_jupyter.kernel.errors import PirusAPIError, PirusConnectionError
 from pirus_jupyter.kernel.records import Run
-from pirus_jupyter.widgets.record import RerunError, RunRecord
+from pirus_jupyter.widgets.record import RunRecord
+from pirus_jupyter.widgets.rerun import RerunError
 
 pytestmark = [pytest.mark.lxd, requires_lxd]
 

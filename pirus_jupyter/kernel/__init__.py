@@ -11,34 +11,6 @@
 * :mod:`.views`: where the notebook views (widgets) of records are registered.
 
 kernel/ never imports :mod:`pirus_jupyter.widgets`: the widgets build on it and register their
-views in :mod:`.views`. Names are imported lazily (never ipywidgets at import time).
+views in :mod:`.views`. Importing this package imports nothing else; users import the notebook
+API from :mod:`pirus_jupyter` (``pirus.connect()``).
 """
-
-from __future__ import annotations
-
-from importlib import import_module
-from typing import Any
-
-_EXPORTS = {
-    "connect": ".discovery",
-    "Client": ".client",
-    "EventSubscriber": ".events",
-    "File": ".records",
-    "Pipeline": ".records",
-    "Run": ".records",
-    "PirusAPIError": ".errors",
-    "PirusConnectionError": ".errors",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(import_module(module, __name__), name)
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))

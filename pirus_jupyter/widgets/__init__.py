@@ -7,8 +7,9 @@ record.
   :func:`pirus_jupyter.forms.field_errors`, an input file picker and a Run button.
 * :class:`RunWidget` (:mod:`.run`): status, progress, elapsed time, last log lines and
   pause/resume/cancel, updated by events pushed over the server's websocket.
-* :class:`RunRecord` (:mod:`.record`) and :func:`rerun`: a run's reproducible record, rendered
-  as HTML + text + ``application/vnd.pirus.run+json`` so a saved notebook keeps it.
+* :class:`RunRecord` (:mod:`.record`) and :func:`rerun` (:mod:`.rerun`): a run's reproducible
+  record, rendered as HTML + text + ``application/vnd.pirus.run+json`` so a saved notebook
+  keeps it.
 
 Display only: the widgets import :mod:`pirus_jupyter.kernel`, never the reverse. Importing this
 package registers the views the kernel's records show (``Pipeline.form()``, ``Run.widget()``,
@@ -32,9 +33,9 @@ _EXPORTS = {
     "RunWidget": ".run",
     "RunRecord": ".record",
     "OutputComparison": ".record",
-    "RerunError": ".record",
+    "RerunError": ".rerun",
     "RECORD_MIME": ".record",
-    "rerun": ".record",
+    "rerun": ".rerun",
 }
 
 __all__ = sorted(_EXPORTS)
