@@ -16,14 +16,9 @@ def _jupyter_server_extension_points() -> list[dict[str, Any]]:
 
 # -- the notebook API, imported on first use (the server imports this package: keep it light,
 # and never import ipywidgets here) ----------------------------------------------------------
-_LAZY_EXPORTS = {
-    "connect": ".kernel.client",
-    "Client": ".kernel.client",
-    "PirusAPIError": ".kernel.client",
-    "PirusConnectionError": ".kernel.client",
-    "rerun": ".widgets.record",
-    "RunRecord": ".widgets.record",
-}
+_LAZY_EXPORTS = dict.fromkeys(
+    ("connect", "Client", "PirusAPIError", "PirusConnectionError", "rerun", "RunRecord"),
+    ".notebook")
 
 
 def __getattr__(name: str) -> Any:

@@ -23,8 +23,11 @@ from pkgbuild import fastq
 from server import ServerProcess, free_port
 
 import pirus_jupyter as pirus
-from pirus_jupyter.kernel.client import Client, PirusAPIError, PirusConnectionError, Run
-from pirus_jupyter.widgets.record import RerunError, RunRecord
+from pirus_jupyter.kernel.client import Client
+from pirus_jupyter.kernel.errors import PirusAPIError, PirusConnectionError
+from pirus_jupyter.kernel.records import Run
+from pirus_jupyter.widgets.record import RunRecord
+from pirus_jupyter.widgets.rerun import RerunError
 
 pytestmark = [pytest.mark.lxd, requires_lxd]
 
@@ -380,10 +383,10 @@ def test_files_databases_and_info(client: Client, live: ServerProcess) -> None:
 
 
 def test_text_progress_reporter() -> None:
-    from pirus_jupyter.kernel.client import _TextProgress
+    from pirus_jupyter.kernel.progress import TextProgress
 
     stream = io.StringIO()
-    report = _TextProgress("x.fastq", stream)
+    report = TextProgress("x.fastq", stream)
     for sent in (0, 512, 1024):
         report(sent, 1024)
     report.close()

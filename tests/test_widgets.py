@@ -16,15 +16,12 @@ import pytest
 from IPython.core.formatters import DisplayFormatter
 
 from pirus_jupyter.forms import apply_defaults, field_errors, normalize_form
-from pirus_jupyter.kernel.client import Client, PirusAPIError, Run
-from pirus_jupyter.widgets.form import (
-    ArrayField,
-    ConfigForm,
-    FilePicker,
-    JSONField,
-    MultiSelectField,
-    local_lister,
-)
+from pirus_jupyter.kernel.client import Client
+from pirus_jupyter.kernel.errors import PirusAPIError
+from pirus_jupyter.kernel.records import Run
+from pirus_jupyter.widgets.fields import ArrayField, JSONField, MultiSelectField
+from pirus_jupyter.widgets.form import ConfigForm
+from pirus_jupyter.widgets.picker import FilePicker, local_lister
 from pirus_jupyter.widgets.record import RECORD_MIME, RunRecord
 from pirus_jupyter.widgets.run import RunWidget, format_elapsed
 
@@ -486,3 +483,45 @@ def test_importing_the_package_does_not_import_ipywidgets() -> None:
             "pirus_jupyter.connect; pirus_jupyter.rerun; pirus_jupyter.RunRecord;"
             "assert 'ipywidgets' not in sys.modules, 'ipywidgets imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+
+def _imported_modules(path: Path, package: str) -> list[tuple[int, str]]:
+    """Every module a file imports (absolute names, ``from x import y`` counted as both ``x``
+    and ``x.y``), anywhere in it, plus the string given to ``import_module``/``__import__``."""
+    import ast
+
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = package.rsplit(".", node.level - 1)[0] if node.level else ""
+            module = ".".join(p for p in (base, node.module or "") if p)
+            found.append((node.lineno, module))
+            found += [(node.lineno, f"{module}.{alias.name}") for alias in node.names]
+        elif isinstance(node, ast.Call) and getattr(node.func, "id", getattr(
+                node.func, "attr", None)) in ("import_module", "__import__"):
+            found += [(node.lineno, str(arg.value)) for arg in node.args
+                      if isinstance(arg, ast.Constant)]
+    return found
+
+
+def test_kernel_never_imports_widgets() -> None:
+    """widgets/ builds on kernel/, never the reverse: no module under kernel/ imports
+    pirus_jupyter.widgets (nor pirus_jupyter.notebook, which wires both), not even inside a
+    function or under TYPE_CHECKING."""
+    import pirus_jupyter.kernel
+
+    kernel_dir = Path(pirus_jupyter.kernel.__file__).parent
+    offenders = [
+        f"{path.name}:{line}: {name}"
+        for path in sorted(kernel_dir.glob("*.py"))
+        for line, name in _imported_modules(path, "pirus_jupyter.kernel")
+        if name.startswith(("pirus_jupyter.widgets", "pirus_jupyter.notebook", ".widgets",
+                            "..widgets"))
+    ]
+    assert not offenders, "kernel/ imports widgets: " + ", ".join(offenders)
+    # the check sees an import: widgets/ itself imports kernel/
+    assert any(name.startswith("pirus_jupyter.kernel") for _, name in _imported_modules(
+        kernel_dir.parent / "widgets" / "record.py", "pirus_jupyter.widgets"))

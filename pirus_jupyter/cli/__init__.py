@@ -8,8 +8,8 @@ from .commands import (
     EXIT_UNREACHABLE,
     EXIT_USAGE,
     main,
-    parse_config_pairs,
 )
+from .parser import parse_config_pairs
 
 __all__ = ["EXIT_FAILURE", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_UNREACHABLE", "EXIT_USAGE",
            "main", "parse_config_pairs"]

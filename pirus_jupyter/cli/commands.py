@@ -19,14 +19,14 @@ Exit codes: 0 success, 1 failure (invalid package, refused request, run not DONE
 error, 3 no Pirus server reachable, 130 interrupted. Results go to stdout, progress and
 errors to stderr. See ``docs/cli.md``.
 
-Every server call goes through :mod:`pirus_jupyter.kernel.client`; this module only parses
-arguments, calls the client or the builder, and formats what they return.
+Every server call goes through :mod:`pirus_jupyter.kernel`; this module only runs the commands
+the parser (:mod:`.parser`) recognised: it calls the client or the builder and formats what they
+return.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import sys
 import threading
@@ -36,17 +36,18 @@ from pathlib import Path
 from typing import IO, Any
 
 from ..hashing import sha256_file
+from ..kernel.discovery import connect
+from ..kernel.errors import PirusAPIError, PirusConnectionError
+from ..kernel.progress import human_size
+from ..kernel.records import pipelines_named
 from ..packaging.validate import validate_folder, validate_package
+from .parser import PROG, build_parser, parse_config_pairs
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
 EXIT_INTERRUPTED = 130
-
-RUN_STATUSES = ("WAITING", "PAUSE", "INITIALIZING", "RUNNING", "FINISHING", "ERROR", "DONE",
-                "CANCELED")
-PROG = "jupyter pirus"
 
 class CommandError(Exception):
     """A failure reported to the user as ``error: <message>`` with an exit code."""
@@ -73,27 +74,6 @@ def _print_json(value: Any) -> None:
     print(json.dumps(value, indent=2, sort_keys=True))
 
 
-# -- config values --------------------------------------------------------------------------
-def parse_config_value(text: str) -> Any:
-    """A ``--config`` value: JSON when it parses (``5``, ``true``, ``[1, 2]``, ``"05"``),
-    else the plain string."""
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
-
-
-def parse_config_pairs(pairs: Sequence[str]) -> dict[str, Any]:
-    """``["k=v", ...]`` to a dict; raises ValueError for an item without ``=`` or key."""
-    config: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"--config {pair!r}: expected KEY=VALUE")
-        config[key.strip()] = parse_config_value(value)
-    return config
-
-
 # -- commands: offline --------------------------------------------------------------------
 def cmd_build(args: argparse.Namespace) -> int:
     from ..packaging.build import BuildError, build_package
@@ -109,7 +89,6 @@ def cmd_build(args: argparse.Namespace) -> int:
         raise CommandError(f"cannot build {source}: {e}") from e
     digest = sha256_file(output)
     if not args.quiet:
-        from ..kernel.client import human_size
         _err(f"Built {output} ({human_size(output.stat().st_size)}) in "
              f"{time.monotonic() - started:.1f} s")
     print(f"{digest}  {output}")
@@ -142,8 +121,6 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 # -- commands: server -----------------------------------------------------------------------
 def _connect(args: argparse.Namespace) -> Any:
-    from ..kernel.client import connect
-
     return connect(url=getattr(args, "url", None), token=getattr(args, "token", None),
                    timeout=args.http_timeout)
 
@@ -168,14 +145,11 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_install(args: argparse.Namespace) -> int:
-    from ..kernel.client import PirusAPIError
-
     package = Path(args.package)
     if not package.is_file():
         raise CommandError(f"{package}: no such file")
     with _connect(args) as client:
         if not args.quiet:
-            from ..kernel.client import human_size
             _err(f"Installing {package} ({human_size(package.stat().st_size)}) on "
                  f"{client.base_url}")
         pipeline = client.install(package, wait=False, progress=not args.quiet)
@@ -200,8 +174,7 @@ def cmd_install(args: argparse.Namespace) -> int:
 def _find_pipeline(client: Any, name_or_id: str, version: str | None) -> Any:
     if name_or_id.isdigit():
         return client.pipeline(int(name_or_id))
-    named = [p for p in client.pipelines()
-             if p.name == name_or_id and (version is None or p.version == version)]
+    named = pipelines_named(client.pipelines(), name_or_id, version)
     if not named:
         wanted = f"{name_or_id} {version}" if version else name_or_id
         raise CommandError(f"no pipeline {wanted!r} is installed (see: {PROG} list)")
@@ -258,17 +231,12 @@ def _input_refs(client: Any, paths: Sequence[str], quiet: bool) -> list[Any]:
     refs: list[Any] = []
     for item in paths:
         local = Path(item).expanduser()
-        if local.is_file():
-            under_root = None
-            if client.root_dir is not None:
-                with contextlib.suppress(ValueError):
-                    under_root = local.resolve().relative_to(client.root_dir).as_posix()
-            if under_root is None:
-                refs.append(client.upload(local, kind="input", progress=not quiet))
-                continue
-            refs.append(under_root)
-        else:
+        if not local.is_file():
             refs.append(item)  # a path relative to the server's root folder
+            continue
+        under_root = client.root_relative(local)
+        refs.append(under_root if under_root is not None else
+                    client.upload(local, kind="input", progress=not quiet))
     return refs
 
 
@@ -353,163 +321,23 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-# -- the parser -----------------------------------------------------------------------------
-_EPILOG = """\
-exit codes:
-  0    success
-  1    failure: invalid package or folder, request refused by the server, run not DONE
-  2    usage error (bad arguments)
-  3    no Pirus server reachable
-  130  interrupted (Ctrl-C); a started run goes on on the server
-
-server: --url/--token, else $PIRUS_SERVER_URL/$PIRUS_SERVER_TOKEN, else the running Jupyter
-server whose root folder contains the current directory (jupyter server list).
-"""
 
 
-class _Formatter(argparse.HelpFormatter):
-    """Wrapped descriptions, the exit-code epilog kept as written."""
-
-    def _fill_text(self, text: str, width: int, indent: str) -> str:
-        if text == _EPILOG:
-            return "".join(indent + line for line in text.splitlines(keepends=True))
-        return super()._fill_text(text, width, indent)
-
-
-def _server_options(default: Any) -> argparse.ArgumentParser:
-    """--url/--token/--timeout, accepted before and after the subcommand."""
-    parent = argparse.ArgumentParser(add_help=False)
-    group = parent.add_argument_group("server")
-    group.add_argument("--url", default=default,
-                       help="the Jupyter server's URL, e.g. http://127.0.0.1:8888/ "
-                            "(default: $PIRUS_SERVER_URL, else a running server found locally)")
-    group.add_argument("--token", default=default,
-                       help="its token (default: $PIRUS_SERVER_TOKEN, or the token of the "
-                            "running server at --url)")
-    group.add_argument("--http-timeout", type=float, default=default, metavar="SECONDS",
-                       help="timeout of each HTTP request (default: 30)")
-    return parent
-
-
-def _common_options(default: Any) -> argparse.ArgumentParser:
-    parent = argparse.ArgumentParser(add_help=False)
-    parent.add_argument("-q", "--quiet", action="store_true", default=default,
-                        help="no progress output on stderr (errors are still printed)")
-    return parent
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The ``jupyter pirus`` argument parser."""
-    common = _common_options(argparse.SUPPRESS)
-    server = _server_options(argparse.SUPPRESS)
-    parser = argparse.ArgumentParser(
-        prog=PROG, parents=[_common_options(False), _server_options(None)],
-        description="Build and check Pirus pipeline packages, and drive a Pirus server "
-                    "(install, list, run, follow runs) from the command line.",
-        epilog=_EPILOG, formatter_class=_Formatter)
-    parser.set_defaults(http_timeout=30.0)
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-
-    def add(name: str, func: Callable[[argparse.Namespace], int], help_text: str,
-            description: str, *, online: bool) -> argparse.ArgumentParser:
-        command = sub.add_parser(name, help=help_text, description=description,
-                                 parents=[common, server] if online else [common],
-                                 epilog=_EPILOG, formatter_class=_Formatter)
-        command.set_defaults(func=func, parser=command)
-        return command
-
-    p = add("build", cmd_build, "build a package from a pipeline folder",
-            "Build a reproducible pipeline package (an LXD image tarball with a pirus manifest) "
-            "from a folder holding pirus.yaml, run.sh, form.json, icon.png... Prints "
-            "'<sha256>  <package>'; the sha256 is the LXD image fingerprint. Offline.",
-            online=False)
-    p.add_argument("dir", metavar="DIR", help="folder holding pirus.yaml")
-    p.add_argument("-o", "--output", metavar="PKG",
-                   help="package to write: .tar, .tar.gz/.tgz or .tar.xz "
-                        "(default: <DIR name>.tar.gz in the current folder)")
-    p.add_argument("--compression", choices=["gzip", "xz", "none"],
-                   help="override the compression chosen from the output name")
-
-    p = add("validate", cmd_validate, "check a package or a pipeline folder",
-            "List every problem of a package (PKG) or of a pipeline folder (DIR): manifest "
-            "fields, form.json (JSON, and the draft-07 JSON Schema the server derives from "
-            "it), run script (present, executable, interpreter present), icon (PNG/SVG/JPEG), "
-            "documents. Exits 1 when anything is wrong. Offline.", online=False)
-    p.add_argument("path", metavar="PKG|DIR", help="a package file or a folder with pirus.yaml")
-    p.add_argument("--no-build", action="store_true",
-                   help="for a folder: skip the trial build (static checks only)")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
-
-    p = add("install", cmd_install, "install a package on the server",
-            "Install a package: one under the server's root folder is installed in place, any "
-            "other file is uploaded (resumable TUS upload). Waits until the pipeline is READY; "
-            "exits 1 if it ends in ERROR.", online=True)
-    p.add_argument("package", metavar="PKG", help="the package file")
-    p.add_argument("--timeout", type=float, default=600.0, metavar="SECONDS",
-                   help="give up waiting after this long (default: 600)")
-    p.add_argument("--json", action="store_true", help="print the pipeline record as JSON")
-
-    p = add("list", cmd_list, "list installed pipelines", "List the installed pipelines.",
-            online=True)
-    p.add_argument("--status", choices=["UPLOADING", "INSTALLING", "READY", "ERROR", "PAUSE"],
-                   help="only pipelines in this status")
-    p.add_argument("--json", action="store_true", help="print the records as JSON")
-
-    p = add("uninstall", cmd_uninstall, "uninstall a pipeline",
-            "Uninstall a pipeline by name or id (refused while it has active runs).",
-            online=True)
-    p.add_argument("pipeline", metavar="NAME|ID")
-    p.add_argument("--version", help="which version, when several are installed")
-
-    p = add("runs", cmd_runs, "list runs", "List runs, newest first.", online=True)
-    p.add_argument("--status", action="append", metavar="STATUS", type=_status_list,
-                   help="only runs in this status (repeat or comma-separate: "
-                        f"{', '.join(RUN_STATUSES)})")
-    p.add_argument("--pipeline", metavar="NAME|ID", help="only runs of this pipeline")
-    p.add_argument("--limit", type=int, default=50, help="at most this many (default: 50)")
-    p.add_argument("--json", action="store_true", help="print the records as JSON")
-
-    p = add("run", cmd_run, "start a run (and wait for it)",
-            "Start a run of PIPELINE (a name or an id). Inputs are paths relative to the "
-            "server's root folder, or local files (uploaded first when the server cannot see "
-            "them). Config values are parsed as JSON when they can be (5, true, [1,2], "
-            "\"05\"), else taken as strings; --config overrides --config-file. Without --wait "
-            "prints the run id; with --wait prints progress on stderr and each output as "
-            "'<sha256>  <path>', and exits 1 unless the run ends DONE.", online=True)
-    p.add_argument("pipeline", metavar="PIPELINE", help="pipeline name or id")
-    p.add_argument("--input", "-i", action="extend", nargs="+", metavar="PATH",
-                   help="input file(s); repeatable")
-    p.add_argument("--config", "-c", action="extend", nargs="+", metavar="KEY=VALUE",
-                   help="form value(s); repeatable")
-    p.add_argument("--config-file", metavar="FILE", help="a JSON object of form values")
-    p.add_argument("--name", help="the run's name")
-    p.add_argument("--version", help="which version of PIPELINE, when several are installed")
-    p.add_argument("--wait", action="store_true", help="follow the run until it ends")
-    p.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
-                   help="with --wait: give up after this long (the run goes on)")
-    p.add_argument("--json", action="store_true", help="print the run record as JSON")
-    return parser
-
-
-def _status_list(text: str) -> str:
-    bad = [s for s in text.split(",") if s and s not in RUN_STATUSES]
-    if bad:
-        raise argparse.ArgumentTypeError(f"unknown status {bad[0]!r} (use "
-                                         f"{', '.join(RUN_STATUSES)})")
-    return text
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "build": cmd_build, "validate": cmd_validate, "install": cmd_install, "list": cmd_list,
+    "uninstall": cmd_uninstall, "runs": cmd_runs, "run": cmd_run,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``jupyter pirus`` (``jupyter-pirus``); returns the exit code."""
-    from ..kernel.client import PirusAPIError, PirusConnectionError
-
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:  # --help (0) or a usage error (2)
         return int(e.code or 0)
     try:
-        return int(args.func(args))
+        return int(COMMANDS[args.command](args))
     except SystemExit as e:  # parser.error() inside a command
         return int(e.code or 0)
     except PirusConnectionError as e:

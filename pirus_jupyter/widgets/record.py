@@ -19,24 +19,23 @@ import copy
 import html
 import json
 import os
-import warnings
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..kernel.discovery import connect
+from ..kernel.progress import human_size
+from ..kernel.records import Run
+
 if TYPE_CHECKING:
-    from ..kernel.client import Client, Pipeline, Run
+    from ..kernel.client import Client
 
 RECORD_MIME = "application/vnd.pirus.run+json"
 RECORD_FORMAT = "pirus.run-record"
 RECORD_VERSION = 1
 
-__all__ = ["RECORD_MIME", "OutputComparison", "RerunError", "RunRecord", "rerun"]
-
-
-class RerunError(RuntimeError):
-    """A record cannot be re-run as asked (a different image, changed inputs, no pipeline)."""
+__all__ = ["RECORD_MIME", "STATUS_COLOURS", "OutputComparison", "RunRecord"]
 
 
 def _short(sha: str | None, n: int = 12) -> str:
@@ -44,18 +43,13 @@ def _short(sha: str | None, n: int = 12) -> str:
 
 
 def _size(size: Any) -> str:
-    if not isinstance(size, (int, float)):
-        return ""
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return ""  # pragma: no cover
+    return human_size(size) if isinstance(size, (int, float)) else ""
 
 
-_STATUS_COLOURS = {"DONE": "#1a7f37", "ERROR": "#cf222e", "CANCELED": "#6e7781",
-                   "RUNNING": "#0969da", "PAUSE": "#9a6700"}
+#: The colour of each run status, in the record and in the live widget.
+STATUS_COLOURS = {"WAITING": "#57606a", "INITIALIZING": "#0969da", "RUNNING": "#0969da",
+                  "PAUSE": "#9a6700", "FINISHING": "#0969da", "DONE": "#1a7f37",
+                  "ERROR": "#cf222e", "CANCELED": "#6e7781"}
 
 
 class RunRecord:
@@ -139,18 +133,14 @@ class RunRecord:
     @classmethod
     def load(cls, source: Any, client: Client | None = None) -> RunRecord:
         """A record from anything that names one: a :class:`RunRecord`, a
-        :class:`~pirus_jupyter.kernel.client.Run`, a run id (read through ``client``), a JSON
+        :class:`~pirus_jupyter.kernel.records.Run`, a run id (read through ``client``), a JSON
         dict or text, or a ``.json``/``.ipynb`` file (the last record in a notebook)."""
-        from ..kernel.client import Run
-
         if isinstance(source, RunRecord):
             return source
         if isinstance(source, Run):
             return source.record()
         if isinstance(source, int) and not isinstance(source, bool):
             if client is None:
-                from ..kernel.client import connect
-
                 client = connect()
             return client.run(source).record()
         if isinstance(source, (str, os.PathLike)) and str(source).endswith(".ipynb"):
@@ -297,7 +287,7 @@ class RunRecord:
         e = html.escape
         p, r = self._data["pipeline"], self._data["run"]
         status = str(r.get("status"))
-        colour = _STATUS_COLOURS.get(status, "#57606a")
+        colour = STATUS_COLOURS.get(status, "#57606a")
         td = "padding:2px 8px;text-align:left;vertical-align:top;border:none"
         mono = "font-family:monospace;font-size:90%"
 
@@ -457,100 +447,3 @@ def _inputs_with_hashes(client: Client, run: Mapping[str, Any]) -> list[dict[str
             sha = client.sha256(str(item["path"]), item.get("size"))
         item["sha256"] = sha
     return inputs
-
-
-def _current_hash(client: Client, path: str, size: Any) -> str | None:
-    """The input's sha256 now: its bytes when readable, else the server's file record."""
-    now = client.sha256(path, size if isinstance(size, int) else None)
-    if now is not None:
-        return now
-    try:
-        return next((f.sha256 for f in client.files() if f.path == path and f.sha256), None)
-    except Exception:
-        return None
-
-
-# -- rerun -------------------------------------------------------------------------------
-_CHANGES = ("config", "inputs", "name")
-
-
-def _pick_pipeline(client: Client, record: RunRecord, allow_image_change: bool) -> Pipeline:
-    wanted = record.pipeline
-    name, version = wanted.get("name"), wanted.get("version")
-    same = [p for p in client.pipelines() if p.name == name and p.status == "READY"]
-    exact = [p for p in same if p.version == version]
-    by_id = [p for p in exact if p.id == wanted.get("id")]
-    if by_id:
-        return by_id[0]
-    if exact:
-        return max(exact, key=lambda p: int(p.id))
-    if same and allow_image_change:
-        return max(same, key=lambda p: int(p.id))
-    installed = ", ".join(f"{p.name} {p.version or ''}".strip() for p in same)
-    raise RerunError(
-        f"pipeline {name} {version or ''} is not installed".replace("  ", " ")
-        + (f" (installed: {installed}; pass allow_image_change=True to use it)" if same
-           else ""))
-
-
-def rerun(record_or_json: Any, client: Client | None = None, *,
-          allow_image_change: bool = False, verify_inputs: bool = True, wait: bool = False,
-          timeout: float | None = None, **changes: Any) -> Run:
-    """Start a new run from a run record, with the same pipeline, config and inputs.
-
-    ``record_or_json``: a :class:`RunRecord`, a :class:`~pirus_jupyter.kernel.client.Run`, a run id,
-    the record's JSON (dict or text), or a ``.json``/``.ipynb`` file holding one. ``changes``
-    may replace ``inputs`` and ``name`` and update ``config`` (merged over the recorded one).
-
-    Refuses (:class:`RerunError`) when the installed pipeline's image fingerprint differs from
-    the recorded one, unless ``allow_image_change``; and when an input's sha256 now differs
-    from the recorded one (or the input is gone), unless ``verify_inputs`` is False. With
-    ``wait`` the new run is waited for. Returns the new :class:`~pirus_jupyter.kernel.client.Run`.
-    """
-    unknown = set(changes) - set(_CHANGES)
-    if unknown:
-        raise TypeError(f"rerun() got unexpected change(s): {', '.join(sorted(unknown))} "
-                        f"(allowed: {', '.join(_CHANGES)})")
-    if client is None:
-        from ..kernel.client import Run, connect
-
-        client = record_or_json.client if isinstance(record_or_json, Run) else connect()
-    record = RunRecord.load(record_or_json, client)
-    pipeline = _pick_pipeline(client, record, allow_image_change)
-    recorded_fp = record.pipeline.get("fingerprint")
-    if recorded_fp:
-        current = pipeline.fingerprint
-        if current is None:
-            warnings.warn(f"cannot check the image of {pipeline.name}: its fingerprint is "
-                          "unknown", stacklevel=2)
-        elif current != recorded_fp and not allow_image_change:
-            raise RerunError(
-                f"the installed image of {pipeline.name} {pipeline.version or ''} (pipeline "
-                f"{pipeline.id}, fingerprint {current[:12]}) differs from the recorded one "
-                f"({recorded_fp[:12]}); pass allow_image_change=True to run it anyway")
-    if changes.get("inputs") is not None:
-        inputs: list[Any] = list(changes["inputs"])
-    else:
-        inputs = [item["path"] for item in record.inputs]
-        if verify_inputs:
-            problems = []
-            for item in record.inputs:
-                if not item.get("sha256"):
-                    continue
-                now = _current_hash(client, item["path"], item.get("size"))
-                if now is None:
-                    problems.append(f"{item['path']} cannot be read any more")
-                elif now != item["sha256"]:
-                    problems.append(f"{item['path']} changed (sha256 {now[:12]}, recorded "
-                                    f"{item['sha256'][:12]})")
-            if problems:
-                raise RerunError("inputs differ from the record: " + "; ".join(problems)
-                                 + ". Pass verify_inputs=False to run anyway.")
-    config = record.config
-    if changes.get("config"):
-        config.update(changes["config"])
-    name = changes.get("name") or f"rerun of run {record.run.get('id')}: {record.run.get('name')}"
-    run = pipeline.run(config=config, inputs=inputs, name=name)
-    if wait:
-        run.wait(timeout)
-    return run

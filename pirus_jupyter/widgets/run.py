@@ -1,7 +1,7 @@
 """RunWidget: a run's live state in a notebook, pushed by the server.
 
 The widget subscribes to the client's shared events websocket
-(:class:`~pirus_jupyter.kernel.client.EventSubscriber`) for its run: every ``run.updated`` event
+(:class:`~pirus_jupyter.kernel.events.EventSubscriber`) for its run: every ``run.updated`` event
 updates the status, the progress bar and its label at once, from the events thread, so the
 widget keeps moving after the cell that displayed it has finished, and several widgets (several
 runs) share one websocket. Nothing polls the server in a loop: a one-second local clock only
@@ -22,16 +22,15 @@ from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
 
-from ..kernel.client import FINAL_STATUSES, PirusAPIError, PirusConnectionError
+from ..kernel.errors import PirusAPIError, PirusConnectionError
+from ..kernel.records import FINAL_STATUSES
+from .record import STATUS_COLOURS
 
 if TYPE_CHECKING:
-    from ..kernel.client import Run
+    from ..kernel.records import Run
 
 __all__ = ["RunWidget"]
 
-_COLOURS = {"WAITING": "#57606a", "INITIALIZING": "#0969da", "RUNNING": "#0969da",
-            "PAUSE": "#9a6700", "FINISHING": "#0969da", "DONE": "#1a7f37", "ERROR": "#cf222e",
-            "CANCELED": "#6e7781"}
 _BAR_STYLES = {"RUNNING": "info", "FINISHING": "info", "INITIALIZING": "info",
                "PAUSE": "warning", "DONE": "success", "ERROR": "danger", "CANCELED": "warning"}
 LOG_MIN_INTERVAL = 1.0
@@ -232,7 +231,7 @@ class RunWidget(widgets.VBox):
         with self._lock:
             run = self.run
             status = str(run.status)
-            colour = _COLOURS.get(status, "#57606a")
+            colour = STATUS_COLOURS.get(status, "#57606a")
             self.header.value = (
                 f"<b>Run {html.escape(str(run.id))}: {html.escape(str(run.name or ''))}</b> "
                 f"<span style='color:#57606a'>{html.escape(str(run.pipeline_name or ''))} "
