@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -56,39 +56,42 @@ class ActiveRun:
         self.changed.clear()
 
 
+@dataclass(eq=False, repr=False)
 class RunsCore:
-    def __init__(self, store: Store, events: EventBus, backend: Backend, files: FileService,
-                 pipelines: PipelineService, *, root_dir: Path, runs_dir: Path,
-                 databases_dir: Path, max_parallel: int, default_limits: dict[str, str],
-                 run_timeout: float, log_max_bytes: int, poll_interval: float,
-                 notify_enabled: bool, server_port: Callable[[], int], base_url: str,
-                 prefix: str = "pirus", log: logging.Logger, data_transfer: str = "auto",
-                 member_capacity: dict[str, Any] | None = None,
-                 requeue_on_member_loss: bool = False) -> None:
-        self.store = store
-        self.events = events
-        self.backend = backend
-        self.files = files
-        self.pipelines = pipelines
-        self.root_dir = root_dir
-        self.runs_dir = runs_dir
-        self.databases_dir = databases_dir
-        self.max_parallel = max(1, max_parallel)
-        self.default_limits = default_limits
-        self.run_timeout = run_timeout
-        self.log_max_bytes = log_max_bytes
-        self.poll_interval = poll_interval
-        self.notify_enabled = notify_enabled
-        self.server_port = server_port
-        self.base_url = base_url
-        self.prefix = prefix
-        self.log = log
-        # "mounts": run folders are bind-mounted (LXD on this host). "push": containers may be
-        # on another machine, data goes through the LXD file API (data.py).
-        self.data_transfer = data_transfer if data_transfer in ("mounts", "push") else (
-            "push" if backend.remote else "mounts")
-        self.member_capacity = dict(member_capacity or {})
-        self.requeue_on_member_loss = requeue_on_member_loss
+    """Services and settings (as ``Services.build`` passes them), and the shared state."""
+
+    store: Store
+    events: EventBus
+    backend: Backend
+    files: FileService
+    pipelines: PipelineService
+    _: KW_ONLY
+    root_dir: Path
+    runs_dir: Path
+    databases_dir: Path
+    max_parallel: int
+    default_limits: dict[str, str]
+    run_timeout: float
+    log_max_bytes: int
+    poll_interval: float
+    notify_enabled: bool
+    server_port: Callable[[], int]
+    base_url: str
+    prefix: str = "pirus"
+    log: logging.Logger
+    # "mounts": run folders are bind-mounted (LXD on this host). "push": containers may be on
+    # another machine, data goes through the LXD file API (data.py). "auto": push if remote.
+    data_transfer: str = "auto"
+    member_capacity: dict[str, Any] | None = None
+    requeue_on_member_loss: bool = False
+    # Seconds without a heartbeat (and no exit code) after which a RUNNING run is lost.
+    heartbeat_timeout: float = field(default=6 * HEARTBEAT_INTERVAL, init=False)
+
+    def __post_init__(self) -> None:
+        self.max_parallel = max(1, self.max_parallel)
+        if self.data_transfer not in ("mounts", "push"):
+            self.data_transfer = "push" if self.backend.remote else "mounts"
+        self.member_capacity = dict(self.member_capacity or {})
         self._members: tuple[float, list[Member]] = (0.0, [])  # (when read, members)
         self._suspects: dict[str, float] = {}  # member -> until when launches avoid it
         self._member_watch: asyncio.Task[None] | None = None
@@ -98,8 +101,6 @@ class RunsCore:
         self._lxd_lost: dict[int, float] = {}  # run id -> when LXD was first found unreachable
         self._removals: dict[str, asyncio.Task[None]] = {}  # container deletions to retry
         self._queue_retry: asyncio.Task[None] | None = None  # the queue held while LXD is down
-        # Seconds without a heartbeat (and no exit code) after which a RUNNING run is lost.
-        self.heartbeat_timeout = 6 * HEARTBEAT_INTERVAL
         self._schedule_lock = asyncio.Lock()
         self._stopping = False
         self._reconciled = False  # the queue opens once runs left by a previous server are known

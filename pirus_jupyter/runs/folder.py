@@ -23,29 +23,18 @@ from .wrapper import LOG_NAMES
 
 @dataclass(frozen=True)
 class RunPaths:
-    """The run folder on this host."""
+    """The run folder on this host and its four folders."""
 
     root: Path
+    inputs: Path
+    outputs: Path
+    logs: Path
+    state: Path
 
     @classmethod
     def of(cls, row: dict[str, Any]) -> RunPaths:
-        return cls(Path(row["root_path"]))
-
-    @property
-    def inputs(self) -> Path:
-        return self.root / "inputs"
-
-    @property
-    def outputs(self) -> Path:
-        return self.root / "outputs"
-
-    @property
-    def logs(self) -> Path:
-        return self.root / "logs"
-
-    @property
-    def state(self) -> Path:
-        return self.root / ".pirus"
+        root = Path(row["root_path"])
+        return cls(root, root / "inputs", root / "outputs", root / "logs", root / ".pirus")
 
     def log(self, which: str) -> Path:
         return self.logs / f"{which}.log"
