@@ -36,8 +36,6 @@ from .lifecycle import FINISHING_NAMES, Lifecycle
 from .queue import Queue
 from .wrapper import LOG_NAMES
 
-__all__ = ["LOG_NAMES", "RunManager"]
-
 S = RunStatus
 
 
