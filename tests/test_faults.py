@@ -40,7 +40,7 @@ from tus_helpers import (
 )
 
 from pirus_jupyter.hashing import sha256_file
-from pirus_jupyter.runs import manager as runs_module
+from pirus_jupyter.runs import lifecycle as runs_module
 
 
 def integrity(db_path: Path) -> str:

@@ -176,7 +176,7 @@ def test_enums_follow_the_code(spec):
     schemas = _schemas(spec)
     assert schemas["RunStatus"]["enum"] == [s.value for s in models.RunStatus]
     assert schemas["PipelineStatus"]["enum"] == [s.value for s in models.PipelineStatus]
-    from pirus_jupyter.runs.manager import LOG_NAMES
+    from pirus_jupyter.runs.wrapper import LOG_NAMES
 
     which = spec["paths"]["/runs/{run_id}/logs/{which}"]["parameters"][1]
     assert which["name"] == "which" and which["schema"]["enum"] == list(LOG_NAMES)

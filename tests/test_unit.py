@@ -20,7 +20,8 @@ from pirus_jupyter.models import (
     check_run_move,
 )
 from pirus_jupyter.packaging.inspect import normalize_manifest
-from pirus_jupyter.runs.manager import phase_durations, tail_lines
+from pirus_jupyter.runs.folder import tail_lines
+from pirus_jupyter.runs.lifecycle import phase_durations
 from pirus_jupyter.settings_doc import render
 
 S = RunStatus

@@ -1,14 +1,18 @@
-"""Run data without a shared filesystem: the LXD file API instead of bind mounts.
+"""A run's data as its container sees it: mounted | pushed, one object per run.
 
-When a run's container may be on another machine (an LXD cluster member, a remote LXD), host
-folders cannot be mounted into it. Then, before the container starts, its inputs, config.json,
-empty logs and state folder (and the reference databases) are pushed into it; while it runs,
-the progress file, the exit code and the heartbeat are read over the API; when it ends, logs
-and outputs are pulled back into the run folder on this host, each output's sha256 computed on
-the host copy as it streams in and checked against the one the wrapper computed inside the
-container. Nothing here assumes a host path inside the container.
+How the container reaches the run folder (folder.py) is one object per run, behind ``RunData``:
 
-Every method blocks (HTTP to LXD): the run manager calls them in threads.
+- ``MountedData``: LXD runs on this host; the folders are bind-mounted, the monitor reads the
+  state files directly and the outputs are already here when the run ends.
+- ``PushedData``: the container may be on another machine (an LXD cluster member, a remote LXD),
+  so nothing assumes a host path inside it. Before the start, inputs, config.json, empty logs,
+  the state folder and the reference databases are pushed through the LXD file API; while it
+  runs, the progress file, the exit code and the heartbeat are read over the API; when it ends,
+  logs and outputs are pulled back, each output's sha256 computed on the host copy as it
+  streams in and checked against the one the wrapper computed inside the container.
+
+Every method of a ``RunData`` may block (files, HTTP to LXD): the run manager calls them in
+threads.
 """
 
 from __future__ import annotations
@@ -16,82 +20,202 @@ from __future__ import annotations
 import logging
 import os
 import posixpath
+import shlex
 import time
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
-from ..backend.base import Backend
-from ..errors import BackendError, BackendUnavailable
+from ..backend.base import Backend, DiskMount
+from ..errors import BackendError, BackendUnavailable, NotFound
 from ..files import is_within
+from . import wrapper
+from .folder import RunPaths
+from .wrapper import EXIT_FILE, HEARTBEAT_FILE, LOG_NAMES, MANIFEST_FILE, PROGRESS_FILE, STATE_DIR
 
-STATE_DIR = "/.pirus"
-PROGRESS_PATH = f"{STATE_DIR}/progress.jsonl"
-EXIT_PATH = f"{STATE_DIR}/exit_code"
-HEARTBEAT_PATH = f"{STATE_DIR}/heartbeat"
-MANIFEST_PATH = f"{STATE_DIR}/outputs.sha256"
-LOG_NAMES = ("out", "err")
+# Runs whose data goes through the LXD file API: seconds between reads of their progress file
+# and exit code (each read is a request to LXD, and LXD starts a helper process for it).
+PUSH_POLL_INTERVAL = 1.0
 # A request about a container on an unreachable member stalls ~10 s before LXD gives up:
 # after one such failure, reads of that container are skipped for this long.
 UNREACHABLE_RETRY = 15.0
+# Progress lines read at most at once.
+PROGRESS_CHUNK = 1024 * 1024
 
 
-def heartbeat_script(logs: str, interval: float) -> str:
-    """The wrapper's heartbeat for pushed runs: a counter (a change is a beat, whatever the
-    clocks of this host and the member say) and the sizes of both logs (the log cap is checked
-    from it, without reading the logs over the API)."""
-    tmp = f"{HEARTBEAT_PATH}.tmp"
-    return (f"( n=0; while kill -0 $$ 2>/dev/null; do n=$((n+1)); "
-            f"echo \"$n $(wc -c <{logs}/out.log) $(wc -c <{logs}/err.log)\" >{tmp} && "
-            f"mv -f {tmp} {HEARTBEAT_PATH}; sleep {interval:g}; done ) "
-            f"</dev/null >/dev/null 2>&1 &\n")
+class RunData(ABC):
+    """One run's data as its container sees it. ``container`` is the run's current container
+    (a run placed again on another member gets a new container, and a new ``RunData``)."""
 
+    #: the container runs on this host, so the notify proxy can reach this server
+    on_this_host = True
 
-def manifest_script(outputs: str) -> str:
-    """sha256 of every output, computed inside the container once the command has ended, so
-    that the copies pulled to this host can be checked (skipped if the image has no
-    sha256sum)."""
-    tmp = f"{MANIFEST_PATH}.tmp"
-    return (f"( cd {outputs} && find . -type f -exec sha256sum {{}} \\; ) >{tmp} 2>/dev/null; "
-            f"mv -f {tmp} {MANIFEST_PATH}\n")
-
-
-class PushTransfer:
-    """Moves one server's run data in and out of containers through the LXD file API."""
-
-    def __init__(self, backend: Backend, databases_dir: Path, log: logging.Logger) -> None:
+    def __init__(self, row: dict[str, Any], pipeline: dict[str, Any] | None, backend: Backend,
+                 databases_dir: Path, log: logging.Logger) -> None:
+        self.run_id: int = row["id"]
+        self.container: str | None = row.get("lxd_container")
+        self.paths = RunPaths.of(row)
+        self.pipeline = pipeline
         self.backend = backend
         self.databases_dir = databases_dir
         self.log = log
-        # run id -> (heartbeat content, when it was last seen changing, on this host's clock)
-        self._beats: dict[int, tuple[bytes, float]] = {}
-        self._unreachable: dict[str, float] = {}  # container -> when a read last failed so
 
-    def unreachable(self, name: str) -> bool:
-        """A read of this container failed to reach its member a moment ago."""
-        since = self._unreachable.get(name)
+    def _pipeline(self) -> dict[str, Any]:
+        if self.pipeline is None:
+            raise NotFound(f"the pipeline of run {self.run_id} is gone")
+        return self.pipeline
+
+    def poll_interval(self, base: float) -> float:
+        return base
+
+    def unreachable(self) -> bool:
+        """A read of the container just failed to reach its member (asking again stalls)."""
+        return False
+
+    # -- before the start ---------------------------------------------------------------
+    @abstractmethod
+    def mounts(self) -> dict[str, DiskMount]:
+        """Host folders bind-mounted into the container."""
+
+    @abstractmethod
+    def fill(self, uid: int, gid: int) -> None:
+        """Make the data the container's, between its creation and its start."""
+
+    @abstractmethod
+    def heartbeat_script(self) -> str:
+        """The wrapper's heartbeat (wrapper.py)."""
+
+    def before_exit_script(self) -> str:
+        """What the wrapper does once the command has ended, before writing the exit code."""
+        return ""
+
+    # -- while it runs ------------------------------------------------------------------
+    @abstractmethod
+    def exit_code(self) -> int | None: ...
+
+    @abstractmethod
+    def progress(self, offset: int) -> bytes:
+        """The progress file from ``offset`` (at most ``PROGRESS_CHUNK`` bytes)."""
+
+    @abstractmethod
+    def last_beat(self) -> float | None:
+        """When the wrapper's heartbeat last beat (epoch seconds); None: cannot tell now."""
+
+    @abstractmethod
+    def log_size(self) -> int:
+        """The larger log's size."""
+
+    def live_log(self, which: str) -> bytes | None:
+        """A log read in the container while the run is active; None: read the host copy."""
+        return None
+
+    # -- after the end ------------------------------------------------------------------
+    def pull_logs(self) -> None:
+        """Bring the logs to the run folder (the error of a failed run quotes them)."""
+        return None  # mounted: they are there already
+
+    def pull_outputs(self) -> dict[str, str] | None:
+        """Bring the outputs to the run folder; relative path -> sha256 already computed."""
+        return None
+
+
+class MountedData(RunData):
+    """Run folders bind-mounted into a container on this host."""
+
+    def mounts(self) -> dict[str, DiskMount]:
+        pipeline, paths = self._pipeline(), self.paths
+        return {
+            "pirus-inputs": DiskMount(paths.inputs, pipeline["lxd_inputs_path"], True),
+            "pirus-outputs": DiskMount(paths.outputs, pipeline["lxd_outputs_path"], False),
+            "pirus-logs": DiskMount(paths.logs, pipeline["lxd_logs_path"], False),
+            "pirus-databases": DiskMount(self.databases_dir, pipeline["lxd_db_path"], True),
+            "pirus-state": DiskMount(paths.state, STATE_DIR, False),
+        }
+
+    def fill(self, uid: int, gid: int) -> None:
+        for folder in (self.paths.outputs, self.paths.logs, self.paths.state):
+            os.chown(folder, uid, gid)
+            for child in folder.iterdir():
+                os.chown(child, uid, gid)
+
+    def heartbeat_script(self) -> str:
+        return wrapper.touch_heartbeat()
+
+    def _state_file(self, path: str) -> Path:
+        return self.paths.state / posixpath.basename(path)
+
+    def exit_code(self) -> int | None:
+        try:
+            return int(self._state_file(EXIT_FILE).read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def progress(self, offset: int) -> bytes:
+        try:
+            with open(self._state_file(PROGRESS_FILE), "rb") as f:
+                f.seek(offset)
+                return f.read(PROGRESS_CHUNK)
+        except OSError:
+            return b""
+
+    def last_beat(self) -> float | None:
+        try:
+            return self._state_file(HEARTBEAT_FILE).stat().st_mtime
+        except OSError:
+            return 0.0
+
+    def log_size(self) -> int:
+        sizes = [self.paths.log(n).stat().st_size for n in LOG_NAMES if self.paths.log(n).exists()]
+        return max(sizes, default=0)
+
+
+class PushedData(RunData):
+    """Run data moved in and out of the container through the LXD file API."""
+
+    on_this_host = False
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._beat: tuple[bytes, float] | None = None  # (content, when seen changing, here)
+        self._unreachable_since: float | None = None
+
+    def poll_interval(self, base: float) -> float:
+        return max(base, PUSH_POLL_INTERVAL)
+
+    def unreachable(self) -> bool:
+        since = self._unreachable_since
         if since is None:
             return False
         if time.monotonic() - since < UNREACHABLE_RETRY:
             return True
-        del self._unreachable[name]
+        self._unreachable_since = None
         return False
 
+    def _name(self) -> str:
+        if not self.container:
+            raise NotFound(f"run {self.run_id} has no container")
+        return self.container
+
     # -- before the start ---------------------------------------------------------------
-    def push(self, name: str, pipeline: dict[str, Any], paths: dict[str, Path]) -> None:
+    def mounts(self) -> dict[str, DiskMount]:
+        return {}
+
+    def fill(self, uid: int, gid: int) -> None:
         """Inputs (with config.json), empty logs, the state folder and the databases."""
-        backend = self.backend
+        backend, name, pipeline = self.backend, self._name(), self._pipeline()
         inputs_path = pipeline["lxd_inputs_path"]
         backend.make_dir(name, inputs_path)
-        for entry in sorted(paths["inputs"].iterdir()):
+        for entry in sorted(self.paths.inputs.iterdir()):
             backend.push_file(name, posixpath.join(inputs_path, entry.name), entry)
         backend.make_dir(name, pipeline["lxd_outputs_path"])
         backend.make_dir(name, pipeline["lxd_logs_path"])
         for log in LOG_NAMES:
             backend.push_file(name, posixpath.join(pipeline["lxd_logs_path"], f"{log}.log"), b"")
         backend.make_dir(name, STATE_DIR)
-        self._push_tree(name, self.databases_dir, pipeline["lxd_db_path"])
+        self._push_tree(self.databases_dir, pipeline["lxd_db_path"])
 
-    def _push_tree(self, name: str, source: Path, target: str) -> None:
+    def _push_tree(self, source: Path, target: str) -> None:
+        name = self._name()
         self.backend.make_dir(name, target)
         if not source.is_dir():
             return
@@ -107,78 +231,82 @@ class PushTransfer:
                     continue
                 self.backend.push_file(name, posixpath.join(folder, filename), path)
 
+    def heartbeat_script(self) -> str:
+        return wrapper.counting_heartbeat(shlex.quote(self._pipeline()["lxd_logs_path"]))
+
+    def before_exit_script(self) -> str:
+        # outputs hashed inside, to check the copies pulled to this host
+        return wrapper.output_manifest(shlex.quote(self._pipeline()["lxd_outputs_path"]))
+
     # -- while it runs ------------------------------------------------------------------
-    def _read(self, name: str, path: str) -> bytes | None:
-        """A small state file, or None when it is missing or the member cannot say."""
-        if self.unreachable(name):
+    def _read(self, path: str) -> bytes | None:
+        """A small file of the container, or None when it is missing or the member cannot
+        say."""
+        if not self.container or self.unreachable():
             return None
         try:
-            data = self.backend.read_file(name, path)
+            data = self.backend.read_file(self.container, path)
         except BackendUnavailable as e:  # the monitor's health check decides what it means
-            self._unreachable[name] = time.monotonic()
-            self.log.debug("pirus: cannot read %s in %s: %s", path, name, e.message)
+            self._unreachable_since = time.monotonic()
+            self.log.debug("pirus: cannot read %s in %s: %s", path, self.container, e.message)
             return None
         except BackendError as e:
-            self.log.debug("pirus: cannot read %s in %s: %s", path, name, e.message)
+            self.log.debug("pirus: cannot read %s in %s: %s", path, self.container, e.message)
             return None
-        self._unreachable.pop(name, None)
+        self._unreachable_since = None
         return data
 
-    def exit_code(self, name: str) -> int | None:
-        data = self._read(name, EXIT_PATH)
+    def exit_code(self) -> int | None:
+        data = self._read(EXIT_FILE)
         try:
             return int(data.strip()) if data else None
         except ValueError:
             return None
 
-    def progress(self, name: str) -> bytes:
-        return self._read(name, PROGRESS_PATH) or b""
+    def progress(self, offset: int) -> bytes:
+        # read whole over the API: progress files stay small
+        return (self._read(PROGRESS_FILE) or b"")[offset:offset + PROGRESS_CHUNK]
 
-    def heartbeat_age(self, run_id: int, name: str) -> float | None:
-        """Seconds since the heartbeat last changed (None: cannot be read now)."""
-        data = self._read(name, HEARTBEAT_PATH)
+    def last_beat(self) -> float | None:
+        """A change of the beat's content, seen on this host's clock."""
+        data = self._read(HEARTBEAT_FILE)
         now = time.time()
-        seen = self._beats.get(run_id)
         if data is None:
-            return None if seen is None else now - seen[1]
-        if seen is None or seen[0] != data:
-            self._beats[run_id] = (data, now)
-            return 0.0
-        return now - seen[1]
+            return None if self._beat is None else self._beat[1]
+        if self._beat is None or self._beat[0] != data:
+            self._beat = (data, now)
+        return self._beat[1]
 
-    def log_sizes(self, run_id: int) -> int:
-        """The larger log's size at the last heartbeat."""
-        seen = self._beats.get(run_id)
-        if not seen:
+    def log_size(self) -> int:
+        """As of the last heartbeat."""
+        if not self._beat:
             return 0
         try:
-            return max(int(n) for n in seen[0].split()[1:3])
+            return max(int(n) for n in self._beat[0].split()[1:3])
         except ValueError:
             return 0
 
-    def forget(self, run_id: int, name: str | None = None) -> None:
-        self._beats.pop(run_id, None)
-        if name:
-            self._unreachable.pop(name, None)
-
-    def read_log(self, name: str, pipeline: dict[str, Any], which: str) -> bytes | None:
-        return self._read(name, posixpath.join(pipeline["lxd_logs_path"], f"{which}.log"))
+    def live_log(self, which: str) -> bytes | None:
+        if self.pipeline is None:
+            return None
+        return self._read(posixpath.join(self.pipeline["lxd_logs_path"], f"{which}.log"))
 
     # -- after the end ------------------------------------------------------------------
-    def pull_logs(self, name: str, pipeline: dict[str, Any], logs_dir: Path) -> None:
+    def pull_logs(self) -> None:
+        name, pipeline = self._name(), self._pipeline()
         for log in LOG_NAMES:
-            target = logs_dir / f"{log}.log"
+            target = self.paths.log(log)
             partial = target.with_name(f".{log}.log.part")
-            self.backend.pull_file(name, posixpath.join(pipeline["lxd_logs_path"],
-                                                        f"{log}.log"), partial)
+            self.backend.pull_file(name, posixpath.join(pipeline["lxd_logs_path"], f"{log}.log"),
+                                   partial)
             partial.replace(target)
 
-    def pull_outputs(self, name: str, pipeline: dict[str, Any], outputs_dir: Path
-                     ) -> dict[str, str]:
-        """Copy every regular output file to ``outputs_dir``; return relative path -> sha256
+    def pull_outputs(self) -> dict[str, str]:
+        """Copy every regular output file to the run folder; return relative path -> sha256
         of the host copy. A copy whose sha256 differs from the container's is an error."""
-        root = pipeline["lxd_outputs_path"]
-        expected = self._manifest(name)
+        name, root = self._name(), self._pipeline()["lxd_outputs_path"]
+        outputs_dir = self.paths.outputs
+        expected = self._manifest()
         hashes: dict[str, str] = {}
         for entry in self.backend.walk_files(name, root):
             target = outputs_dir / entry.path
@@ -195,8 +323,8 @@ class PushTransfer:
             hashes[entry.path] = digest
         return hashes
 
-    def _manifest(self, name: str) -> dict[str, str]:
-        data = self._read(name, MANIFEST_PATH) or b""
+    def _manifest(self) -> dict[str, str]:
+        data = self._read(MANIFEST_FILE) or b""
         out = {}
         for line in data.decode(errors="replace").splitlines():
             digest, _, path = line.partition("  ")
@@ -204,3 +332,9 @@ class PushTransfer:
                 out[path[2:]] = digest
         return out
 
+
+def open_run_data(row: dict[str, Any], pipeline: dict[str, Any] | None, backend: Backend,
+                  databases_dir: Path, log: logging.Logger) -> RunData:
+    """The run's data as chosen when it started (the ``transfer`` column: mounts | push)."""
+    kind = PushedData if row.get("transfer") == "push" else MountedData
+    return kind(row, pipeline, backend, databases_dir, log)
