@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .backend.base import Backend
+from .databases import DatabaseService
 from .events import EventBus
 from .files import FileService
 from .looplag import LoopLagMonitor
@@ -29,6 +30,7 @@ class Services:
     events: EventBus
     backend: Backend
     files: FileService
+    databases: DatabaseService
     pipelines: PipelineService
     runs: RunManager
     uploads: UploadService
@@ -63,6 +65,7 @@ class Services:
             expiration=app.upload_expiration, log=app.log,
         )
         return cls(app=app, root_dir=root_dir, data_dir=data_dir, store=store, events=events,
+                   databases=DatabaseService(databases_dir),
                    backend=backend, files=files, pipelines=pipelines, runs=runs, uploads=uploads)
 
     async def start(self) -> None:

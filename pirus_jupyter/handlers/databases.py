@@ -12,7 +12,7 @@ class DatabasesHandler(PirusHandler):
     @web.authenticated
     @authorized
     async def get(self) -> None:
-        items = await self.services.runs.databases()
+        items = await self.services.databases.list()
         self.send_json({"items": items, "total": len(items)})
 
 

@@ -24,6 +24,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from ..databases import DatabaseService
 from ..errors import Conflict, Forbidden, InvalidRequest, NotFound
 from ..files import is_within, resolve_under, to_api_path, unique_input_names
 from ..forms import validate_config
@@ -101,19 +102,6 @@ class RunManager(Queue, Lifecycle, Cluster):
     async def get(self, run_id: int) -> dict[str, Any]:
         return public_run(await self.store.get("runs", run_id))
 
-    async def databases(self) -> list[dict[str, Any]]:
-        def scan() -> list[dict[str, Any]]:
-            out = []
-            for entry in sorted(self.databases_dir.iterdir()):
-                if entry.name.startswith("."):
-                    continue
-                size = entry.stat().st_size if entry.is_file() else sum(
-                    p.stat().st_size for p in entry.rglob("*") if p.is_file())
-                out.append({"name": entry.name, "size": size, "path": entry.name})
-            return out
-
-        return await asyncio.to_thread(scan)
-
     async def logs(self, run_id: int, which: str, tail: int | None) -> str:
         if which not in LOG_NAMES:
             raise NotFound(f"no log {which!r}: use out or err")
@@ -168,7 +156,7 @@ class RunManager(Queue, Lifecycle, Cluster):
             raise InvalidRequest("name must be a string")
         target = await self._check_target(target)
         resolved = await self._resolve_inputs(inputs if inputs is not None else [])
-        dbs = [d["name"] for d in await self.databases()]
+        dbs = await DatabaseService(self.databases_dir).names()
         schema = await self.pipelines.form(pipeline_id, [i["name"] for i in resolved], dbs)
         config = validate_config(schema, config if config is not None else {})
         row = await self.store.insert("runs", {
