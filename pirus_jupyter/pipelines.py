@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import os
@@ -15,6 +16,7 @@ from .backend.base import Backend
 from .errors import Conflict, InvalidPackage, NotFound, PirusError
 from .events import EventBus
 from .forms import normalize_form
+from .hashing import BLOCK
 from .models import ACTIVE_RUN_STATUSES, PipelineStatus, RunStatus, public_pipeline
 from .packaging.inspect import PackageInfo, inspect_package
 from .store import Store, now_iso
@@ -103,7 +105,12 @@ class PipelineService:
         return row
 
     async def install_from_path(self, source: Path) -> dict[str, Any]:
-        """Copy a package file (from the Jupyter root or a finished upload) and install it."""
+        """Copy a package file (from the Jupyter root or a finished upload) and install it.
+
+        Copied, not linked: the source stays the user's to overwrite in place, and the stored
+        package must keep the bytes LXD imported. The copy hashes what it writes, so the
+        install does not read the package again for its fingerprint.
+        """
         if not source.is_file():
             raise NotFound(f"no package file at {source.name!r}")
         size = source.stat().st_size
@@ -113,21 +120,27 @@ class PipelineService:
         row = await self._create(source.name, PipelineStatus.INSTALLING, size=size)
         target = Path(row["root_path"]) / ("package" + _package_suffix(source.name))
         try:
-            await asyncio.to_thread(self._copy_in, source, target)
+            sha256 = await asyncio.to_thread(self._copy_in, source, target)
         except OSError as e:
             await self._set(row["id"], status=PipelineStatus.ERROR.value,
                             error=f"cannot copy the package: {e}")
             return public_pipeline(await self.row(row["id"]))
         row = await self._set(row["id"], pipeline_file=str(target), upload_offset=size)
-        self._spawn(row["id"])
+        self._spawn(row["id"], sha256)
         return public_pipeline(row)
 
     @staticmethod
-    def _copy_in(source: Path, target: Path) -> None:
+    def _copy_in(source: Path, target: Path) -> str:
+        """Copy ``source`` to ``target``; returns the sha256 of the bytes written."""
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_name(target.name + ".part")
-        shutil.copyfile(source, partial)
+        digest = hashlib.sha256()
+        with open(source, "rb") as src, open(partial, "wb") as dst:
+            while block := src.read(BLOCK):
+                digest.update(block)
+                dst.write(block)
         os.replace(partial, target)  # never a half-copied package under the final name
+        return digest.hexdigest()
 
     async def create_uploading(self, filename: str, size: int | None, upload_id: str
                                ) -> dict[str, Any]:
@@ -137,8 +150,10 @@ class PipelineService:
     async def set_upload_offset(self, pipeline_id: int, offset: int) -> None:
         await self._set(pipeline_id, upload_offset=offset)
 
-    async def install_file(self, pipeline_id: int, path: Path) -> None:
-        """Take ownership of a finished upload's file and install it in the background."""
+    async def install_file(self, pipeline_id: int, path: Path, sha256: str | None = None) -> None:
+        """Take ownership of a finished upload's file (moved, not copied) and install it in
+        the background. ``sha256``: the digest the upload computed while receiving the file;
+        the install then reads the package only for its manifest."""
         row = await self.row(pipeline_id)
         target = Path(row["root_path"]) / ("package" + _package_suffix(row["name"]))
         await asyncio.to_thread(target.parent.mkdir, parents=True, exist_ok=True)
@@ -146,13 +161,13 @@ class PipelineService:
         size = target.stat().st_size
         await self._set(pipeline_id, status=PipelineStatus.INSTALLING.value,
                         pipeline_file=str(target), size=size, upload_offset=size)
-        self._spawn(pipeline_id)
+        self._spawn(pipeline_id, sha256)
 
     async def fail(self, pipeline_id: int, message: str) -> None:
         await self._set(pipeline_id, status=PipelineStatus.ERROR.value, error=message)
 
-    def _spawn(self, pipeline_id: int) -> None:
-        task = asyncio.get_running_loop().create_task(self._install(pipeline_id))
+    def _spawn(self, pipeline_id: int, sha256: str | None = None) -> None:
+        task = asyncio.get_running_loop().create_task(self._install(pipeline_id, sha256))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -171,13 +186,15 @@ class PipelineService:
             else:
                 await self.fail(row["id"], "the server stopped before the package was stored")
 
-    async def _install(self, pipeline_id: int) -> None:
+    async def _install(self, pipeline_id: int, sha256: str | None = None) -> None:
+        """Inspect, import into LXD and record; ``sha256`` is the package's digest when known
+        (hashed otherwise, e.g. when a restart resumes the install)."""
         row = await self.row(pipeline_id)
         alias = (row.get("lxd_alias")
                  or f"{self.prefix}-pipeline-{pipeline_id}-{secrets.token_hex(4)}")
         try:
             info = await asyncio.to_thread(
-                inspect_package, Path(row["pipeline_file"]), self.max_package_size)
+                inspect_package, Path(row["pipeline_file"]), self.max_package_size, sha256=sha256)
             await self._check_not_installed(pipeline_id, info)
             await self._set(pipeline_id, lxd_alias=alias)
             fingerprint = await asyncio.to_thread(

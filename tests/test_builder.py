@@ -18,14 +18,10 @@ import pytest
 import yaml
 from conftest import lxd_available
 
-from pirus_jupyter.packaging.build import (
-    DEFAULT_EPOCH,
-    BuildError,
-    build_package,
-    build_package_from_parts,
-    busybox_rootfs_entries,
-    validate_manifest,
-)
+from pirus_jupyter.packaging.bases import busybox_rootfs_entries
+from pirus_jupyter.packaging.build import BuildError, build_package, build_package_from_parts
+from pirus_jupyter.packaging.manifest import validate_manifest
+from pirus_jupyter.packaging.tarwriter import DEFAULT_EPOCH
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "pipelines"
 FASTQ_COUNT = EXAMPLES / "fastq-count"

@@ -17,13 +17,11 @@ import yaml
 
 from ..errors import InvalidPackage
 from ..hashing import sha256_file
+from .manifest import normalize_manifest
+from .rootfs import member_name
 
-MANIFEST_DEFAULTS = {
-    "inputs": "/pipeline/inputs",
-    "outputs": "/pipeline/outputs",
-    "logs": "/pipeline/logs",
-    "databases": "/pipeline/databases",
-}
+__all__ = ["MAX_DOCUMENT_SIZE", "PackageInfo", "inspect_package", "normalize_manifest"]
+
 # Small files read out of the package (form, icon, documents); larger ones are refused.
 MAX_DOCUMENT_SIZE = 4 * 1024 * 1024
 
@@ -41,10 +39,10 @@ class PackageInfo:
 def _clean_member_name(name: str) -> str:
     if name.startswith("/") or "\x00" in name:
         raise InvalidPackage(f"absolute path in package: {name!r}", code="path_traversal")
-    parts = [p for p in name.split("/") if p not in ("", ".")]
-    if ".." in parts:
+    normalised = member_name(name)
+    if ".." in normalised.split("/"):
         raise InvalidPackage(f"path traversal in package: {name!r}", code="path_traversal")
-    return "/".join(parts)
+    return normalised
 
 
 def _check_link_target(member: tarfile.TarInfo, name: str) -> None:
@@ -66,78 +64,12 @@ def _check_link_target(member: tarfile.TarInfo, name: str) -> None:
         )
 
 
-def _manifest_path(manifest: dict[str, Any], key: str) -> str:
-    value = manifest.get(key)
-    if not isinstance(value, str) or not value.startswith("/"):
-        raise InvalidPackage(f"pirus.{key} must be an absolute path inside the container")
-    if ".." in value.split("/"):
-        raise InvalidPackage(f"pirus.{key} must not contain '..'", code="invalid_manifest")
-    return posixpath.normpath(value)
+def inspect_package(path: Path, max_size: int, *, sha256: str | None = None) -> PackageInfo:
+    """Read and validate a package without extracting it. Raises InvalidPackage.
 
-
-def normalize_manifest(metadata: Any) -> dict[str, Any]:
-    """Validate ``metadata.yaml``'s ``pirus`` block and fill the defaults."""
-    if not isinstance(metadata, dict) or not isinstance(metadata.get("pirus"), dict):
-        raise InvalidPackage("metadata.yaml has no 'pirus' mapping", code="missing_manifest")
-    manifest = dict(metadata["pirus"])
-    problems = []
-    if not isinstance(manifest.get("name"), str) or not manifest["name"].strip():
-        problems.append("pirus.name is required (a string)")
-    run = manifest.get("run", manifest.get("job"))
-    if isinstance(run, list) and all(isinstance(a, str) for a in run):
-        run = " ".join(run)
-    if not isinstance(run, str) or not run.strip():
-        problems.append("pirus.run is required (the command run in the container)")
-    if problems:
-        raise InvalidPackage("; ".join(problems), code="invalid_manifest")
-    manifest["run"] = run
-    manifest.pop("job", None)
-    for key, default in MANIFEST_DEFAULTS.items():
-        manifest.setdefault(key, default)
-        manifest[key] = _manifest_path(manifest, key)
-    for key in ("form", "icon"):
-        if manifest.get(key) is not None:
-            manifest[key] = _manifest_path(manifest, key)
-    for key in ("version", "description", "license", "pirus_api"):
-        if manifest.get(key) is not None:
-            manifest[key] = str(manifest[key])
-    developers = manifest.get("developers") or []
-    if isinstance(developers, str):
-        developers = [developers]
-    if not isinstance(developers, list):
-        raise InvalidPackage("pirus.developers must be a list of names")
-    manifest["developers"] = [str(d) for d in developers]
-    limits = manifest.get("limits") or {}
-    if not isinstance(limits, dict) or not set(limits) <= {"cpu", "memory", "processes"}:
-        raise InvalidPackage("pirus.limits must be a mapping with cpu, memory, processes")
-    manifest["limits"] = {k: str(v) for k, v in limits.items()}
-    documents = manifest.get("documents") or []
-    if not isinstance(documents, list) or not all(isinstance(d, str) for d in documents):
-        raise InvalidPackage("pirus.documents must be a list of paths")
-    manifest["documents"] = [_manifest_path({"d": d if d.startswith("/") else "/" + d}, "d")
-                             for d in documents]
-    for key, doc in documents_standing_in(manifest["documents"]).items():
-        if manifest.get(key) is None:
-            manifest[key] = doc
-    return manifest
-
-
-def documents_standing_in(documents: list[str]) -> dict[str, str]:
-    """V2 manifests name no form or icon: the original installer took the documents called
-    form.json and icon.* for them. Returns ``{"form": path, "icon": path}`` for those found
-    (the first of each)."""
-    found: dict[str, str] = {}
-    for doc in documents:
-        name = posixpath.basename(doc)
-        if name == "form.json":
-            found.setdefault("form", doc)
-        elif name.startswith("icon."):
-            found.setdefault("icon", doc)
-    return found
-
-
-def inspect_package(path: Path, max_size: int) -> PackageInfo:
-    """Read and validate a package without extracting it. Raises InvalidPackage."""
+    ``sha256`` is the file's digest when already known (an upload hashes what it receives):
+    the file is then not read a second time just to hash it.
+    """
     size = path.stat().st_size
     if size > max_size:
         raise InvalidPackage(f"package is {size} bytes, over the {max_size} byte limit",
@@ -207,5 +139,5 @@ def inspect_package(path: Path, max_size: int) -> PackageInfo:
             info.icon = rootfs_file(manifest["icon"], "icon")
         for doc in manifest["documents"]:
             info.documents[posixpath.basename(doc)] = rootfs_file(doc, "documents")
-    info.fingerprint = sha256_file(path)
+    info.fingerprint = sha256 or sha256_file(path)
     return info

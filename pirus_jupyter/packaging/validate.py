@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import posixpath
-import shlex
 import tarfile
 import tempfile
 from collections.abc import Callable, Mapping
@@ -15,20 +14,26 @@ from typing import Any
 
 import yaml
 
+from ..errors import InvalidPackage
+from .bases import busybox_rootfs_entries
+from .build import build_package
+from .inspect import inspect_package
+from .manifest import (
+    BUILD_KEYS,
+    DIRECTORY_DEFAULTS,
+    documents_standing_in,
+    fill_default_files,
+    run_program,
+    validate_manifest,
+)
+from .project import BASE_PROBLEM, ProjectError, project_files, read_project, yaml_error
+from .rootfs import BuildError, member_name, resolve_symlinks
+
 # Sample values for the form placeholders when a form is checked offline.
 _SAMPLE_INPUTS = ["input.fastq"]
 _SAMPLE_DATABASES = ["reference"]
-# Build-only keys of pirus.yaml (see pirus_jupyter.builder.build_package).
-_BUILD_KEYS = ("base", "files", "metadata")
-# Files picked up next to pirus.yaml: name -> (pirus field, default rootfs path).
-_DEFAULT_FILES = {
-    "form.json": ("form", "/pipeline/form.json"),
-    "icon.png": ("icon", "/pipeline/icon.png"),
-    "run.sh": ("run", "/pipeline/run.sh"),
-}
 _ICON_TYPES = {".png": "PNG", ".svg": "SVG", ".jpg": "JPEG", ".jpeg": "JPEG"}
 _SCRIPT_HEAD = 4096
-
 
 
 @dataclass(frozen=True)
@@ -40,7 +45,6 @@ class Problem:
 
     def __str__(self) -> str:
         return f"{self.where}: {self.message}"
-
 
 
 # -- form and icon checks (shared by folders and packages) ------------------------------
@@ -135,27 +139,6 @@ def form_problems(where: str, raw: bytes) -> list[Problem]:
 
 
 # -- validating a package ---------------------------------------------------------------
-def _norm(name: str) -> str:
-    return "/".join(p for p in name.split("/") if p not in ("", "."))
-
-
-def _run_program(run: Any) -> str | None:
-    """The absolute program path of a simple run command (``/pipeline/run.sh --x``)."""
-    if isinstance(run, list):
-        run = " ".join(str(a) for a in run)
-    if not isinstance(run, str):
-        return None
-    try:
-        words = shlex.split(run)
-    except ValueError:
-        return None
-    if not words or not words[0].startswith("/"):
-        return None
-    if any(c in words[0] for c in ";&|<>()$`*?[]{}"):
-        return None
-    return posixpath.normpath(words[0])
-
-
 class _Rootfs:
     """Lookups in the ``rootfs/`` members of an open package, following symlinks like the
     container would (absolute targets are resolved inside the rootfs)."""
@@ -165,35 +148,23 @@ class _Rootfs:
         self.members = members
 
     def resolve(self, path: str) -> tarfile.TarInfo | None:
-        parts = [p for p in path.split("/") if p not in ("", ".")]
-        resolved: list[str] = []
-        hops = 0
-        while parts:
-            part = parts.pop(0)
-            if part == "..":
-                if resolved:
-                    resolved.pop()
-                continue
-            member = self.members.get("/".join(["rootfs", *resolved, part]))
-            if member is not None and member.issym():
-                hops += 1
-                if hops > 40:
-                    return None
-                target = member.linkname
-                if target.startswith("/"):
-                    resolved = []
-                parts = [p for p in target.split("/") if p not in ("", ".")] + parts
-                continue
-            resolved.append(part)
-        member = self.members.get("/".join(["rootfs", *resolved]))
+        """The member at ``path``, every symlink followed (and a hardlink to its file)."""
+        def link_of(rootfs_path: str) -> str | None:
+            member = self.members.get(posixpath.join("rootfs", rootfs_path))
+            return member.linkname if member is not None and member.issym() else None
+
+        resolved = resolve_symlinks(link_of, path, follow_last=True)
+        if resolved is None:
+            return None
+        member = self.members.get(posixpath.join("rootfs", resolved) if resolved else "rootfs")
         if member is not None and member.islnk():
-            member = self.members.get(_norm(member.linkname))
+            member = self.members.get(member_name(member.linkname))
         return member
 
     def regular(self, path: str) -> tarfile.TarInfo | None:
         """The member at exactly ``path`` if it is a regular file (how the server reads the
         form, icon and documents: links are not followed)."""
-        member = self.members.get("rootfs/" + _norm(path))
+        member = self.members.get("rootfs/" + member_name(path))
         return member if member is not None and member.isfile() else None
 
     def read(self, member: tarfile.TarInfo, limit: int | None = None) -> bytes:
@@ -213,9 +184,10 @@ def _rootfs_problems(root: _Rootfs, block: Mapping[str, Any], where: str) -> lis
         problems.append(Problem("rootfs", "/bin/sh is missing: Pirus runs the pipeline with "
                                           "/bin/sh -c"))
     key = "run" if block.get("run") is not None else "job"
-    program = _run_program(block.get(key))
+    program = run_program(block.get(key))
     if program is None:
         return problems
+    program = posixpath.normpath(program)
     member = root.resolve(program)
     if member is None or not member.isfile():
         problems.append(Problem(where, f"pirus.{key}: the run script {program} is missing "
@@ -237,8 +209,6 @@ def _rootfs_problems(root: _Rootfs, block: Mapping[str, Any], where: str) -> lis
 
 def _named_files_problems(root: _Rootfs, block: Mapping[str, Any]) -> list[Problem]:
     """form, icon and documents: present as regular files, valid form, real image."""
-    from .inspect import documents_standing_in
-
     problems: list[Problem] = []
     for key in ("form", "icon"):
         path = block.get(key)
@@ -276,10 +246,6 @@ def validate_package(path: Path, *, max_size: int = 32 * 1024**3) -> list[Proble
     """Every problem of a package file: the server's own checks
     (:func:`pirus_jupyter.packaging.inspect.inspect_package`) plus each manifest field, the
     form, the icon, the documents and the run script."""
-    from ..errors import InvalidPackage
-    from .build import validate_manifest
-    from .inspect import inspect_package
-
     if not path.is_file():
         return [Problem(str(path), "no such file")]
     try:
@@ -289,7 +255,7 @@ def validate_package(path: Path, *, max_size: int = 32 * 1024**3) -> list[Proble
     problems: list[Problem] = []
     with tar:
         try:
-            members = {_norm(m.name): m for m in tar.getmembers()}
+            members = {member_name(m.name): m for m in tar.getmembers()}
         except (tarfile.TarError, OSError, EOFError) as e:
             return [Problem("package", f"corrupt archive: {e}")]
         root = _Rootfs(tar, members)
@@ -302,7 +268,7 @@ def validate_package(path: Path, *, max_size: int = 32 * 1024**3) -> list[Proble
                 metadata = yaml.safe_load(root.read(metadata_member))
             except yaml.YAMLError as e:
                 metadata = None
-                problems.append(Problem("metadata.yaml", f"not valid YAML: {_yaml_error(e)}"))
+                problems.append(Problem("metadata.yaml", f"not valid YAML: {yaml_error(e)}"))
             if isinstance(metadata, dict):
                 problems += [Problem("metadata.yaml", p) for p in validate_manifest(metadata)]
                 block = metadata.get("pirus")
@@ -323,61 +289,7 @@ def validate_package(path: Path, *, max_size: int = 32 * 1024**3) -> list[Proble
 
 
 # -- validating a source folder -----------------------------------------------------------
-def _folder_files(source_dir: Path, spec: Mapping[str, Any]
-                  ) -> tuple[dict[str, Path], dict[str, int], list[Problem]]:
-    """The rootfs path -> source file mapping ``build_package`` would use, the explicit
-    modes, and the problems of the ``files`` entries."""
-    problems: list[Problem] = []
-    files: dict[str, Path] = {}
-    modes: dict[str, int] = {}
-    used: set[Path] = set()
-    suppressed: set[str] = set()
-    raw = spec.get("files") or {}
-    if not isinstance(raw, Mapping):
-        return files, modes, [Problem("pirus.yaml", "files: must be a mapping of rootfs path "
-                                                    "-> source path")]
-    for dest, value in raw.items():
-        if not isinstance(dest, str) or not dest.startswith("/"):
-            problems.append(Problem("pirus.yaml", f"files: key {dest!r} must be an absolute "
-                                                  "rootfs path"))
-            continue
-        dest = posixpath.normpath(dest)
-        if value is None:
-            suppressed.add(dest)
-            continue
-        src = value.get("source") if isinstance(value, Mapping) else value
-        if isinstance(value, Mapping) and value.get("mode") is not None:
-            mode = value["mode"]
-            if isinstance(mode, bool) or not isinstance(mode, int):
-                problems.append(Problem("pirus.yaml", f"files[{dest}].mode: must be an "
-                                                      "integer like 0o755"))
-            else:
-                modes[dest] = mode
-        if not isinstance(src, str):
-            problems.append(Problem("pirus.yaml", f"files[{dest}]: the source must be a path "
-                                                  "relative to pirus.yaml"))
-            continue
-        path = source_dir / src
-        if not path.exists():
-            problems.append(Problem("pirus.yaml", f"files[{dest}]: {src} not found"))
-            continue
-        files[dest] = path
-        used.add(path.resolve())
-    for name, (field, default_dest) in _DEFAULT_FILES.items():
-        path = source_dir / name
-        if not path.is_file() or path.resolve() in used:
-            continue
-        dest = default_dest
-        if field in ("form", "icon") and isinstance(spec.get(field), str):
-            dest = posixpath.normpath(spec[field])
-        if dest not in files and dest not in suppressed:
-            files[dest] = path
-    return files, modes, problems
-
-
 def _busybox_paths() -> set[str] | None:
-    from .build import BuildError, busybox_rootfs_entries
-
     try:
         return {"/" + e.path for e in busybox_rootfs_entries()}
     except (BuildError, OSError):
@@ -403,33 +315,23 @@ def validate_folder(source_dir: Path, *, build: bool = True,
     ``files`` entries, form, icon, documents and run script; then, if nothing was found and
     ``build`` is true, a trial build whose package is checked like an installed one
     (run script executable, its interpreter present, /bin/sh)."""
-    from .build import DIRECTORY_DEFAULTS, BuildError, build_package, validate_manifest
-
-    manifest_path = source_dir / "pirus.yaml"
     if not source_dir.is_dir():
         return [Problem(str(source_dir), "no such folder")]
     try:
-        spec = yaml.safe_load(manifest_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return [Problem("pirus.yaml", f"not found in {source_dir}")]
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        return [Problem("pirus.yaml", f"not valid YAML: {_yaml_error(e)}")]
-    if not isinstance(spec, dict):
-        return [Problem("pirus.yaml", "must be a mapping of pirus fields")]
-    files, _modes, problems = _folder_files(source_dir, spec)
-    block = {k: v for k, v in spec.items() if k not in _BUILD_KEYS}
-    for field, default_dest in (("form", "/pipeline/form.json"), ("icon", "/pipeline/icon.png"),
-                                ("run", "/pipeline/run.sh")):
-        if block.get(field) is None and not (field == "run" and block.get("job") is not None) \
-                and default_dest in files:
-            block[field] = default_dest
+        spec = read_project(source_dir)
+    except ProjectError as e:
+        return [Problem("pirus.yaml", e.problem)]
+    mapped = project_files(source_dir, spec)
+    files = mapped.files
+    problems = [Problem("pirus.yaml", p) for p in mapped.problems]
+    block = {k: v for k, v in spec.items() if k not in BUILD_KEYS}
+    fill_default_files(block, files)
     problems += [Problem("pirus.yaml", p) for p in validate_manifest(block)]
 
     base = spec.get("base", "busybox")
     base_paths: set[str] | None = None  # what the base provides, when it can be known here
     if not isinstance(base, str) or not base:
-        problems.append(Problem("pirus.yaml", "base: must be busybox, lxd:<alias> or a rootfs "
-                                              "tarball path"))
+        problems.append(Problem("pirus.yaml", BASE_PROBLEM))
     elif base == "busybox":
         base_paths = _busybox_paths()
         if base_paths is None:
@@ -446,7 +348,9 @@ def validate_folder(source_dir: Path, *, build: bool = True,
         return None if base_paths is None else posixpath.normpath(dest) in base_paths
 
     key = "run" if block.get("run") is not None else "job"
-    program = _run_program(block.get(key))
+    program = run_program(block.get(key))
+    if program is not None:
+        program = posixpath.normpath(program)
     if program is not None and provided(program) is False:
         hint = ("add run.sh next to pirus.yaml or map it in files" if program ==
                 "/pipeline/run.sh" else "map it in files")
@@ -484,20 +388,11 @@ def validate_folder(source_dir: Path, *, build: bool = True,
         except (BuildError, ValueError, OSError) as e:
             return [Problem("build", str(e))]
         with tarfile.open(package, "r:") as tar:
-            members = {_norm(m.name): m for m in tar.getmembers()}
+            members = {member_name(m.name): m for m in tar.getmembers()}
             root = _Rootfs(tar, members)
             metadata = yaml.safe_load(root.read(members["metadata.yaml"]))
             problems += _rootfs_problems(root, metadata["pirus"], "pirus.yaml")
     return problems
-
-
-def _yaml_error(error: Exception) -> str:
-    """A YAML (or decoding) error on one line, with its position when known."""
-    mark = getattr(error, "problem_mark", None)
-    problem = getattr(error, "problem", None)
-    if mark is not None and problem:
-        return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
-    return " ".join(str(error).split())
 
 
 def _relative(path: Path, base: Path) -> str:
