@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .backend.base import Backend
+from .databases import DatabaseService
 from .errors import Conflict, InvalidPackage, NotFound, PirusError
 from .events import EventBus
 from .forms import normalize_form
@@ -33,8 +34,10 @@ def _package_suffix(name: str) -> str:
 
 class PipelineService:
     def __init__(self, store: Store, events: EventBus, backend: Backend, *, packages_dir: Path,
-                 max_package_size: int, prefix: str = "pirus", log: logging.Logger) -> None:
+                 max_package_size: int, databases: DatabaseService, prefix: str = "pirus",
+                 log: logging.Logger) -> None:
         self.store = store
+        self.databases = databases
         self.events = events
         self.backend = backend
         self.packages_dir = packages_dir
@@ -59,13 +62,15 @@ class PipelineService:
         """The internal record (host paths, LXD alias): never sent to clients."""
         return await self.store.get("pipelines", pipeline_id)
 
-    async def form(self, pipeline_id: int, input_names: list[str] | None = None,
-                   databases: list[str] | None = None) -> dict[str, Any]:
+    async def form(self, pipeline_id: int, input_names: list[str] | None = None
+                   ) -> dict[str, Any]:
+        """The normalised draft-07 form, its placeholders filled with ``input_names`` and the
+        reference databases' names."""
         row = await self.row(pipeline_id)
         raw = None
         if row.get("form_file"):
             raw = json.loads(await asyncio.to_thread(Path(row["form_file"]).read_text))
-        return normalize_form(raw, input_names, databases)
+        return normalize_form(raw, input_names, await self.databases.names())
 
     async def icon_path(self, pipeline_id: int) -> Path:
         row = await self.row(pipeline_id)

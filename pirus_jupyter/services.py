@@ -43,8 +43,9 @@ class Services:
         files = FileService(store, events, root_dir)
         databases_dir = Path(app.databases_dir or data_dir / "databases")
         databases_dir.mkdir(parents=True, exist_ok=True)
+        databases = DatabaseService(databases_dir)
         pipelines = PipelineService(
-            store, events, backend, packages_dir=data_dir / "pipelines",
+            store, events, backend, packages_dir=data_dir / "pipelines", databases=databases,
             max_package_size=app.max_package_size, prefix=app.lxd_prefix, log=app.log,
         )
         runs = RunManager(
@@ -65,7 +66,7 @@ class Services:
             expiration=app.upload_expiration, log=app.log,
         )
         return cls(app=app, root_dir=root_dir, data_dir=data_dir, store=store, events=events,
-                   databases=DatabaseService(databases_dir),
+                   databases=databases,
                    backend=backend, files=files, pipelines=pipelines, runs=runs, uploads=uploads)
 
     async def start(self) -> None:

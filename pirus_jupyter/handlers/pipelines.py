@@ -71,9 +71,8 @@ class PipelineFormHandler(PirusHandler):
         """The normalised draft-07 form; ``?inputs=a&inputs=b`` fills the input placeholders."""
         inputs = unique_input_names([PurePosixPath(p).name for p in
                                      self.get_query_arguments("inputs")])
-        dbs = [d["name"] for d in await self.services.runs.databases()]
         self.send_json(await self.services.pipelines.form(path_id(pipeline_id, "pipeline"),
-                                                          inputs, dbs))
+                                                          inputs))
 
 
 class PipelineIconHandler(PirusHandler):

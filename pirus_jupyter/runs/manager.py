@@ -24,7 +24,6 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from ..databases import DatabaseService
 from ..errors import Conflict, Forbidden, InvalidRequest, NotFound
 from ..files import is_within, resolve_under, to_api_path, unique_input_names
 from ..forms import validate_config
@@ -156,8 +155,7 @@ class RunManager(Queue, Lifecycle, Cluster):
             raise InvalidRequest("name must be a string")
         target = await self._check_target(target)
         resolved = await self._resolve_inputs(inputs if inputs is not None else [])
-        dbs = await DatabaseService(self.databases_dir).names()
-        schema = await self.pipelines.form(pipeline_id, [i["name"] for i in resolved], dbs)
+        schema = await self.pipelines.form(pipeline_id, [i["name"] for i in resolved])
         config = validate_config(schema, config if config is not None else {})
         row = await self.store.insert("runs", {
             "pipeline_id": pipeline_id, "pipeline_name": pipeline["name"],

@@ -66,7 +66,8 @@ class UploadFinisher:
         try:
             digest = await self.parts.sha256(row["id"], row["length"])
             if row["kind"] == "pipeline":
-                await self.pipelines.install_file(row["pipeline_id"], self.parts.path(row["id"]))
+                await self.pipelines.install_file(row["pipeline_id"], self.parts.path(row["id"]),
+                                                  sha256=digest)
                 values: dict[str, Any] = {}
             else:
                 values = {"file_id": await self._place_input(row, digest)}
