@@ -303,12 +303,16 @@ class LXDBackend(Backend):
         except LXDAPIException as e:
             raise _lxd_error(f"find container {name}", e) from e
 
+    def _change_state(self, name: str, action: str) -> None:
+        """``start``, ``freeze`` or ``unfreeze`` a container and wait for LXD to finish."""
+        try:
+            getattr(self._instance(name), action)(wait=True)
+        except LXDAPIException as e:
+            raise _lxd_error(f"{action} container {name}", e) from e
+
     @_reachable
     def start(self, name: str) -> None:
-        try:
-            self._instance(name).start(wait=True)
-        except LXDAPIException as e:
-            raise _lxd_error(f"start container {name}", e) from e
+        self._change_state(name, "start")
 
     @_reachable
     def exec_detached(self, name: str, command: list[str], environment: dict[str, str]) -> None:
@@ -326,17 +330,11 @@ class LXDBackend(Backend):
 
     @_reachable
     def freeze(self, name: str) -> None:
-        try:
-            self._instance(name).freeze(wait=True)
-        except LXDAPIException as e:
-            raise _lxd_error(f"freeze container {name}", e) from e
+        self._change_state(name, "freeze")
 
     @_reachable
     def unfreeze(self, name: str) -> None:
-        try:
-            self._instance(name).unfreeze(wait=True)
-        except LXDAPIException as e:
-            raise _lxd_error(f"unfreeze container {name}", e) from e
+        self._change_state(name, "unfreeze")
 
     @_reachable
     def state(self, name: str) -> ContainerState | None:
