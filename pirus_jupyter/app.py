@@ -25,7 +25,8 @@ class PirusApp(ExtensionApp):
     data_dir = Unicode(
         config=True,
         help="Folder for Pirus state: the database, installed packages, upload parts. "
-        "Default: <jupyter data dir>/pirus.",
+        "Default: <jupyter data dir>/pirus. One server per folder: a second server started "
+        "on it runs without Pirus and logs the owner's pid and URL (<data_dir>/owner.lock).",
     )
 
     @default("data_dir")
