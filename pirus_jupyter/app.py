@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 from pathlib import Path
 
@@ -23,7 +25,8 @@ class PirusApp(ExtensionApp):
     data_dir = Unicode(
         config=True,
         help="Folder for Pirus state: the database, installed packages, upload parts. "
-        "Default: <jupyter data dir>/pirus.",
+        "Default: <jupyter data dir>/pirus. One server per folder: a second server started "
+        "on it runs without Pirus and logs the owner's pid and URL (<data_dir>/owner.lock).",
     )
 
     @default("data_dir")
@@ -135,10 +138,45 @@ class PirusApp(ExtensionApp):
         help="Container backend class (the LXD backend; tests may plug another).",
     )
 
+    _owner_lock: int | None = None
+
+    def _own_data_dir(self, data_dir: Path) -> None:
+        """One server per data dir: an exclusive lock on ``<data_dir>/owner.lock``, held for
+        the server's life (the kernel drops it when the process dies, however it dies). A
+        second server on the same folder would take the first one's queued runs and show
+        its pipelines: it refuses to load Pirus, naming the owner; Jupyter itself runs on."""
+        fd = os.open(data_dir / "owner.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                owner = json.loads(os.pread(fd, 4096, 0) or b"{}")
+            except ValueError:
+                owner = {}
+            os.close(fd)
+            raise RuntimeError(
+                f"Pirus is not loaded: its data dir {data_dir} belongs to another running "
+                f"server (pid {owner.get('pid', '?')}, {owner.get('url') or 'url not known'}). "
+                "Stop that server, or give this one its own PirusApp.data_dir.") from None
+        self._owner_lock = fd
+        self._write_owner(url=None)
+
+    def _write_owner(self, url: str | None) -> None:
+        if self._owner_lock is None:
+            return
+        os.ftruncate(self._owner_lock, 0)
+        os.pwrite(self._owner_lock, json.dumps({"pid": os.getpid(), "url": url}).encode(), 0)
+
+    def _release_data_dir(self) -> None:
+        fd, self._owner_lock = self._owner_lock, None
+        if fd is not None:
+            os.close(fd)  # closing the descriptor drops the lock
+
     def initialize_settings(self) -> None:
         root_dir = Path(self.serverapp.root_dir).resolve()
         data_dir = Path(self.data_dir)
         data_dir.mkdir(parents=True, exist_ok=True)
+        self._own_data_dir(data_dir)
         if self.lxd_endpoint.startswith("https://") and self.lxd_verify is False:
             self.log.warning("pirus: the LXD server's certificate is not verified "
                              "(lxd_verify = False)")
@@ -162,6 +200,7 @@ class PirusApp(ExtensionApp):
         server = self.serverapp
         url = server.connection_url if hasattr(server, "connection_url") else server.url
         os.environ["PIRUS_SERVER_URL"] = url
+        self._write_owner(url=url.split("?", 1)[0])  # never the token
         token = getattr(server.identity_provider, "token", "") or ""
         if token:
             os.environ["PIRUS_SERVER_TOKEN"] = token
@@ -173,3 +212,4 @@ class PirusApp(ExtensionApp):
         services = getattr(self, "services", None)
         if services is not None:
             await services.stop()
+        self._release_data_dir()

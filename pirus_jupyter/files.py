@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import stat
+import unicodedata
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
@@ -15,14 +15,34 @@ from .hashing import sha256_file
 from .models import public_file, public_run
 from .store import Store, now_iso
 
+NAME_MAX_BYTES = 255  # a file name on Linux file systems, in bytes of UTF-8
+# Control characters, bidirectional and other format marks (U+202E shows "exe.txt" as
+# "txt.exe"), lone surrogates (not UTF-8), line and paragraph separators.
+_INVISIBLE = {"Cc", "Cf", "Cs", "Zl", "Zp"}
+
 
 def safe_filename(name: str, default: str = "file") -> str:
-    """A bare file name: no path components, no control characters, never '.' or '..'."""
+    """A bare file name: no path components, no control, bidi or format characters, never
+    '.' or '..'; longer than ``NAME_MAX_BYTES`` in UTF-8 is a 400 (before any byte is
+    stored, rather than a failure when the file is finally written)."""
     name = name.replace("\\", "/").rsplit("/", 1)[-1]
-    name = re.sub(r"[\x00-\x1f\x7f]", "", name).strip()
+    name = "".join(c for c in name if unicodedata.category(c) not in _INVISIBLE).strip()
     if name in ("", ".", ".."):
         return default
-    return name[:255]
+    size = len(name.encode())
+    if size > NAME_MAX_BYTES:
+        raise InvalidRequest(f"file name too long: {size} bytes in UTF-8, at most "
+                             f"{NAME_MAX_BYTES}", code="name_too_long")
+    return name
+
+
+def _numbered(stem: str, n: int, dot: str, ext: str) -> str:
+    """``stem-n.ext``, the stem shortened (whole characters) to keep within NAME_MAX_BYTES."""
+    tail = f"-{n}{dot}{ext}"
+    room = NAME_MAX_BYTES - len(tail.encode())
+    while len(stem.encode()) > room and stem:
+        stem = stem[:-1]
+    return f"{stem}{tail}"
 
 
 def unique_input_names(names: list[str]) -> list[str]:
@@ -37,7 +57,7 @@ def unique_input_names(names: list[str]) -> list[str]:
         n = 1
         while name in taken:
             n += 1
-            name = f"{stem}-{n}{dot}{ext}"
+            name = _numbered(stem, n, dot, ext)
         taken.add(name)
         out.append(name)
     return out

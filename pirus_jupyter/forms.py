@@ -2,15 +2,31 @@
 Pirus placeholders, and validate a config with per-field messages.
 
 The server validates with exactly the schema the widgets and the panel render.
+
+A form comes from a package, so it is not trusted:
+
+* ``$ref`` resolves inside the form only (``#/...``). jsonschema would otherwise fetch any
+  URL it names (``http://``, ``file:///etc/...``, ``file:///dev/zero``); a form with another
+  reference is refused at normalisation, and validation uses an empty registry that can fetch
+  nothing.
+* ``pattern`` and ``patternProperties`` are matched by the ``regex`` engine with a deadline:
+  one config's checks get ``PATTERN_BUDGET`` seconds in all, a pattern that backtracks past
+  it (``^(a|aa)+$``) is a field error, never a stalled server.
 """
 
 from __future__ import annotations
 
+import contextvars
 import copy
+import time
+from collections.abc import Iterator
 from typing import Any
 
-from jsonschema import Draft7Validator
+import regex
+from jsonschema import Draft7Validator, ValidationError, validators
 from jsonschema.exceptions import SchemaError
+from referencing import Registry
+from referencing.exceptions import Unresolvable
 
 from .errors import InvalidRequest
 
@@ -19,6 +35,113 @@ DB_ALL = "__PIRUS_DB_ALL__"
 DB_REF = "__PIRUS_DB_REF__"
 DB_REFS = "__PIRUS_DB_REFS__"
 DRAFT7 = "http://json-schema.org/draft-07/schema#"
+PATTERN_BUDGET = 1.0  # seconds of pattern matching for one whole config
+_NO_RETRIEVAL: Registry = Registry()  # resolves nothing outside the schema itself
+_deadline: contextvars.ContextVar[float] = contextvars.ContextVar("pirus_pattern_deadline")
+
+
+def _search(pattern: str, text: str) -> bool:
+    """``re.search`` semantics, bounded by the current config's deadline (TimeoutError)."""
+    left = _deadline.get(time.monotonic() + PATTERN_BUDGET) - time.monotonic()
+    if left <= 0:
+        raise TimeoutError(pattern)
+    return regex.search(pattern, text, timeout=left) is not None
+
+
+def _too_costly(pattern: str) -> ValidationError:
+    return ValidationError(f"checking the form's patterns took over {PATTERN_BUDGET:g} s "
+                           f"(at {pattern[:200]!r}): the form needs simpler patterns")
+
+
+def _pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> Iterator[Any]:
+    if not validator.is_type(instance, "string"):
+        return
+    try:
+        if not _search(pattern, instance):
+            yield ValidationError(f"{instance!r} does not match {pattern!r}")
+    except TimeoutError:
+        yield _too_costly(pattern)
+
+
+def _matching_keys(patterns: Any, instance: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    """(pattern, key) pairs that match; a ValidationError-worthy TimeoutError propagates."""
+    for pattern in patterns:
+        for key in instance:
+            if _search(pattern, key):
+                yield pattern, key
+
+
+def _pattern_properties(validator: Any, patterns: Any, instance: Any,
+                        schema: Any) -> Iterator[Any]:
+    if not validator.is_type(instance, "object"):
+        return
+    try:
+        matches = list(_matching_keys(patterns, instance))
+    except TimeoutError as e:
+        yield _too_costly(str(e))
+        return
+    for pattern, key in matches:
+        yield from validator.descend(instance[key], patterns[pattern], path=key,
+                                     schema_path=pattern)
+
+
+def _additional_properties(validator: Any, additional: Any, instance: Any,
+                           schema: Any) -> Iterator[Any]:
+    if not validator.is_type(instance, "object"):
+        return
+    properties = schema.get("properties", {})
+    try:
+        matched = {key for _, key in _matching_keys(schema.get("patternProperties", {}),
+                                                    instance)}
+    except TimeoutError as e:
+        yield _too_costly(str(e))
+        return
+    extras = [key for key in instance if key not in properties and key not in matched]
+    if validator.is_type(additional, "object"):
+        for extra in extras:
+            yield from validator.descend(instance[extra], additional, path=extra)
+    elif not additional and extras:
+        listed = ", ".join(repr(e) for e in sorted(extras))
+        yield ValidationError(f"Additional properties are not allowed ({listed} unexpected)")
+
+
+BoundedValidator = validators.extend(Draft7Validator, {
+    "pattern": _pattern, "patternProperties": _pattern_properties,
+    "additionalProperties": _additional_properties,
+})
+
+
+def form_validator(schema: dict[str, Any]) -> Any:
+    """The validator every config check uses: bounded patterns, no reference retrieval."""
+    return BoundedValidator(schema, registry=_NO_RETRIEVAL)
+
+
+# Keywords whose value maps names to schemas: a key there named "$ref" is a name.
+_NAME_MAPS = ("properties", "patternProperties", "definitions", "dependencies")
+# Keywords whose value is data, not schema: a "$ref" inside is never resolved.
+_DATA = ("enum", "const", "default", "examples")
+
+
+def _refuse_outside_references(form: Any) -> None:
+    """Only ``#...`` references (inside the form): anything else would be fetched."""
+    stack: list[tuple[Any, str, str]] = [(form, "", "")]
+    while stack:
+        node, where, keyword = stack.pop()
+        if isinstance(node, list):
+            stack.extend((n, f"{where}.{i}", "") for i, n in enumerate(node))
+            continue
+        if not isinstance(node, dict):
+            continue
+        ref = node.get("$ref")
+        if "$ref" in node and keyword not in _NAME_MAPS and not (
+                isinstance(ref, str) and ref.startswith("#")):
+            shown = ref[:200] if isinstance(ref, str) else type(ref).__name__
+            raise InvalidRequest(
+                f"the pipeline's form refers outside itself ($ref {shown!r} at "
+                f"{where.lstrip('.') or '(top level)'}): only references inside the form "
+                '("#/...") are allowed', code="invalid_form")
+        stack.extend((v, f"{where}.{k}", k) for k, v in node.items()
+                     if keyword in _NAME_MAPS or k not in _DATA)
 
 
 def _normalize_node(node: Any) -> Any:
@@ -81,6 +204,16 @@ def normalize_form(form: dict[str, Any] | None, input_names: list[str] | None = 
     Unknown ``__PIRUS_*__`` placeholders are left as plain strings."""
     if not form:
         return {"$schema": DRAFT7, "type": "object", "properties": {}}
+    try:
+        return _normalize_form(form, input_names, databases)
+    except RecursionError:
+        raise InvalidRequest("the pipeline's form is nested too deeply",
+                             code="invalid_form") from None
+
+
+def _normalize_form(form: dict[str, Any], input_names: list[str] | None,
+                    databases: list[str] | None) -> dict[str, Any]:
+    _refuse_outside_references(form)
     schema = _normalize_node(copy.deepcopy(form))
     schema["$schema"] = DRAFT7
     schema.setdefault("type", "object")
@@ -116,8 +249,16 @@ def apply_defaults(schema: dict[str, Any], config: dict[str, Any]) -> dict[str, 
 
 def field_errors(schema: dict[str, Any], config: Any) -> list[dict[str, str]]:
     """Every validation problem as ``{"field": "a.b", "message": ...}``, stable order."""
+    token = _deadline.set(time.monotonic() + PATTERN_BUDGET)
+    try:
+        found = sorted(form_validator(schema).iter_errors(config), key=lambda e: list(e.path))
+    except Unresolvable as e:  # a "#..." reference to nothing in the form
+        raise InvalidRequest(f"the pipeline's form has a reference to nothing: {e}"[:500],
+                             code="invalid_form") from None
+    finally:
+        _deadline.reset(token)
     errors = []
-    for error in sorted(Draft7Validator(schema).iter_errors(config), key=lambda e: list(e.path)):
+    for error in found:
         path = ".".join(str(p) for p in error.absolute_path)
         if error.validator == "required" and isinstance(error.instance, dict):
             missing = [r for r in error.validator_value if r not in error.instance]

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import json
-
 from jupyter_server.auth.decorator import allow_unauthenticated, authorized
 from tornado import web
 
 from ..errors import Forbidden, InvalidRequest, NotFound
 from ..models import RunStatus
-from .base import ID_SEGMENT, PirusHandler, json_id, no_json_constant, path_id
+from .base import ID_SEGMENT, PirusHandler, json_id, parse_json, path_id
 
 ID = rf"(?P<run_id>{ID_SEGMENT})"
+NOTIFY_MAX_BODY = 1024 * 1024  # one progress report from a pipeline
 
 
 class RunsHandler(PirusHandler):
@@ -91,6 +90,8 @@ class RunNotifyHandler(PirusHandler):
     """Progress posted by a pipeline from inside its container. It has no Jupyter token: it is
     authenticated by the run's own secret, which stops working when the run ends."""
 
+    max_body_bytes = NOTIFY_MAX_BODY
+
     def check_xsrf_cookie(self) -> None:
         return  # no browser cookie is involved: the per-run token is the credential
 
@@ -102,10 +103,7 @@ class RunNotifyHandler(PirusHandler):
         except NotFound:  # the same answer as a wrong token: nothing is revealed
             raise Forbidden("invalid or expired notify token") from None
         await self.services.runs.check_notify_token(number, token)
-        try:
-            payload = json.loads(self.request.body or b"null", parse_constant=no_json_constant)
-        except ValueError as e:
-            raise InvalidRequest("notify body must be JSON") from e
+        payload = parse_json(self.body_bytes() or b"null", "notify body")
         run = await self.services.runs.notify(number, token, payload)
         self.send_json({"id": run["id"], "status": run["status"], "progress": run["progress"]})
 

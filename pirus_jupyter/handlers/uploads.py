@@ -39,6 +39,7 @@ from .base import PirusHandler
 
 @web.stream_request_body
 class _TusHandler(PirusHandler):
+    max_body_bytes = None  # the body goes to a ChunkWriter, bounded by the upload's length
     _writer: ChunkWriter | None = None
 
     @property

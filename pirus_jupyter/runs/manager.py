@@ -156,7 +156,9 @@ class RunManager(Queue, Lifecycle, Cluster):
         target = await self._check_target(target)
         resolved = await self._resolve_inputs(inputs if inputs is not None else [])
         schema = await self.pipelines.form(pipeline_id, [i["name"] for i in resolved])
-        config = validate_config(schema, config if config is not None else {})
+        # In a thread: a form's patterns may take up to forms.PATTERN_BUDGET to check.
+        config = await asyncio.to_thread(validate_config, schema,
+                                         config if config is not None else {})
         row = await self.store.insert("runs", {
             "pipeline_id": pipeline_id, "pipeline_name": pipeline["name"],
             "pipeline_version": pipeline.get("version"),
