@@ -168,11 +168,14 @@ class PirusHandler(ExtensionHandlerMixin, APIHandler):
         return bytes(self._body or b"")
 
     def finish(self, *args: Any, **kwargs: Any) -> Any:
-        if not self._finished and _has_body(self.request) and not getattr(
-                self.request.connection, "_read_finished", True):
-            # Answered before the body was read: see the module's docstring.
+        if not self._finished and not getattr(self.request.connection, "_read_finished", True):
+            # Answered before the body was read (even an empty one, when prepare() refused):
+            # tornado then closes the connection, so say it, or a client would send its next
+            # request on a connection about to close. A body being sent is drained first: see
+            # the module's docstring.
             self.set_header("Connection", "close")
-            _close_gracefully_later(self.request.connection)
+            if _has_body(self.request):
+                _close_gracefully_later(self.request.connection)
         return super().finish(*args, **kwargs)
 
     @property
