@@ -78,6 +78,16 @@ class PirusApp(ExtensionApp):
         256 * 1024 * 1024, config=True,
         help="Cap per log file (out.log, err.log); a pipeline writing more is stopped (ERROR).",
     )
+    max_outputs = Int(
+        1000, config=True,
+        help="Most output files a run may leave; a run writing more ends in ERROR (its files "
+        "stay in its run folder, none is recorded). It also bounds a run record's size.",
+    )
+    max_output_bytes = Int(
+        1024**4, config=True,
+        help="Most bytes a run's outputs may take together (apparent sizes: a sparse file "
+        "counts whole); a run writing more ends in ERROR, hashing stopped once past it.",
+    )
     runs_dir = Unicode(
         "pirus-runs", config=True,
         help="Folder, relative to the Jupyter root, where run folders (inputs, outputs, logs) "

@@ -50,14 +50,16 @@ def unique_input_names(names: list[str]) -> list[str]:
     free, a repeated name numbered (``a.fastq``, ``a-2.fastq``). The form endpoint and the run
     use this same function, so a form offers exactly the names the run will have."""
     taken = {"config.json"}
+    last_number: dict[str, int] = {}  # per name: numbers below it are taken (linear, not n²)
     out = []
     for raw in names:
-        name = safe_filename(raw)
+        name = original = safe_filename(raw)
         stem, dot, ext = name.partition(".")
-        n = 1
+        n = last_number.get(original, 1)
         while name in taken:
             n += 1
             name = _numbered(stem, n, dot, ext)
+        last_number[original] = n
         taken.add(name)
         out.append(name)
     return out

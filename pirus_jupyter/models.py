@@ -53,7 +53,8 @@ RUN_TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
     # requeue_on_member_loss is set.
     S.RUNNING: frozenset({S.PAUSE, S.FINISHING, S.CANCELED, S.ERROR, S.WAITING}),
     S.PAUSE: frozenset({S.RUNNING, S.CANCELED, S.ERROR, S.WAITING}),
-    S.FINISHING: frozenset({S.DONE, S.ERROR, S.WAITING}),
+    # FINISHING -> CANCELED: hashing large outputs can take minutes; a cancel stops it.
+    S.FINISHING: frozenset({S.DONE, S.ERROR, S.WAITING, S.CANCELED}),
     S.DONE: frozenset(),
     S.ERROR: frozenset(),
     S.CANCELED: frozenset(),

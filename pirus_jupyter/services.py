@@ -59,6 +59,7 @@ class Services:
             log=app.log, data_transfer=app.data_transfer,
             member_capacity=dict(app.member_capacity),
             requeue_on_member_loss=app.requeue_on_member_loss,
+            max_outputs=app.max_outputs, max_output_bytes=app.max_output_bytes,
         )
         uploads = UploadService(
             store, events, files, pipelines, parts_dir=data_dir / "uploads",

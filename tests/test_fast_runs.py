@@ -75,7 +75,7 @@ ACTIONS = {  # status -> {action: allowed}
     "INITIALIZING": {"pause": False, "resume": False, "cancel": True, "delete": False},
     "RUNNING": {"pause": True, "resume": False, "cancel": True, "delete": False},
     "PAUSE": {"pause": False, "resume": True, "cancel": True, "delete": False},
-    "FINISHING": {"pause": False, "resume": False, "cancel": False, "delete": False},
+    "FINISHING": {"pause": False, "resume": False, "cancel": True, "delete": False},
     "DONE": {"pause": False, "resume": False, "cancel": False, "delete": True},
     "ERROR": {"pause": False, "resume": False, "cancel": False, "delete": True},
     "CANCELED": {"pause": False, "resume": False, "cancel": False, "delete": True},

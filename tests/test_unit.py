@@ -45,7 +45,7 @@ def test_state_machine_table() -> None:
         for target in RunStatus:
             with pytest.raises(Conflict):
                 check_run_move(final, target)
-    for illegal in [(S.WAITING, S.RUNNING), (S.WAITING, S.PAUSE), (S.FINISHING, S.CANCELED),
+    for illegal in [(S.WAITING, S.RUNNING), (S.WAITING, S.PAUSE), (S.DONE, S.CANCELED),
                     (S.PAUSE, S.FINISHING), (S.WAITING, S.DONE)]:
         with pytest.raises(Conflict) as info:
             check_run_move(*illegal)

@@ -114,7 +114,7 @@ export function allowedActions(status: RunStatus): Set<RunAction | 'delete'> {
   if (status === 'PAUSE') {
     out.add('resume');
   }
-  if (['WAITING', 'INITIALIZING', 'RUNNING', 'PAUSE'].includes(status)) {
+  if (['WAITING', 'INITIALIZING', 'RUNNING', 'PAUSE', 'FINISHING'].includes(status)) {
     out.add('cancel');
   }
   if (isFinal(status)) {

@@ -84,6 +84,9 @@ class RunsCore:
     data_transfer: str = "auto"
     member_capacity: dict[str, Any] | None = None
     requeue_on_member_loss: bool = False
+    # A run writing more output files, or more bytes of outputs, ends in ERROR (outputs.py).
+    max_outputs: int = 1000
+    max_output_bytes: int = 1024**4
     # Seconds without a heartbeat (and no exit code) after which a RUNNING run is lost.
     heartbeat_timeout: float = field(default=6 * HEARTBEAT_INTERVAL, init=False)
 

@@ -1,4 +1,4 @@
-"""The run folder on this host: created before the start, read by the API, outputs listed.
+"""The run folder on this host: created before the start, read by the API.
 
 A run's folder (under the runs folder of the Jupyter root) holds ``inputs/`` (read-only in the
 container, with ``config.json``), ``outputs/``, ``logs/`` (``out.log``, ``err.log``) and a hidden
@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import Forbidden
-from ..files import is_within, open_regular, resolve_under, sha256_file, to_api_path
-from ..store import now_iso
+from ..files import is_within, open_regular, resolve_under, sha256_file
 from .wrapper import LOG_NAMES
 
 
@@ -98,8 +97,11 @@ def prepare_folder(row: dict[str, Any], paths: RunPaths, runs_dir: Path, root_di
         shutil.rmtree(paths.root)  # a re-queued run starts from a clean folder
     for folder in (paths.inputs, paths.outputs, paths.logs, paths.state):
         folder.mkdir(parents=True)
-        folder.chmod(0o755)
-    paths.root.chmod(0o755)
+        folder.chmod(0o755)  # the container's root (another uid on the host) reads inputs/
+    # The run folder is the server user's alone: what a pipeline leaves in outputs/ while it
+    # runs (a setuid binary of the container's uid, a world-writable folder) is out of other
+    # local users' reach. The container does not need it: its mounts are the folders inside.
+    paths.root.chmod(0o700)
     inputs = []
     for item in row["inputs"]:
         source = resolve_under(root_dir, item["path"])
@@ -124,29 +126,3 @@ def prepare_folder(row: dict[str, Any], paths: RunPaths, runs_dir: Path, root_di
     for name in LOG_NAMES:
         paths.log(name).touch()
     return inputs
-
-
-def collect_outputs(run_id: int, paths: RunPaths, root_dir: Path,
-                    hashes: dict[str, str] | None = None) -> list[dict[str, Any]]:
-    """Regular files of outputs/ with size and sha256. Symlinks planted by a pipeline are
-    removed (never followed), so nothing outside the run folder is exposed. ``hashes``:
-    sha256 already computed while pulling the files to this host."""
-    outputs = paths.outputs
-    found = []
-    for dirpath, dirnames, filenames in os.walk(outputs):
-        for name in dirnames + filenames:
-            path = Path(dirpath) / name
-            if path.is_symlink():
-                path.unlink()
-        for name in sorted(filenames):
-            path = Path(dirpath) / name
-            if not path.exists() or not path.is_file():
-                continue
-            relative = path.relative_to(outputs).as_posix()
-            found.append({
-                "name": relative,
-                "path": to_api_path(root_dir, path), "size": path.stat().st_size,
-                "sha256": (hashes or {}).get(relative) or sha256_file(path),
-                "source": "run", "run_id": run_id, "created": now_iso(),
-            })
-    return found

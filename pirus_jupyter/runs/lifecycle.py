@@ -32,13 +32,17 @@ from ..store import now_iso
 from . import wrapper
 from .core import RunsCore
 from .data import RunData
-from .folder import RunPaths, collect_outputs, prepare_folder, tail_lines, truncate_logs
+from .folder import RunPaths, prepare_folder, tail_lines, truncate_logs
+from .outputs import OutputLimits, secure_run_folder
 
 S = RunStatus
 STATE_CHECK_INTERVAL = 2.0
 # How long a running pipeline is given while LXD cannot be reached before it is ended in ERROR.
 LXD_OUTAGE_GRACE = 120.0
 FINISHING_NAMES = ("FINISHING", "FINALIZING")  # FINALIZING: original Pirus' name
+# A run with more outputs announces them in its run.updated event only, not one file.created
+# each: thousands of events at once would cut off every websocket reader (1013).
+FILE_EVENTS_MAX = 100
 
 
 def elapsed(start: str | None, end: str | None = None) -> float | None:
@@ -177,6 +181,7 @@ class Lifecycle(RunsCore):
             row, status = run.row, run.status
             if status in FINAL_RUN_STATUSES:
                 await self._remove_container(row)
+                await self._secure_folder(row)
                 return
             if status == S.WAITING:
                 return  # re-queued after its cluster member was lost
@@ -305,6 +310,21 @@ class Lifecycle(RunsCore):
             return
         await self._pull_logs_quietly(row)
         await self._remove_container(row)
+        await self._secure_folder(row)
+
+    async def _secure_folder(self, row: dict[str, Any]) -> None:
+        """What the pipeline left made safe (outputs.py), once its container is gone."""
+        if not row.get("root_path"):
+            return
+        try:
+            scan = await asyncio.to_thread(secure_run_folder, RunPaths.of(row), row["id"],
+                                           self.root_dir)
+        except OSError as e:
+            self.log.error("pirus: run %s: its folder could not be made safe: %s", row["id"], e)
+            return
+        if scan.removed_count:
+            self.log.warning("pirus: run %s: removed %d special file(s): %s", row["id"],
+                             scan.removed_count, ", ".join(scan.removed))
 
     async def _pull_logs_quietly(self, row: dict[str, Any]) -> None:
         """Bring the logs back before the container goes (best effort)."""
@@ -334,6 +354,7 @@ class Lifecycle(RunsCore):
                 await self._move(run_id, S.ERROR, exit_code=exit_code, error=reason,
                                  end=now_iso(), metrics=metrics)
                 await self._remove_container(row)
+                await self._secure_folder(row)
                 return
             if row["status"] == S.RUNNING:
                 row = await self._move(run_id, S.FINISHING, exit_code=0, metrics=metrics)
@@ -347,22 +368,44 @@ class Lifecycle(RunsCore):
                 # hashing without the freeze is still right
                 self.log.warning("pirus: run %s: could not freeze before hashing: %s", run_id,
                                  e.message)
-            # pushed: each output checked against its sha256 in the container
-            hashes = await asyncio.to_thread(data.pull_outputs)
-            files = await asyncio.to_thread(collect_outputs, run_id, data.paths, self.root_dir,
-                                            hashes)
+        # Outside the run's lock: hashing large outputs takes minutes, and a cancel meanwhile
+        # must not wait for it (it stops the hashing, see ``moved_on``).
+        run = self._active.get(run_id)
+
+        def moved_on() -> bool:
+            return run is not None and run.status != S.FINISHING
+
+        # pushed: each output checked against its sha256 in the container
+        hashes = await asyncio.to_thread(data.pull_outputs)
+        limits = OutputLimits(self.max_outputs, self.max_output_bytes)
+        scan = await asyncio.to_thread(secure_run_folder, data.paths, run_id, self.root_dir,
+                                       limits, hashes, moved_on)
+        if scan.removed_count:
+            self.log.warning("pirus: run %s: removed %d special file(s): %s", run_id,
+                             scan.removed_count, ", ".join(scan.removed))
+        async with self._lock(run_id):
+            row = await self.store.get("runs", run_id)
+            if row["status"] != S.FINISHING or scan.stopped:
+                return  # canceled (or failed) meanwhile: whoever moved it freed the container
+            problem = scan.problem(limits)
+            if problem is not None:
+                await self._move(run_id, S.ERROR, error=problem, end=now_iso(),
+                                 metrics=await self._metrics(row, state))
+                await self._remove_container(row)
+                return
             timings = [*(row.get("timings") or []), [S.DONE.value, now_iso()]]
             metrics = await self._metrics(dict(row, timings=timings), state)
             progress = dict(row.get("progress") or {})
             progress["value"] = progress.get("max", 100)
-            await self.store.replace_run_outputs(run_id, files, {
+            await self.store.replace_run_outputs(run_id, scan.files, {
                 "status": S.DONE.value, "exit_code": 0, "end": now_iso(),
                 "metrics": metrics, "timings": timings, "progress": progress,
             })
             done = await self.store.get("runs", run_id)
             self._note(done)
-        for record in await self.store.select("files", "run_id = ?", [run_id]):
-            self.events.publish("file.created", {k: record[k] for k in (
-                "id", "name", "path", "size", "sha256", "source", "run_id", "created")})
+        if len(scan.files) <= FILE_EVENTS_MAX:
+            for record in await self.store.select("files", "run_id = ?", [run_id]):
+                self.events.publish("file.created", {k: record[k] for k in (
+                    "id", "name", "path", "size", "sha256", "source", "run_id", "created")})
         self.events.publish("run.updated", public_run(done))
         await self._remove_container(done)

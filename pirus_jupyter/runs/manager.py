@@ -121,26 +121,35 @@ class RunManager(Queue, Lifecycle, Cluster):
         if not isinstance(inputs, list):
             raise InvalidRequest("inputs must be a list of paths (under the Jupyter root) or "
                                  "file ids")
-        resolved = []
+        wanted: list[tuple[Any, str | None]] = []  # (as given, a file record's path)
         for item in inputs:
             if isinstance(item, dict):
                 item = item.get("file_id", item.get("path"))
             if isinstance(item, int) and not isinstance(item, bool):
-                record = await self.store.get("files", item)
-                path = self.root_dir / record["path"]
+                wanted.append((item, (await self.store.get("files", item))["path"]))
+            elif isinstance(item, str):
+                wanted.append((item, None))
+            else:
+                raise InvalidRequest("each input must be a path string or a file id")
+        # The files are looked at in a thread: thousands of inputs must not stall the loop.
+        return await asyncio.to_thread(self._check_inputs, wanted)
+
+    def _check_inputs(self, wanted: list[tuple[Any, str | None]]) -> list[dict[str, Any]]:
+        resolved = []
+        for item, record_path in wanted:
+            if record_path is not None:
+                path = self.root_dir / record_path
                 if path.is_symlink() or not path.is_file():
                     raise NotFound(f"file {item} has no content on disk")
-            elif isinstance(item, str):
+            else:
                 path = resolve_under(self.root_dir, item)
                 if not path.is_file():
                     raise InvalidRequest(f"input {item!r} is not a regular file")
-            else:
-                raise InvalidRequest("each input must be a path string or a file id")
             resolved.append({"name": path.name, "path": to_api_path(self.root_dir, path),
                              "size": path.stat().st_size})
-        for item, name in zip(resolved, unique_input_names([i["name"] for i in resolved]),
-                              strict=True):
-            item["name"] = name
+        for entry, name in zip(resolved, unique_input_names([i["name"] for i in resolved]),
+                               strict=True):
+            entry["name"] = name
         return resolved
 
     async def create(self, pipeline_id: Any, name: Any = None, config: Any = None,

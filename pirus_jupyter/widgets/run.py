@@ -259,7 +259,7 @@ class RunWidget(widgets.VBox):
             self.elapsed_label.value = format_elapsed(run.elapsed)
             self.pause_button.disabled = status != "RUNNING"
             self.resume_button.disabled = status != "PAUSE"
-            self.cancel_button.disabled = status in FINAL_STATUSES or status == "FINISHING"
+            self.cancel_button.disabled = status in FINAL_STATUSES
             if status == "ERROR" and run.error:
                 self.message.value = (f"<pre style='color:#cf222e;white-space:pre-wrap;margin:0'>"
                                       f"{html.escape(str(run.error))}</pre>")

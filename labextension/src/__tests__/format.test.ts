@@ -70,7 +70,7 @@ describe('format', () => {
     expect([...allowedActions('RUNNING')].sort()).toEqual(['cancel', 'pause']);
     expect([...allowedActions('PAUSE')].sort()).toEqual(['cancel', 'resume']);
     expect([...allowedActions('WAITING')]).toEqual(['cancel']);
-    expect([...allowedActions('FINISHING')]).toEqual([]);
+    expect([...allowedActions('FINISHING')]).toEqual(['cancel']);
     expect([...allowedActions('DONE')]).toEqual(['delete']);
     expect([...allowedActions('CANCELED')]).toEqual(['delete']);
   });
