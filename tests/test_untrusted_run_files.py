@@ -143,9 +143,9 @@ def test_log_replaced_by_a_symlink_is_never_truncated_through(world, target):
     assert len(before) > LOG_CAP
     run = hostile_run(world, "log-link", str(path), **extra)
     ended = end_of(world, run)
+    assert path.read_bytes() == before
     assert ended["status"] == "ERROR", ended
     assert "out.log" in ended["error"] and "regular file" in ended["error"], ended["error"]
-    assert path.read_bytes() == before
     session, server = world["server"].session, world["server"]
     for params in (None, {"tail": "5"}):
         log = session.get(server.api(f"runs/{run['id']}/logs/out"), params=params, timeout=30)
@@ -214,14 +214,14 @@ def long_lines_log(path: Path) -> bytes:
     return data
 
 
-def test_tail_of_long_lines_is_right_and_bounded(tmp_path, monkeypatch):
-    log = tmp_path / "err.log"
-    long_lines_log(log)
+@pytest.fixture
+def bytes_read(monkeypatch) -> list[int]:
+    """The size of every read of a file opened by descriptor (``os.fdopen``) meanwhile."""
     read: list[int] = []
-    real_open = folder.open_in_folder
+    real_fdopen = os.fdopen
 
-    def counting_open(parent: Path, name: str, **kwargs: Any):
-        handle = real_open(parent, name, **kwargs)
+    def counting_fdopen(fd: int, *args: Any, **kwargs: Any):
+        handle = real_fdopen(fd, *args, **kwargs)
         real_read = handle.read
 
         def counted(size: int = -1) -> bytes:
@@ -232,49 +232,51 @@ def test_tail_of_long_lines_is_right_and_bounded(tmp_path, monkeypatch):
         handle.read = counted
         return handle
 
-    monkeypatch.setattr(folder, "open_in_folder", counting_open)
+    monkeypatch.setattr(os, "fdopen", counting_fdopen)
+    return read
+
+
+def test_tail_of_long_lines_is_right_and_bounded(tmp_path, bytes_read):
+    """A tail of a log of 3 MiB lines reads (and returns) at most 1 MiB: the old tail read
+    the whole file, joining and counting a growing buffer at every block."""
+    log = tmp_path / "err.log"
+    long_lines_log(log)
     assert folder.tail_lines(log, 5) == "".join(f"short {i}\n" for i in range(25, 30))
-    assert sum(read) <= 64 * 1024  # the short lines only, not the long ones before them
-    read.clear()
-    # into the long lines: the last TAIL_MAX_BYTES of them, no more read
+    assert sum(bytes_read) <= 64 * 1024  # the short lines only, not the long ones before them
+    bytes_read.clear()
+    # into the long lines: their last part, up to the 1 MiB bound, no more read
     tail = folder.tail_lines(log, 35)
-    assert sum(read) <= folder.TAIL_MAX_BYTES
+    assert sum(bytes_read) <= 1024 * 1024
     assert tail.endswith("short 29\n") and tail.count("\n") == 31
-    assert tail.startswith("H" * 1000) and len(tail.encode()) <= folder.TAIL_MAX_BYTES + 1
+    assert tail.startswith("H" * 1000) and len(tail.encode()) <= 1024 * 1024 + 1
 
 
-def test_tail_reads_each_block_once(tmp_path, monkeypatch):
-    """No block is read twice, however many lines are asked for (the quadratic tail read a
-    growing buffer again at every step)."""
+def test_tail_across_many_blocks_is_exact(tmp_path, bytes_read):
     log = tmp_path / "out.log"
-    data = b"".join(b"x" * 1000 + b"\n" for _ in range(2000))
-    log.write_bytes(data)
-    read: list[int] = []
-    real_open = folder.open_in_folder
-
-    def counting_open(parent: Path, name: str, **kwargs: Any):
-        handle = real_open(parent, name, **kwargs)
-        real_read = handle.read
-        handle.read = lambda size=-1: read.append(size) or real_read(size)
-        return handle
-
-    monkeypatch.setattr(folder, "open_in_folder", counting_open)
+    log.write_bytes(b"".join(b"x" * 1000 + b"\n" for _ in range(2000)))
     tail = folder.tail_lines(log, 500, block=4096)
     assert tail == "\n".join(["x" * 1000] * 500) + "\n"
-    assert sum(read) <= 501 * 1001 + 4096
+    assert sum(bytes_read) <= 501 * 1001 + 4096  # each block read once
 
 
 def test_state_files_that_are_not_regular_are_refused(tmp_path):
-    """Unit: a FIFO, a symlink, a folder or a hard link in place of a log or state file is
-    never opened through (and never blocks); a regular one is read."""
-    from pirus_jupyter.errors import RuleBroken
-    from pirus_jupyter.files import open_in_folder
-
-    (tmp_path / "fifo").mkdir()
-    os.mkfifo(tmp_path / "fifo" / "f")
+    """Unit: the log cap never truncates through a link; a FIFO, a symlink, a folder or a
+    hard link in place of a log or state file is never opened through (never blocks)."""
     host = tmp_path / "host.txt"
     host.write_bytes(b"host" * 100)
     (tmp_path / "link").mkdir()
+    paths = folder.RunPaths(tmp_path, tmp_path, tmp_path, tmp_path / "link", tmp_path)
+    (tmp_path / "link" / "out.log").symlink_to(host)
+    folder.truncate_logs(paths, 10)
+    assert host.read_bytes() == b"host" * 100
+
+    from pirus_jupyter.errors import RuleBroken
+    from pirus_jupyter.files import open_in_folder
+
+    with pytest.raises(RuleBroken):
+        folder.log_sizes(paths)
+    (tmp_path / "fifo").mkdir()
+    os.mkfifo(tmp_path / "fifo" / "f")
     (tmp_path / "link" / "f").symlink_to(host)
     (tmp_path / "dir").mkdir()
     (tmp_path / "dir" / "f").mkdir()
@@ -284,12 +286,6 @@ def test_state_files_that_are_not_regular_are_refused(tmp_path):
         for write in (False, True):
             with pytest.raises(RuleBroken):
                 open_in_folder(tmp_path / kind, "f", write=write)
-    paths = folder.RunPaths(tmp_path, tmp_path, tmp_path, tmp_path / "link", tmp_path)
-    (tmp_path / "link" / "out.log").symlink_to(host)
-    folder.truncate_logs(paths, 10)
-    assert host.read_bytes() == b"host" * 100
-    with pytest.raises(RuleBroken):
-        folder.log_sizes(paths)
     assert open_in_folder(tmp_path, "missing") is None
 
 
@@ -311,13 +307,13 @@ async def test_pushed_run_reads_are_bounded_and_its_log_capped(api, fake, instal
     the run ends ERROR."""
     from pirus_jupyter.runs import data
 
-    monkeypatch.setattr(data, "PUSHED_PROGRESS_MAX_BYTES", 64 * 1024)
+    monkeypatch.setattr(data, "PUSHED_PROGRESS_MAX_BYTES", 64 * 1024, raising=False)
     asked: list[tuple[str, int | None]] = []
     real_read = fake.read_file
 
-    def bounded_read(name: str, path: str, max_bytes: int | None = None, offset: int = 0):
-        asked.append((path, max_bytes))
-        return real_read(name, path, max_bytes, offset)
+    def bounded_read(name: str, path: str, *bounds: int | None):  # max_bytes, offset
+        asked.append((path, bounds[0] if bounds else None))
+        return real_read(name, path, *bounds)
 
     monkeypatch.setattr(fake, "read_file", bounded_read)
     pipeline = await install(fake_package)
@@ -329,8 +325,9 @@ async def test_pushed_run_reads_are_bounded_and_its_log_capped(api, fake, instal
     filler = (b"x" * 1000 + b"\n") * 80  # 80 KB of lines that are not JSON
     with fake._lock:
         box.files[progress] = early + filler + late
-    await wait_for(api, "runs", run["id"], until=lambda b: b["progress"]["label"] == "early",
-                   timeout=15)
+    seen = await wait_for(api, "runs", run["id"], timeout=15,
+                          until=lambda b: b["progress"]["label"] in ("early", "past the cap"))
+    assert seen["progress"]["label"] == "early"  # the line past the cap is not read
     logs = box.environment["PIRUS_LOGS_DIR"]
     with fake._lock:  # the pipeline floods its log, stops the heartbeat and fakes its own
         box.beating = False
