@@ -20,6 +20,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
+import pylxd
 import pytest
 from conftest import FAST_CONFIG, FINAL, requires_lxd, start_run, wait_for, wait_run
 from pkgbuild import build_pipeline, fastq
@@ -179,10 +180,12 @@ def test_fifo_progress_blocks_nothing(world):
     assert ended["status"] == "ERROR" and "timed out" in ended["error"], ended
 
 
+@pytest.mark.parametrize("container", ["kept", "deleted"])
 @lxd
-def test_fifo_exit_code_planted_while_the_server_is_down(world):
-    """The pipeline plants a FIFO as its exit code while the server is down: at the next
-    start the server answers, and the run ends ERROR saying why."""
+def test_fifo_exit_code_planted_while_the_server_is_down(world, container):
+    """The pipeline plants a FIFO as its exit code while the server is down (and its
+    container is then deleted, or not: reconcile reads the exit code, or the monitor does):
+    at the next start the server answers, and the run ends ERROR saying why."""
     server = world["server"]
     run = hostile_run(world, "exit-fifo")
     server.wait_for(f"runs/{run['id']}", lambda b: b["status"] == "RUNNING", 300)
@@ -191,6 +194,11 @@ def test_fifo_exit_code_planted_while_the_server_is_down(world):
     state = run_folder(world, run) / ".pirus" / "exit_code"
     while not (state.exists() and stat.S_ISFIFO(os.lstat(state).st_mode)):
         os.sched_yield()  # the pipeline makes it within a fraction of a second
+    if container == "deleted":
+        instance = pylxd.Client().instances.get(db_row(server, "runs", run["id"])[
+            "lxd_container"])
+        instance.stop(force=True, wait=True)
+        instance.delete(wait=True)
     server.start()
     assert server.session.get(server.api(""), timeout=10).status_code == 200
     ended = end_of(world, run, 120)
