@@ -100,3 +100,10 @@ class InvalidPackage(PirusError):
 
     status = 400
     code = "invalid_package"
+
+
+class RuleBroken(PirusError):
+    """A pipeline broke a rule of its run folder (a log or state file replaced by a link, a
+    FIFO, a folder...). Never an HTTP answer: the run ends in ERROR with this message."""
+
+    code = "rule_broken"

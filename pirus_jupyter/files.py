@@ -9,7 +9,7 @@ import unicodedata
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
-from .errors import Conflict, Forbidden, InvalidRequest, NotFound
+from .errors import Conflict, Forbidden, InvalidRequest, NotFound, RuleBroken
 from .events import EventBus
 from .hashing import sha256_file
 from .models import public_file, public_run
@@ -136,17 +136,38 @@ def open_beneath(root: Path, relative: str) -> BinaryIO:
     return os.fdopen(fd, "rb")
 
 
-def open_regular(path: Path) -> BinaryIO | None:
-    """``path`` opened for reading if it is a regular file and not a symlink; None otherwise
-    (missing, a link a pipeline put in place of its log, a FIFO that would block)."""
+def open_in_folder(folder: Path, name: str, *, write: bool = False) -> BinaryIO | None:
+    """The regular file ``name`` directly in ``folder`` (a run folder's logs or state: a
+    pipeline writes there), opened by descriptor: the folder and the file with ``O_NOFOLLOW``,
+    the file ``O_NONBLOCK`` (a FIFO never blocks the reader), then checked on the descriptor
+    itself: a regular file with a single link (a hard link could share a host file's inode).
+    None when nothing is there; RuleBroken when something else is."""
+    flags = (os.O_WRONLY if write else os.O_RDONLY) | os.O_NOFOLLOW | os.O_NONBLOCK | \
+        os.O_NOCTTY | os.O_CLOEXEC
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
+        directory = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
         return None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
+    except OSError as e:
+        raise RuleBroken(f"{folder.name}/ of the run folder is not a folder") from e
+    try:
+        fd = os.open(name, flags, dir_fd=directory)
+    except FileNotFoundError:
+        return None
+    except OSError as e:  # ELOOP: a symlink; ENXIO: a FIFO opened for writing; EISDIR...
+        raise RuleBroken(_not_regular(folder, name)) from e
+    finally:
+        os.close(directory)
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
         os.close(fd)
-        return None
-    return os.fdopen(fd, "rb")
+        raise RuleBroken(_not_regular(folder, name))
+    return os.fdopen(fd, "wb" if write else "rb", buffering=0 if write else -1)
+
+
+def _not_regular(folder: Path, name: str) -> str:
+    return (f"{folder.name}/{name} of the run folder is no longer a regular file of its own "
+            "(the pipeline replaced it by a link, a FIFO or a folder?): it is never followed")
 
 
 def to_api_path(root: Path, path: Path) -> str:

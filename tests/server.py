@@ -80,6 +80,15 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.kill()
 
+    def cancel_runs_and_stop(self) -> None:
+        """End of a module: cancel the runs still active (their containers go), then stop."""
+        try:
+            for run in self.session.get(self.api("runs"), timeout=30, params={
+                    "status": "WAITING,INITIALIZING,RUNNING,PAUSE,FINISHING"}).json()["items"]:
+                self.session.post(self.api(f"runs/{run['id']}/cancel"), timeout=60)
+        finally:
+            self.stop()
+
     def wait_for(self, path: str, predicate: Any, timeout: float = 60) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         body: dict[str, Any] = {}

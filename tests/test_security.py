@@ -31,9 +31,10 @@ from test_api import enumerate_routes
 pytestmark = [pytest.mark.lxd, requires_lxd]
 
 # From inside its container: every forbidden thing it tries is recorded "<what> denied" or
-# "<what> ALLOWED"; every HTTP call "<what> <status>". Then it plants symlinks, a FIFO and a
-# symlinked err.log for the server to trip over, reports "probed", and waits for a "release"
-# file the test drops into its (host-side) inputs folder.
+# "<what> ALLOWED"; every HTTP call "<what> <status>". Then it plants symlinks and a FIFO for
+# the server to trip over, reports "probed", and waits for a "release" file the test drops
+# into its (host-side) inputs folder. (A log replaced by a symlink ends its run in ERROR:
+# tests/test_untrusted_run_files.py.)
 PROBE_SCRIPT = r"""#!/bin/sh
 out="$PIRUS_OUTPUTS_DIR"
 res="$out/probe.txt"
@@ -66,7 +67,6 @@ ln -s "$private" "$out/private-leak"
 ln -s / "$out/rootlink"
 mkdir -p "$out/sub" && echo ok > "$out/sub/ok.txt"
 mkfifo "$out/fifo"
-rm -f "$PIRUS_LOGS_DIR/err.log" && ln -s "$secret" "$PIRUS_LOGS_DIR/err.log"
 url="$PIRUS_NOTIFY_URL"
 base=${url%%/pirus/*}
 api=${url%%/runs/*}
@@ -127,12 +127,7 @@ def world(tmp_path_factory) -> dict[str, Any]:
         yield {"server": server, "root": root, "secret": secret, "marker": marker,
                "private": private, "private_marker": private_marker, "base": base}
     finally:
-        try:
-            for run in server.session.get(server.api("runs"), timeout=30, params={
-                    "status": "WAITING,INITIALIZING,RUNNING,PAUSE,FINISHING"}).json()["items"]:
-                server.session.post(server.api(f"runs/{run['id']}/cancel"), timeout=60)
-        finally:
-            server.stop()
+        server.cancel_runs_and_stop()
 
 
 def db_row(server: ServerProcess, table: str, row_id: int) -> dict[str, Any]:
@@ -348,18 +343,6 @@ def test_from_inside_the_notify_token_opens_only_its_own_notify(world, probe_run
             assert results[what] == "403", (what, results[what])
 
 
-def test_logs_replaced_by_symlinks_leak_nothing(world, probe_runs):
-    """Run A replaced its err.log by a symlink to the host secret while it runs: read through
-    the API (whole or tail) it is empty, never the secret."""
-    server, session = world["server"], world["server"].session
-    a = probe_runs["a"]
-    row = db_row(server, "runs", a["id"])
-    assert (Path(row["root_path"]) / "logs" / "err.log").is_symlink()
-    for params in (None, {"tail": "10"}):
-        log = session.get(server.api(f"runs/{a['id']}/logs/err"), params=params, timeout=30)
-        assert log.status_code == 200 and world["marker"] not in log.text
-
-
 def test_notify_token_only_for_its_own_run_and_only_while_it_runs(world, probe_runs):
     server = world["server"]
     a, b = probe_runs["a"], probe_runs["b"]
@@ -441,6 +424,20 @@ def test_symlinks_planted_by_a_pipeline_are_never_followed(world, probe_runs):
     assert session.delete(server.api(f"files/{by_name['sub/ok.txt']}"),
                           timeout=30).status_code == 204
     assert (decoy / "ok.txt").read_text() == world["marker"]
+
+
+def test_logs_replaced_by_symlinks_leak_nothing(world, probe_runs):
+    """Run B has ended DONE: its err.log replaced by a symlink to the host secret afterwards
+    reads empty through the API (whole or tail), never the secret. (While a run is active,
+    the pipeline doing it ends the run in ERROR: tests/test_untrusted_run_files.py.)"""
+    server, session = world["server"], world["server"].session
+    b = probe_runs["b"]
+    err = Path(db_row(server, "runs", b["id"])["root_path"]) / "logs" / "err.log"
+    err.unlink()
+    err.symlink_to(world["secret"])
+    for params in (None, {"tail": "10"}):
+        log = session.get(server.api(f"runs/{b['id']}/logs/err"), params=params, timeout=30)
+        assert log.status_code == 200 and world["marker"] not in log.text
 
 
 def test_no_traceback_in_the_server_log(world, probe_runs):

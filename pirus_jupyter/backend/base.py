@@ -5,6 +5,7 @@ All methods are blocking; services call them through ``asyncio.to_thread``.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -142,14 +143,36 @@ class Backend:
         """Write a file into the container (streamed from ``source``), owned by its root."""
         raise NotImplementedError
 
-    def read_file(self, name: str, path: str) -> bytes | None:
-        """A (small) file's content, or None if it does not exist."""
+    def read_file(self, name: str, path: str, max_bytes: int | None = None,
+                  offset: int = 0) -> bytes | None:
+        """A file's content from ``offset``, at most ``max_bytes`` of it (the container's
+        files are the pipeline's: bounded), or None if it does not exist or is no file."""
         raise NotImplementedError
 
-    def pull_file(self, name: str, path: str, target: Path) -> tuple[int, str]:
-        """Stream a file out of the container into ``target``; return (size, sha256)."""
+    def pull_file(self, name: str, path: str, target: Path,
+                  max_bytes: int | None = None) -> tuple[int, str]:
+        """Stream a file out of the container into ``target``, at most ``max_bytes`` of it;
+        return (size written, sha256 of what was written)."""
         raise NotImplementedError
 
     def walk_files(self, name: str, root: str) -> list[FileEntry]:
         """Regular files under ``root`` in the container (symlinks are not followed)."""
         raise NotImplementedError
+
+
+def bounded_bytes(chunks: Iterable[bytes], offset: int, max_bytes: int | None) -> bytes:
+    """The bytes from ``offset`` of a streamed body, at most ``max_bytes`` of them kept (those
+    before ``offset`` are skipped as they stream by; reading stops once enough are kept)."""
+    kept: list[bytes] = []
+    seen = size = 0
+    for chunk in chunks:
+        start = max(0, offset - seen)
+        seen += len(chunk)
+        if start >= len(chunk):
+            continue
+        piece = chunk[start:] if max_bytes is None else chunk[start:start + max_bytes - size]
+        kept.append(piece)
+        size += len(piece)
+        if max_bytes is not None and size >= max_bytes:
+            break
+    return b"".join(kept)

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from ..errors import BackendError, BackendUnavailable, MemberUnavailable, PirusError
-from .base import Backend, ContainerSpec, ContainerState, FileEntry, Member
+from .base import Backend, ContainerSpec, ContainerState, FileEntry, Member, bounded_bytes
 
 # The run wrapper's files in its state folder (the folder of $PIRUS_PROGRESS_FILE); see the
 # wrapper script in pirus_jupyter/runs/. exec_detached refuses a wrapper that no longer
@@ -96,6 +96,7 @@ class FakeBackend(Backend):
         # (method, container or alias), in order; bounded: an idle server calls for ever.
         self.started_runs: set[int] = set()  # runs whose wrapper was exec'd
         self.calls: deque[tuple[str, str]] = deque(maxlen=10_000)
+        self.bytes_read = 0  # what read_file and pull_file brought out of containers
         # Method name -> gate its calls wait at until the test opens it (see hold()).
         self.gates: dict[str, threading.Event] = {}
 
@@ -278,17 +279,25 @@ class FakeBackend(Backend):
         with self._lock:
             self._write(self._box("push_file", name), path, data)
 
-    def read_file(self, name: str, path: str) -> bytes | None:
+    def read_file(self, name: str, path: str, max_bytes: int | None = None,
+                  offset: int = 0) -> bytes | None:
         self._check("read_file", name)
         with self._lock:
-            return self._read(self._box("read_file", name), path)
+            data = self._read(self._box("read_file", name), path)
+        if data is None:
+            return None
+        self.bytes_read += min(len(data), offset + (max_bytes or len(data)))  # as streamed
+        return bounded_bytes([data], offset, max_bytes)
 
-    def pull_file(self, name: str, path: str, target: Path) -> tuple[int, str]:
+    def pull_file(self, name: str, path: str, target: Path,
+                  max_bytes: int | None = None) -> tuple[int, str]:
         self._check("pull_file", name)
         with self._lock:
             data = self._read(self._box("pull_file", name), path)
         if data is None:
             raise BackendError(f"LXD failed to read {path} in {name}: not found")
+        data = data if max_bytes is None else data[:max_bytes]
+        self.bytes_read += len(data)
         target.write_bytes(data)
         return len(data), hashlib.sha256(data).hexdigest()
 

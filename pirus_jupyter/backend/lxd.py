@@ -24,7 +24,7 @@ from pylxd.exceptions import ClientConnectionFailed, LXDAPIException, NotFound
 from urllib3.exceptions import InsecureRequestWarning
 
 from ..errors import BackendError, BackendUnavailable, MemberUnavailable
-from .base import Backend, ContainerSpec, ContainerState, FileEntry, Member
+from .base import Backend, ContainerSpec, ContainerState, FileEntry, Member, bounded_bytes
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -414,18 +414,25 @@ class LXDBackend(Backend):
             raise _lxd_error(f"write {path} in {name}", e) from e
 
     @_reachable
-    def read_file(self, name: str, path: str) -> bytes | None:
+    def read_file(self, name: str, path: str, max_bytes: int | None = None,
+                  offset: int = 0) -> bytes | None:
         try:
-            return bytes(self._files(name).get(params={"path": path}, is_api=False).content)
+            response = self._files(name).get(params={"path": path}, is_api=False, stream=True)
         except NotFound:
             return None
         except LXDAPIException as e:
             if "not found" in str(e).lower() or "no such file" in str(e).lower():
                 return None
             raise _lxd_error(f"read {path} in {name}", e) from e
+        with response:
+            if response.headers.get("X-LXD-type", "file") != "file":
+                return None  # a link (LXD answers its target) or a folder: not a file's bytes
+            # Streamed and bounded: the file is the pipeline's, of any size.
+            return bounded_bytes(response.iter_content(CHUNK), offset, max_bytes)
 
     @_reachable
-    def pull_file(self, name: str, path: str, target: Path) -> tuple[int, str]:
+    def pull_file(self, name: str, path: str, target: Path,
+                  max_bytes: int | None = None) -> tuple[int, str]:
         digest = hashlib.sha256()
         size = 0
         try:
@@ -434,9 +441,13 @@ class LXDBackend(Backend):
             raise _lxd_error(f"read {path} in {name}", e) from e
         with response, open(target, "wb") as out:
             for chunk in response.iter_content(CHUNK):
+                if max_bytes is not None:
+                    chunk = chunk[:max_bytes - size]
                 out.write(chunk)
                 digest.update(chunk)
                 size += len(chunk)
+                if max_bytes is not None and size >= max_bytes:
+                    return size, digest.hexdigest()  # the rest is left in the container
         expected = response.headers.get("Content-Length")
         if expected is not None and int(expected) != size:
             raise BackendError(f"{path} in {name} arrived truncated: {size} of {expected} bytes")

@@ -169,7 +169,8 @@ class RunsCore:
         if pipeline is None:
             with contextlib.suppress(NotFound):
                 pipeline = await self.pipelines.row(row["pipeline_id"])
-        data = open_run_data(row, pipeline, self.backend, self.databases_dir, self.log)
+        data = open_run_data(row, pipeline, self.backend, self.databases_dir, self.log,
+                             self.log_max_bytes)
         if run and run.row.get("lxd_container") == row.get("lxd_container"):
             run.data = data
         return data

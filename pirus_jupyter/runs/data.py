@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from ..backend.base import Backend, DiskMount
-from ..errors import BackendError, BackendUnavailable, NotFound
-from ..files import is_within
+from ..errors import BackendError, BackendUnavailable, NotFound, RuleBroken
+from ..files import is_within, open_in_folder
 from . import wrapper
-from .folder import RunPaths
+from .folder import EXIT_CODE_MAX_BYTES, RunPaths, log_sizes, read_state_file
 from .wrapper import EXIT_FILE, HEARTBEAT_FILE, LOG_NAMES, MANIFEST_FILE, PROGRESS_FILE, STATE_DIR
 
 # Runs whose data goes through the LXD file API: seconds between reads of their progress file
@@ -41,6 +41,15 @@ PUSH_POLL_INTERVAL = 1.0
 UNREACHABLE_RETRY = 15.0
 # Progress lines read at most at once.
 PROGRESS_CHUNK = 1024 * 1024
+# A pushed run's progress file is read from its start at every poll (the LXD file API has no
+# offset): past this size its further lines are not read.
+PUSHED_PROGRESS_MAX_BYTES = 16 * 1024 * 1024
+# The most read of a pushed run's heartbeat ("<count> <out.log size> <err.log size>").
+HEARTBEAT_MAX_BYTES = 256
+# The outputs' sha256 list the wrapper writes in a pushed run (a line per output).
+MANIFEST_MAX_BYTES = 64 * 1024 * 1024
+# What a log is when nobody says otherwise (PirusApp.log_max_bytes, 256 MiB).
+DEFAULT_LOG_MAX_BYTES = 256 * 1024 * 1024
 
 
 class RunData(ABC):
@@ -51,8 +60,10 @@ class RunData(ABC):
     on_this_host = True
 
     def __init__(self, row: dict[str, Any], pipeline: dict[str, Any] | None, backend: Backend,
-                 databases_dir: Path, log: logging.Logger) -> None:
+                 databases_dir: Path, log: logging.Logger,
+                 log_max_bytes: int = DEFAULT_LOG_MAX_BYTES) -> None:
         self.run_id: int = row["id"]
+        self.log_max_bytes = log_max_bytes
         self.container: str | None = row.get("lxd_container")
         self.paths = RunPaths.of(row)
         self.pipeline = pipeline
@@ -91,7 +102,9 @@ class RunData(ABC):
 
     # -- while it runs ------------------------------------------------------------------
     @abstractmethod
-    def exit_code(self) -> int | None: ...
+    def exit_code(self) -> int | None:
+        """The command's exit code once written; RuleBroken if the pipeline put something
+        else than a regular file in its place."""
 
     @abstractmethod
     def progress(self, offset: int) -> bytes:
@@ -103,16 +116,17 @@ class RunData(ABC):
 
     @abstractmethod
     def log_size(self) -> int:
-        """The larger log's size."""
+        """The larger log's size; RuleBroken if a log is no longer a regular file."""
 
     def live_log(self, which: str) -> bytes | None:
         """A log read in the container while the run is active; None: read the host copy."""
         return None
 
     # -- after the end ------------------------------------------------------------------
-    def pull_logs(self) -> None:
-        """Bring the logs to the run folder (the error of a failed run quotes them)."""
-        return None  # mounted: they are there already
+    def pull_logs(self) -> list[str]:
+        """Bring the logs to the run folder (the error of a failed run quotes them), each cut
+        at ``log_max_bytes``; return the names of those that were longer."""
+        return []  # mounted: they are there already, and the monitor caps them
 
     def pull_outputs(self) -> dict[str, str] | None:
         """Bring the outputs to the run folder; relative path -> sha256 already computed."""
@@ -141,32 +155,37 @@ class MountedData(RunData):
     def heartbeat_script(self) -> str:
         return wrapper.touch_heartbeat()
 
-    def _state_file(self, path: str) -> Path:
-        return self.paths.state / posixpath.basename(path)
-
+    # Every read by descriptor (folder.py): the state folder and the logs are the pipeline's.
     def exit_code(self) -> int | None:
+        data = read_state_file(self.paths, posixpath.basename(EXIT_FILE), EXIT_CODE_MAX_BYTES)
         try:
-            return int(self._state_file(EXIT_FILE).read_text().strip())
-        except (OSError, ValueError):
+            return int(data.strip()) if data else None
+        except ValueError:
             return None
 
     def progress(self, offset: int) -> bytes:
         try:
-            with open(self._state_file(PROGRESS_FILE), "rb") as f:
-                f.seek(offset)
-                return f.read(PROGRESS_CHUNK)
-        except OSError:
+            handle = open_in_folder(self.paths.state, posixpath.basename(PROGRESS_FILE))
+        except RuleBroken:  # a link or a FIFO: not followed, the run just reports nothing
             return b""
+        if handle is None:
+            return b""
+        with handle as f:
+            f.seek(offset)
+            return f.read(PROGRESS_CHUNK)
 
     def last_beat(self) -> float | None:
         try:
-            return self._state_file(HEARTBEAT_FILE).stat().st_mtime
-        except OSError:
+            handle = open_in_folder(self.paths.state, posixpath.basename(HEARTBEAT_FILE))
+        except RuleBroken:
+            return 0.0  # no heartbeat of the wrapper's: lost, once the timeout has passed
+        if handle is None:
             return 0.0
+        with handle:
+            return os.fstat(handle.fileno()).st_mtime
 
     def log_size(self) -> int:
-        sizes = [self.paths.log(n).stat().st_size for n in LOG_NAMES if self.paths.log(n).exists()]
-        return max(sizes, default=0)
+        return log_sizes(self.paths)
 
 
 class PushedData(RunData):
@@ -239,13 +258,13 @@ class PushedData(RunData):
         return wrapper.output_manifest(shlex.quote(self._pipeline()["lxd_outputs_path"]))
 
     # -- while it runs ------------------------------------------------------------------
-    def _read(self, path: str) -> bytes | None:
-        """A small file of the container, or None when it is missing or the member cannot
-        say."""
+    def _read(self, path: str, max_bytes: int, offset: int = 0) -> bytes | None:
+        """At most ``max_bytes`` of a file of the container from ``offset``, or None when it
+        is missing or the member cannot say."""
         if not self.container or self.unreachable():
             return None
         try:
-            data = self.backend.read_file(self.container, path)
+            data = self.backend.read_file(self.container, path, max_bytes, offset)
         except BackendUnavailable as e:  # the monitor's health check decides what it means
             self._unreachable_since = time.monotonic()
             self.log.debug("pirus: cannot read %s in %s: %s", path, self.container, e.message)
@@ -257,19 +276,23 @@ class PushedData(RunData):
         return data
 
     def exit_code(self) -> int | None:
-        data = self._read(EXIT_FILE)
+        data = self._read(EXIT_FILE, EXIT_CODE_MAX_BYTES)
         try:
             return int(data.strip()) if data else None
         except ValueError:
             return None
 
     def progress(self, offset: int) -> bytes:
-        # read whole over the API: progress files stay small
-        return (self._read(PROGRESS_FILE) or b"")[offset:offset + PROGRESS_CHUNK]
+        # Streamed from the start (the API has no offset), only the chunk after ``offset``
+        # kept; past PUSHED_PROGRESS_MAX_BYTES the file is no longer read at every poll.
+        if offset >= PUSHED_PROGRESS_MAX_BYTES:
+            return b""
+        size = min(PROGRESS_CHUNK, PUSHED_PROGRESS_MAX_BYTES - offset)
+        return self._read(PROGRESS_FILE, size, offset) or b""
 
     def last_beat(self) -> float | None:
         """A change of the beat's content, seen on this host's clock."""
-        data = self._read(HEARTBEAT_FILE)
+        data = self._read(HEARTBEAT_FILE, HEARTBEAT_MAX_BYTES)
         now = time.time()
         if data is None:
             return None if self._beat is None else self._beat[1]
@@ -278,7 +301,8 @@ class PushedData(RunData):
         return self._beat[1]
 
     def log_size(self) -> int:
-        """As of the last heartbeat."""
+        """As of the last heartbeat: written in the container, so a hint only (a pipeline can
+        fake it); the cap holds anyway when the logs are pulled (``pull_logs``)."""
         if not self._beat:
             return 0
         try:
@@ -289,17 +313,28 @@ class PushedData(RunData):
     def live_log(self, which: str) -> bytes | None:
         if self.pipeline is None:
             return None
-        return self._read(posixpath.join(self.pipeline["lxd_logs_path"], f"{which}.log"))
+        return self._read(posixpath.join(self.pipeline["lxd_logs_path"], f"{which}.log"),
+                          self.log_max_bytes)
 
     # -- after the end ------------------------------------------------------------------
-    def pull_logs(self) -> None:
+    def pull_logs(self) -> list[str]:
         name, pipeline = self._name(), self._pipeline()
+        cut = []
         for log in LOG_NAMES:
             target = self.paths.log(log)
             partial = target.with_name(f".{log}.log.part")
-            self.backend.pull_file(name, posixpath.join(pipeline["lxd_logs_path"], f"{log}.log"),
-                                   partial)
+            # One byte past the cap tells a longer log, whatever the heartbeat said.
+            size, _ = self.backend.pull_file(
+                name, posixpath.join(pipeline["lxd_logs_path"], f"{log}.log"), partial,
+                self.log_max_bytes + 1)
+            if size > self.log_max_bytes:
+                handle = open_in_folder(partial.parent, partial.name, write=True)
+                if handle is not None:
+                    with handle:
+                        os.ftruncate(handle.fileno(), self.log_max_bytes)
+                cut.append(log)
             partial.replace(target)
+        return cut
 
     def pull_outputs(self) -> dict[str, str]:
         """Copy every regular output file to the run folder; return relative path -> sha256
@@ -324,7 +359,7 @@ class PushedData(RunData):
         return hashes
 
     def _manifest(self) -> dict[str, str]:
-        data = self._read(MANIFEST_FILE) or b""
+        data = self._read(MANIFEST_FILE, MANIFEST_MAX_BYTES) or b""
         out = {}
         for line in data.decode(errors="replace").splitlines():
             digest, _, path = line.partition("  ")
@@ -334,7 +369,8 @@ class PushedData(RunData):
 
 
 def open_run_data(row: dict[str, Any], pipeline: dict[str, Any] | None, backend: Backend,
-                  databases_dir: Path, log: logging.Logger) -> RunData:
+                  databases_dir: Path, log: logging.Logger,
+                  log_max_bytes: int = DEFAULT_LOG_MAX_BYTES) -> RunData:
     """The run's data as chosen when it started (the ``transfer`` column: mounts | push)."""
     kind = PushedData if row.get("transfer") == "push" else MountedData
-    return kind(row, pipeline, backend, databases_dir, log)
+    return kind(row, pipeline, backend, databases_dir, log, log_max_bytes)

@@ -13,10 +13,10 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
-from ..errors import Forbidden
-from ..files import is_within, open_regular, resolve_under, sha256_file
+from ..errors import Forbidden, RuleBroken
+from ..files import is_within, open_in_folder, resolve_under, sha256_file
 from .wrapper import LOG_NAMES
 
 
@@ -39,51 +39,107 @@ class RunPaths:
         return self.logs / f"{which}.log"
 
 
-def tail_lines(path: Path, count: int, block: int = 64 * 1024) -> str:
-    """The last ``count`` lines of a file, read backwards (logs can be gigabytes)."""
-    # Not followed: a pipeline can put a symlink (to a host file) in place of its log.
-    handle = open_regular(path) if count > 0 else None
+# The most a tail reads and returns (``GET /logs/...?tail=N``, the error of a failed run): a
+# log may be one line of hundreds of megabytes.
+TAIL_MAX_BYTES = 1024 * 1024
+# The most read of an exit code file (a number and a newline).
+EXIT_CODE_MAX_BYTES = 64
+
+
+def open_log(paths: RunPaths, which: str, *, write: bool = False) -> BinaryIO | None:
+    """A log of the run folder by descriptor (files.open_in_folder): never through a link the
+    pipeline put in its place; RuleBroken when it is not a regular file of its own."""
+    return open_in_folder(paths.logs, f"{which}.log", write=write)
+
+
+def tail_lines(path: Path, count: int, block: int = 64 * 1024,
+               max_bytes: int = TAIL_MAX_BYTES) -> str:
+    """The last ``count`` lines of a file of the run folder, read backwards once by blocks
+    (linear, at most ``max_bytes`` read and returned: logs can be gigabytes of long lines).
+    Anything but a regular file reads as empty: a link planted by the pipeline is not read."""
+    if count <= 0:
+        return ""
+    try:
+        handle = open_in_folder(path.parent, path.name)
+    except RuleBroken:
+        return ""
     if handle is None:
         return ""
+    blocks: list[bytes] = []
+    newlines = taken = 0
     with handle as f:
-        f.seek(0, os.SEEK_END)
-        end = f.tell()
-        data = b""
-        while end > 0 and data.count(b"\n") <= count:
-            step = min(block, end)
+        end = os.fstat(f.fileno()).st_size
+        while end > 0 and newlines <= count and taken < max_bytes:
+            step = min(block, end, max_bytes - taken)
             end -= step
             f.seek(end)
-            data = f.read(step) + data
-    lines = data.decode(errors="replace").splitlines()
-    return "\n".join(lines[-count:]) + ("\n" if lines else "")
+            chunk = f.read(step)
+            blocks.append(chunk)
+            newlines += chunk.count(b"\n")
+            taken += len(chunk)
+    return _last(b"".join(reversed(blocks)), count)
+
+
+def _last(data: bytes, count: int) -> str:
+    lines = data.decode(errors="replace").splitlines()[-count:] if count > 0 else []
+    return "\n".join(lines) + ("\n" if lines else "")
 
 
 def last_lines(data: bytes, tail: int | None, max_bytes: int) -> str:
-    """A log read whole (over the API): all of it up to ``max_bytes``, or its last lines."""
+    """A log read whole (over the API): all of it up to ``max_bytes``, or its last lines
+    (within its last ``TAIL_MAX_BYTES``, as ``tail_lines``)."""
     if tail is None:
         return data[:max_bytes].decode(errors="replace")
-    lines = data.decode(errors="replace").splitlines()[-tail:] if tail > 0 else []
-    return "\n".join(lines) + ("\n" if lines else "")
+    return _last(data[-TAIL_MAX_BYTES:], tail)
 
 
 def read_host_log(paths: RunPaths, which: str, tail: int | None, max_bytes: int) -> str:
     if tail is not None:
         return tail_lines(paths.log(which), tail)
-    handle = open_regular(paths.log(which))  # a symlink planted by the pipeline is not read
+    try:
+        handle = open_log(paths, which)
+    except RuleBroken:
+        return ""  # a link planted by the pipeline is not read (its run ends in ERROR)
     if handle is None:
         return ""
     with handle as f:
         return f.read(max_bytes).decode(errors="replace")
 
 
-def truncate_logs(paths: RunPaths, max_bytes: int) -> None:
+def log_sizes(paths: RunPaths) -> int:
+    """The larger log's size, read on the descriptor; RuleBroken if a log is not a regular
+    file of its own (the output of the pipeline would then go where no cap sees it)."""
+    sizes = [0]
     for name in LOG_NAMES:
-        path = paths.log(name)
+        handle = open_log(paths, name)
+        if handle is not None:
+            with handle:
+                sizes.append(os.fstat(handle.fileno()).st_size)
+    return max(sizes)
+
+
+def truncate_logs(paths: RunPaths, max_bytes: int) -> None:
+    """Cut the logs back to ``max_bytes``, by descriptor: never what a link points to."""
+    for name in LOG_NAMES:
         try:
-            if path.stat().st_size > max_bytes:
-                os.truncate(path, max_bytes)
-        except OSError:
-            pass
+            handle = open_log(paths, name, write=True)
+        except RuleBroken:
+            continue  # not ours to cut: its run is failed for it
+        if handle is None:
+            continue
+        with handle:
+            if os.fstat(handle.fileno()).st_size > max_bytes:
+                os.ftruncate(handle.fileno(), max_bytes)
+
+
+def read_state_file(paths: RunPaths, name: str, max_bytes: int) -> bytes | None:
+    """The start of a state file (``.pirus/``) by descriptor: None when missing,
+    RuleBroken when not a regular file of its own (a FIFO would block the reader)."""
+    handle = open_in_folder(paths.state, name)
+    if handle is None:
+        return None
+    with handle as f:
+        return f.read(max_bytes)
 
 
 def prepare_folder(row: dict[str, Any], paths: RunPaths, runs_dir: Path, root_dir: Path,

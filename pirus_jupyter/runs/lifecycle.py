@@ -267,7 +267,8 @@ class Lifecycle(RunsCore):
     async def _check_log_cap(self, row: dict[str, Any], data: RunData) -> None:
         """Checked at every poll, so a pipeline flooding its output is caught within one poll
         interval: stop it (freeze at once, then delete: nothing writes any more), cut the logs
-        back to the cap, and end the run in ERROR."""
+        back to the cap, and end the run in ERROR. A log that is no longer a regular file (a
+        link, a FIFO) raises RuleBroken: never followed, the run ends in ERROR."""
         if await asyncio.to_thread(data.log_size) <= self.log_max_bytes:
             return
         with contextlib.suppress(PirusError):
@@ -275,8 +276,11 @@ class Lifecycle(RunsCore):
         await self._pull_logs_quietly(row)
         await self._remove_container(row)
         await asyncio.to_thread(truncate_logs, data.paths, self.log_max_bytes)
-        raise PirusError(f"a log file exceeded {self.log_max_bytes} bytes: the pipeline was "
-                         "stopped and the log cut to that size")
+        raise PirusError(self._log_cap_message())
+
+    def _log_cap_message(self) -> str:
+        return (f"a log file exceeded {self.log_max_bytes} bytes: the pipeline was stopped and "
+                "the log cut to that size")
 
     # -- the end --------------------------------------------------------------------------
     async def _metrics(self, row: dict[str, Any], state: ContainerState | None = None
@@ -344,8 +348,10 @@ class Lifecycle(RunsCore):
             except PirusError:
                 state = None
             metrics = await self._metrics(row, state)
-            # logs come back from the container first (the error quotes them)
-            await asyncio.to_thread(data.pull_logs)
+            # logs come back from the container first (the error quotes them), each cut at
+            # the cap: a pushed run's log sizes came from its own (fakeable) heartbeat
+            if await asyncio.to_thread(data.pull_logs):
+                raise PirusError(self._log_cap_message())
             if exit_code != 0:
                 err_tail = await asyncio.to_thread(tail_lines, data.paths.log("err"), 20)
                 reason = f"the pipeline exited with code {exit_code}"

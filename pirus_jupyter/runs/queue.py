@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from ..errors import Conflict, PirusError
+from ..errors import Conflict, PirusError, RuleBroken
 from ..models import ACTIVE_RUN_STATUSES, FINAL_RUN_STATUSES, RunStatus
 from ..store import now_iso
 from .core import RunsCore
@@ -66,7 +66,12 @@ class Queue(RunsCore):
             state = await asyncio.to_thread(self.backend.state, name) if name else None
             if state is None and row["status"] != S.FINISHING:
                 data = await self._run_data(row)
-                if await asyncio.to_thread(data.exit_code) is None:
+                try:  # read in a thread, by descriptor: a FIFO there blocks nothing
+                    code = await asyncio.to_thread(data.exit_code)
+                except RuleBroken as e:
+                    await self._fail(run_id, e.message)
+                    continue
+                if code is None:
                     await self._fail(run_id, "the container disappeared while the server was down")
                     continue
             self._track(row, self._monitor(run_id))
