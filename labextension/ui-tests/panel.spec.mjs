@@ -109,14 +109,16 @@ const panel = page.locator('#pirus-panel');
 const tab = name => panel.locator(`.jp-pirus-tab[data-tab="${name}"]`);
 // JupyterLab's own "Server Connection Error" dialogs may pop up after a server restart, several
 // stacked and some seconds late: clicks that may meet them first dismiss them (topmost first)
-// and are tried again if one appeared in between.
+// and are tried again if one appeared in between. Their only button is "Close", a *reject*
+// button (Dialog.cancelButton): whatever its kind, the topmost dialog's last button closes it.
 const dismissDialogs = async () => {
   for (let i = 0; i < 10; i++) {
-    const accept = page.locator('.jp-Dialog .jp-Dialog-button.jp-mod-accept').last();
-    if (!(await accept.isVisible().catch(() => false))) {
+    const dialog = page.locator('.jp-Dialog').last();
+    if (!(await dialog.isVisible().catch(() => false))) {
       return;
     }
-    await accept.click({ timeout: 2000 }).catch(() => page.keyboard.press('Escape'));
+    const button = dialog.locator('.jp-Dialog-footer .jp-Dialog-button').last();
+    await button.click({ timeout: 2000 }).catch(() => page.keyboard.press('Escape'));
     await page.waitForTimeout(200);
   }
 };
