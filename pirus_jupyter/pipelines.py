@@ -237,12 +237,7 @@ class PipelineService:
     def _write_assets(root: Path, info: PackageInfo) -> dict[str, Any]:
         """Form, icon and documents copied out of the package for serving."""
         values: dict[str, Any] = {"form_file": None, "icon_file": None, "documents": []}
-        if info.form is not None:
-            try:
-                json.loads(info.form)
-            except ValueError as e:
-                raise InvalidPackage(f"form.json is not valid JSON: {e}",
-                                     code="invalid_form") from e
+        if info.form is not None:  # checked by inspect_package
             (root / "form.json").write_bytes(info.form)
             values["form_file"] = str(root / "form.json")
         if info.icon is not None:

@@ -7,6 +7,7 @@ refuses packages whose members could escape their folder or are not plain image 
 
 from __future__ import annotations
 
+import json
 import posixpath
 import tarfile
 from dataclasses import dataclass, field
@@ -17,7 +18,13 @@ import yaml
 
 from ..errors import InvalidPackage
 from ..hashing import sha256_file
-from .manifest import normalize_manifest
+from .manifest import (
+    MAX_YAML_DEPTH,
+    MAX_YAML_NODES,
+    YAMLTooLarge,
+    load_yaml,
+    normalize_manifest,
+)
 from .rootfs import member_name
 
 __all__ = ["MAX_DOCUMENT_SIZE", "PackageInfo", "inspect_package", "normalize_manifest"]
@@ -64,6 +71,37 @@ def _check_link_target(member: tarfile.TarInfo, name: str) -> None:
         )
 
 
+def check_form(raw: bytes) -> None:
+    """The form as runs will read it: JSON, and a schema ``normalize_form`` accepts (only
+    references inside the form, ...). Refused at install rather than at every run."""
+    from ..errors import InvalidRequest
+    from ..forms import normalize_form
+
+    try:
+        form = json.loads(raw)
+    except (ValueError, RecursionError) as e:
+        raise InvalidPackage(f"form.json is not valid JSON: {e}", code="invalid_form") from e
+    if form is not None and not isinstance(form, dict):
+        raise InvalidPackage("form.json must be a JSON object (a JSON Schema)",
+                             code="invalid_form")
+    try:
+        normalize_form(form)
+    except InvalidRequest as e:
+        raise InvalidPackage(e.message, code="invalid_form") from None
+
+
+def _refuse_member_under_symlink(name: str, symlinks: set[str]) -> None:
+    """``rootfs/evil -> /dir`` then ``rootfs/evil/x``: extracting the second would write
+    through the link (LXD refuses such an image only at import, with a murky error)."""
+    parent = posixpath.dirname(name)
+    while parent:
+        if parent in symlinks:
+            raise InvalidPackage(f"{name!r} is inside {parent!r}, which is a symlink: a "
+                                 "package member must not lie under a symlink",
+                                 code="link_escape")
+        parent = posixpath.dirname(parent)
+
+
 def inspect_package(path: Path, max_size: int, *, sha256: str | None = None) -> PackageInfo:
     """Read and validate a package without extracting it. Raises InvalidPackage.
 
@@ -83,9 +121,13 @@ def inspect_package(path: Path, max_size: int, *, sha256: str | None = None) -> 
         regular: dict[str, tarfile.TarInfo] = {}
         total = 0
         has_rootfs = False
+        symlinks: set[str] = set()
         try:
             for member in tar:
                 name = _clean_member_name(member.name)
+                _refuse_member_under_symlink(name, symlinks)
+                if member.issym():
+                    symlinks.add(name)
                 if member.ischr() or member.isblk() or member.isfifo():
                     raise InvalidPackage(f"device or fifo in package: {member.name!r}",
                                          code="device_node")
@@ -118,7 +160,11 @@ def inspect_package(path: Path, max_size: int, *, sha256: str | None = None) -> 
             return handle.read()
 
         try:
-            metadata = yaml.safe_load(read(metadata_member, "metadata.yaml"))
+            metadata = load_yaml(read(metadata_member, "metadata.yaml"))
+        except YAMLTooLarge as e:
+            raise InvalidPackage(f"metadata.yaml is refused: {e} (at most {MAX_YAML_NODES} "
+                                 f"values, {MAX_YAML_DEPTH} levels deep)",
+                                 code="invalid_manifest") from None
         except yaml.YAMLError as e:
             raise InvalidPackage(f"metadata.yaml is not valid YAML: {e}",
                                  code="invalid_manifest") from e
@@ -135,6 +181,7 @@ def inspect_package(path: Path, max_size: int, *, sha256: str | None = None) -> 
         info = PackageInfo(manifest=manifest, fingerprint="", size=size)
         if manifest.get("form"):
             info.form = rootfs_file(manifest["form"], "form")
+            check_form(info.form)
         if manifest.get("icon"):
             info.icon = rootfs_file(manifest["icon"], "icon")
         for doc in manifest["documents"]:

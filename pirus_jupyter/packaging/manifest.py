@@ -14,6 +14,7 @@ from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import yaml
 from jsonschema import Draft7Validator, ValidationError, validators
 
 from .. import API_VERSION
@@ -44,6 +45,69 @@ BUILD_KEYS = frozenset({"base", "files", "metadata"})
 # Problems are listed in the schema's field order (run and its alias job after name).
 _FIELD_ORDER = {key: index for index, key in enumerate(SCHEMA["properties"])}
 _UNSAFE_PROGRAM = frozenset(";&|<>()$`*?[]{}")
+
+
+# -- reading metadata.yaml -------------------------------------------------------------------
+#: A package's metadata.yaml is at most this many YAML nodes once its aliases are expanded,
+#: and nested at most this deep. Real ones have tens of nodes; an "alias bomb" (each level
+#: ten aliases of the one above) is a few hundred bytes and 10^7 nodes once expanded.
+MAX_YAML_NODES = 100_000
+MAX_YAML_DEPTH = 64
+
+
+class YAMLTooLarge(yaml.YAMLError):
+    """A YAML document over MAX_YAML_NODES or MAX_YAML_DEPTH, or one that contains itself."""
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """SafeLoader that measures the composed document (aliases counted each time they are
+    used, as the loaded value would hold them) before a single Python value is built."""
+
+    def compose_document(self) -> Any:
+        node = super().compose_document()
+        _check_size(node)
+        return node
+
+
+def _check_size(root: yaml.Node) -> None:
+    """Refuse a node graph over MAX_YAML_NODES (expanded) or MAX_YAML_DEPTH, or that
+    contains itself. Iterative, and each shared node is measured once."""
+    sizes: dict[int, int] = {}
+    on_path: set[int] = set()
+    stack: list[tuple[yaml.Node, int, bool]] = [(root, 1, False)]
+    while stack:
+        node, depth, children_done = stack.pop()
+        if depth > MAX_YAML_DEPTH:
+            raise YAMLTooLarge(f"nested deeper than {MAX_YAML_DEPTH} levels")
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            children = [part for pair in node.value for part in pair]
+        if children_done:
+            on_path.discard(id(node))
+            sizes[id(node)] = 1 + sum(sizes[id(child)] for child in children)
+            if sizes[id(node)] > MAX_YAML_NODES:
+                raise YAMLTooLarge(f"over {MAX_YAML_NODES} values once its aliases "
+                                     "(*name) are expanded")
+            continue
+        if id(node) in sizes:
+            continue
+        if id(node) in on_path:
+            raise YAMLTooLarge("an alias (*name) refers to a value that contains it")
+        on_path.add(id(node))
+        stack.append((node, depth, True))
+        stack.extend((child, depth + 1, False) for child in children
+                     if id(child) not in sizes)
+
+
+def load_yaml(text: bytes | str) -> Any:
+    """One YAML document, loaded safely and bounded (``MAX_YAML_NODES``, ``MAX_YAML_DEPTH``):
+    raises :class:`YAMLTooLarge` over the bounds, ``yaml.YAMLError`` for invalid YAML."""
+    try:
+        return yaml.load(text, Loader=_BoundedLoader)  # a SafeLoader: no Python objects
+    except RecursionError:  # composing is recursive: deeper than Python's stack
+        raise YAMLTooLarge(f"nested deeper than {MAX_YAML_DEPTH} levels") from None
 
 
 def is_container_path(value: Any) -> bool:
@@ -255,11 +319,7 @@ def normalize_manifest(metadata: Any) -> dict[str, Any]:
     if not isinstance(developers, list):
         raise InvalidPackage("pirus.developers must be a list of names")
     manifest["developers"] = [str(d) for d in developers]
-    limits = manifest.get("limits") or {}
-    if not isinstance(limits, dict) or not set(limits) <= set(
-            SCHEMA["properties"]["limits"]["properties"]):
-        raise InvalidPackage("pirus.limits must be a mapping with cpu, memory, processes")
-    manifest["limits"] = {k: str(v) for k, v in limits.items()}
+    manifest["limits"] = _installed_limits(manifest.get("limits"))
     documents = manifest.get("documents") or []
     if not isinstance(documents, list) or not all(isinstance(d, str) for d in documents):
         raise InvalidPackage("pirus.documents must be a list of paths")
@@ -268,4 +328,30 @@ def normalize_manifest(metadata: Any) -> dict[str, Any]:
     for key, doc in documents_standing_in(manifest["documents"]).items():
         if manifest.get(key) is None:
             manifest[key] = doc
-    return manifest
+    # Only the fields Pirus knows are kept: the record is read back by every listing, and an
+    # unknown key could hold anything metadata.yaml can (up to MAX_YAML_NODES values).
+    return {key: manifest[key] for key in _FIELD_ORDER if key in manifest}
+
+
+def _installed_limits(limits: Any) -> dict[str, str]:
+    """The manifest's container limits as LXD strings. A null or empty value counts as absent
+    (the server's ``default_limits`` apply: a manifest never removes the fork-bomb guard); any
+    other value must be one the schema accepts (LXD would refuse it at the first run)."""
+    schema = SCHEMA["properties"]["limits"]
+    if limits is None:
+        return {}
+    if not isinstance(limits, dict) or not set(limits) <= set(schema["properties"]):
+        raise InvalidPackage("pirus.limits must be a mapping with cpu, memory, processes")
+    kept = {key: value for key, value in limits.items()
+            if value is not None and not (isinstance(value, str) and not value.strip())}
+    problems = [text for error in _Validator(schema).iter_errors(kept)
+                for _path, _field, text in _explain_limit(error)]
+    if problems:
+        raise InvalidPackage("; ".join(sorted(problems)), code="invalid_manifest")
+    return {key: str(value) for key, value in kept.items()}
+
+
+def _explain_limit(error: ValidationError) -> Iterator[tuple[tuple[Any, ...], str, str]]:
+    """A limits error in the words of the whole manifest's (``pirus.limits.cpu: ...``)."""
+    error.path.appendleft("limits")
+    return _explain(error)

@@ -23,6 +23,7 @@ from .manifest import (
     DIRECTORY_DEFAULTS,
     documents_standing_in,
     fill_default_files,
+    load_yaml,
     run_program,
     validate_manifest,
 )
@@ -97,9 +98,8 @@ def form_problems(where: str, raw: bytes) -> list[Problem]:
     """Problems of a form.json: JSON syntax, JSON Schema errors of the draft-07 form the
     server derives from it (``pirus_jupyter.forms.normalize_form``; each property is checked
     on its own so that every broken property is listed) and defaults its own schema refuses."""
-    from jsonschema import Draft7Validator
-
-    from ..forms import apply_defaults, normalize_form
+    from ..errors import InvalidRequest
+    from ..forms import apply_defaults, field_errors, normalize_form
 
     try:
         form = json.loads(raw)
@@ -126,15 +126,21 @@ def form_problems(where: str, raw: bytes) -> list[Problem]:
         return [Problem(f"{where}: {loc}", f"invalid JSON Schema: {msg}") for loc, msg in found]
     # A default its own field refuses breaks every run that leaves the field empty. Choices
     # filled from placeholders depend on the server: left free here (no inputs, no databases).
+    # Checked as the server checks a config: patterns with a deadline, no reference fetched.
     schema = normalize_form(form)
     config = apply_defaults(schema, {})
+    try:
+        errors = field_errors(schema, config)
+    except InvalidRequest as e:
+        return [Problem(where, e.message)]
     problems = []
-    for error in Draft7Validator(schema).iter_errors(config):
-        if error.validator == "required" or not error.absolute_path:
-            continue
-        loc = ".".join(part for p in error.absolute_path for part in ("properties", str(p)))
+    for error in errors:
+        field = error["field"]
+        if not field or error["message"] == f"{field.rsplit('.', 1)[-1]} is required":
+            continue  # a required field without a default: the user fills it in
+        loc = ".".join(part for p in field.split(".") for part in ("properties", p))
         problems.append(Problem(f"{where}: {loc}.default", "the default is refused by its "
-                                                           f"own schema: {error.message}"))
+                                                           f"own schema: {error['message']}"))
     return problems
 
 
@@ -265,7 +271,7 @@ def validate_package(path: Path, *, max_size: int = 32 * 1024**3) -> list[Proble
             problems.append(Problem("package", "no metadata.yaml at the top of the tarball"))
         else:
             try:
-                metadata = yaml.safe_load(root.read(metadata_member))
+                metadata = load_yaml(root.read(metadata_member))
             except yaml.YAMLError as e:
                 metadata = None
                 problems.append(Problem("metadata.yaml", f"not valid YAML: {yaml_error(e)}"))
@@ -278,7 +284,7 @@ def validate_package(path: Path, *, max_size: int = 32 * 1024**3) -> list[Proble
         try:
             inspect_package(path, max_size)
         except InvalidPackage as e:
-            covered = {"missing_file"} | (
+            covered = {"missing_file", "invalid_form"} | (
                 {"invalid_manifest", "missing_manifest"} if manifest_reported else set())
             if e.code not in covered:
                 problems.append(Problem("package", f"{e.message} ({e.code})"))
