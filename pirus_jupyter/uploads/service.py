@@ -385,9 +385,9 @@ class UploadService:
     async def list(self, limit: int = 100, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
         return await self.records.page(limit, offset)
 
-    async def completed_path(self, upload_id: str) -> Path:
-        """The content of a finished input upload (for ``POST /pipelines {"upload_id"}``).
-        The file stays owned by its Pirus file record: copy it, do not move it."""
+    async def install_pipeline(self, upload_id: str) -> dict[str, Any]:
+        """``POST /pipelines {"upload_id"}``: install a finished input upload as a pipeline.
+        The file stays owned by its Pirus file record: the install copies it."""
         row = await self.records.get(upload_id)
         if row["status"] != COMPLETE or is_partial(row):
             raise Conflict(f"upload {upload_id} is not finished ({row['status']})")
@@ -396,7 +396,7 @@ class UploadService:
                            f"{row['pipeline_id']}")
         if row["file_id"] is None:
             raise NotFound(f"upload {upload_id} has no file")
-        return await self.files.content_path(row["file_id"])
+        return await self.pipelines.install_from_path(await self.files.content_path(row["file_id"]))
 
     # -- concatenation ----------------------------------------------------------------
     async def _create_final(self, upload_id: str, request: Creation, filename: str
