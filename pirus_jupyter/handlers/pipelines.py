@@ -4,7 +4,7 @@ form, icon, package and documents."""
 from __future__ import annotations
 
 import mimetypes
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 
 from jupyter_server.auth.decorator import authorized
 from tornado import web
@@ -41,8 +41,7 @@ class PipelinesHandler(PirusHandler):
             source = resolve_under(self.services.root_dir, body["path"])
             pipeline = await self.services.pipelines.install_from_path(source)
         elif isinstance(body.get("upload_id"), str):
-            source = await self.services.uploads.completed_path(body["upload_id"])
-            pipeline = await self.services.pipelines.install_from_path(Path(source))
+            pipeline = await self.services.uploads.install_pipeline(body["upload_id"])
         else:
             raise InvalidRequest('give {"path": "<package under the Jupyter root>"} or '
                                  '{"upload_id": "<finished upload>"}')

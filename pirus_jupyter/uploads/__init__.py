@@ -7,6 +7,7 @@
 
 from .protocol import (
     EXPOSED_HEADERS,
+    MAX_CONCAT_PARTS,
     TUS_EXTENSIONS,
     TUS_VERSION,
     UPLOAD_ID_RE,
@@ -18,6 +19,7 @@ from .service import UploadService
 from .writer import CHECKPOINT_BYTES, ChunkWriter
 
 __all__ = [
-    "CHECKPOINT_BYTES", "EXPOSED_HEADERS", "TUS_EXTENSIONS", "TUS_VERSION", "UPLOAD_ID_RE",
-    "ChunkWriter", "UploadService", "check_version", "options_headers", "response_headers",
+    "CHECKPOINT_BYTES", "EXPOSED_HEADERS", "MAX_CONCAT_PARTS", "TUS_EXTENSIONS", "TUS_VERSION",
+    "UPLOAD_ID_RE", "ChunkWriter", "UploadService", "check_version", "options_headers",
+    "response_headers",
 ]

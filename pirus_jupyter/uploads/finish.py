@@ -5,11 +5,17 @@ into ``uploads_dir`` under a unique name and registered with :class:`FileService
 upload hands its part file to :meth:`PipelineService.install_file`; its pipeline record hears of
 the upload's progress and failure through :meth:`UploadFinisher.tell_pipeline`. A partial upload
 stays as it is, waiting to be concatenated.
+
+No room to place the file (``uploads_dir`` on another, full filesystem: the copy fails with
+ENOSPC/EDQUOT) loses nothing: the half copy is removed, the part file and the upload stay
+(``uploading``, every byte recorded, ``error`` saying why, no expiry), and finishing is tried
+again — see :meth:`UploadFinisher.is_waiting` and ``UploadService.retry_finish``.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,7 +24,7 @@ from ..errors import Forbidden, PirusError
 from ..files import FileService, is_within, to_api_path
 from ..store import Store
 from .parts import PartStore
-from .protocol import is_partial
+from .protocol import is_disk_full, is_partial
 from .records import COMPLETE, ERROR, UPLOADING, UploadRecords
 
 if TYPE_CHECKING:
@@ -71,8 +77,12 @@ class UploadFinisher:
                 values: dict[str, Any] = {}
             else:
                 values = {"file_id": await self._place_input(row, digest)}
-        except (PirusError, OSError) as e:
-            return await self.fail(row, e.message if isinstance(e, PirusError) else str(e))
+        except OSError as e:
+            if is_disk_full(e):
+                return await self._wait_for_space(row, e)
+            return await self.fail(row, str(e))
+        except PirusError as e:
+            return await self.fail(row, e.message)
         row = await self.records.update(row["id"], {**values, "status": COMPLETE,
                                                     "expires": None, "sha256_state": digest,
                                                     "error": None})
@@ -80,6 +90,23 @@ class UploadFinisher:
         await self.records.publish("upload.updated", row)
         self.log.info("pirus: upload %s complete (%s bytes, sha256 %s)", row["id"],
                       row["length"], digest)
+        return row
+
+    @staticmethod
+    def is_waiting(row: Mapping[str, Any]) -> bool:
+        """Every byte is recorded but the upload is not finished (after a finish attempt: there
+        was no room to place its file)."""
+        return (row["status"] == UPLOADING and row["length"] is not None
+                and row["offset"] == row["length"] and not is_partial(row))
+
+    async def _wait_for_space(self, row: dict[str, Any], e: OSError) -> dict[str, Any]:
+        """Keep everything and say why the upload is not finished; it no longer expires (all
+        its bytes arrived, like a finished upload)."""
+        message = (f"all {row['length']} bytes are stored, but there is no room to place the "
+                   f"file ({os.strerror(e.errno or 0)}): it is finished once space is freed")
+        self.log.warning("pirus: upload %s: %s", row["id"], message)
+        row = await self.records.update(row["id"], {"error": message, "expires": None})
+        await self.records.publish("upload.updated", row)
         return row
 
     async def _place_input(self, row: Mapping[str, Any], digest: str) -> int:

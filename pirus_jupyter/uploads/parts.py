@@ -135,10 +135,17 @@ def _place_file(part: Path, folder: Path, filename: str, upload_id: str) -> Path
         # Copy next to the target first (hidden, named after the upload so a retry reuses it),
         # make it durable, then link it in under the final name: never a half file there.
         staging = folder / f".{upload_id}.uploading"
-        shutil.copyfile(part, staging)  # sendfile/copy_file_range: no bytes through Python
-        with open(staging, "rb+") as f:
-            os.fsync(f.fileno())
-        target = _link_unique(staging, folder, filename)
+        try:
+            shutil.copyfile(part, staging)  # sendfile/copy_file_range: no bytes through Python
+            with open(staging, "rb+") as f:
+                os.fsync(f.fileno())
+            target = _link_unique(staging, folder, filename)
+        except BaseException:
+            # A full disk: give back the space of the half copy (the part file stays, so the
+            # finish can be retried once there is room).
+            with contextlib.suppress(OSError):
+                staging.unlink()
+            raise
         staging.unlink()
     with contextlib.suppress(FileNotFoundError):
         part.unlink()

@@ -47,6 +47,8 @@ _INT_RE = re.compile(r"[0-9]{1,19}")
 UPLOAD_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _URL_ID_RE = re.compile(r"/uploads/([A-Za-z0-9_-]{1,64})/?$")
 _METADATA_KEY_RE = re.compile(r"[\x21-\x2b\x2d-\x7e]+")  # printable ASCII, no space, no comma
+# Most partial uploads one concatenation may join (each is a database read and an open file).
+MAX_CONCAT_PARTS = 1000
 
 
 # -- errors ------------------------------------------------------------------------------------
@@ -82,10 +84,15 @@ class InsufficientStorage(StorageError):
 _FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 
 
+def is_disk_full(e: OSError) -> bool:
+    """Whether a failed write means "no room" (space is freed later) rather than a fault."""
+    return e.errno in _FULL_ERRNOS
+
+
 def storage_error(e: OSError, kept: int | None = None) -> StorageError:
     """The error a client gets when bytes could not be stored: 507 for a full disk, saying
     where to resume, 500 otherwise."""
-    if e.errno in _FULL_ERRNOS:
+    if is_disk_full(e):
         where = f"; {kept} bytes are stored: resume at Upload-Offset {kept} once space is " \
                 "freed" if kept is not None else ""
         return InsufficientStorage(f"the upload store is full ({os.strerror(e.errno)}){where}")
@@ -175,12 +182,21 @@ def parse_concat(header: str) -> tuple[str, list[str]]:
     urls = value[len("final;"):].split()
     if not urls:
         raise InvalidRequest("Upload-Concat: final lists no partial uploads")
-    ids = []
+    if len(urls) > MAX_CONCAT_PARTS:
+        raise InvalidRequest(f"Upload-Concat: final lists {len(urls)} partial uploads; at most "
+                             f"{MAX_CONCAT_PARTS} can be joined")
+    ids: list[str] = []
+    seen: set[str] = set()
     for url in urls:
         match = _URL_ID_RE.search(urlparse(url).path)
         if not match:
             raise InvalidRequest(f"{url!r} is not an upload URL")
+        if match.group(1) in seen:
+            # One part named N times would make a file N times its size from one upload.
+            raise InvalidRequest(f"Upload-Concat: final names partial upload {match.group(1)} "
+                                 "more than once; each part can be joined once")
         ids.append(match.group(1))
+        seen.add(match.group(1))
     return "final", ids
 
 

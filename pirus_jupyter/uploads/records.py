@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from ..errors import Gone, NotFound
+from ..errors import Gone, InvalidRequest, NotFound, PayloadTooLarge
 from ..events import EventBus
 from ..models import UPLOAD_PUBLIC, UploadStatus, public_file
 from ..store import Store, now_iso
@@ -102,6 +102,33 @@ class UploadRecords:
     async def expired(self) -> list[dict[str, Any]]:
         rows = await self.store.select(_TABLE, "expires IS NOT NULL AND expires < ?",
                                        [now_iso()])
+        return [_decode(r) for r in rows]
+
+    async def concat_length(self, part_ids: list[str], max_size: int) -> int:
+        """The length of a final upload joining ``part_ids``: 400 unless each exists, is
+        partial and is finished, 413 over ``max_size``."""
+        length = 0
+        for part_id in part_ids:
+            try:
+                part = await self.get(part_id)
+            except (NotFound, Gone) as e:
+                raise InvalidRequest(f"partial upload {part_id} does not exist") from e
+            if not is_partial(part):
+                raise InvalidRequest(f"upload {part_id} is not a partial upload")
+            if part["status"] != COMPLETE:
+                raise InvalidRequest(f"partial upload {part_id} is not finished (this server "
+                                     "does not offer concatenation-unfinished)")
+            length += int(part["length"])
+        if length > max_size:
+            raise PayloadTooLarge(f"the concatenation ({length} bytes) is over the "
+                                  f"{max_size} byte limit (Tus-Max-Size)")
+        return length
+
+    async def all_bytes_unfinished(self) -> list[dict[str, Any]]:
+        """Non-partial uploads with every byte recorded but not finished: waiting for room."""
+        rows = await self.store.select(
+            _TABLE, 'status = ? AND length IS NOT NULL AND "offset" = length AND '
+            "(concat IS NULL OR concat != 'partial')", [UPLOADING])
         return [_decode(r) for r in rows]
 
     async def page(self, limit: int, offset: int) -> tuple[list[dict[str, Any]], int]:

@@ -7,9 +7,9 @@ Each upload is a row in the ``uploads`` table plus a part file. Every change to 
 under its lock (one holder at a time: a request body, a finish, a concatenation, the start-up
 check, expiry); a second request meanwhile is told 423.
 
-Crash safety: the recorded offset is never ahead of the bytes on disk (see :mod:`.writer`). At
-start-up every unfinished part file is truncated to its recorded offset, so bytes received after
-the last checkpoint are discarded and simply sent again by the client.
+Crash safety: the recorded offset is never ahead of the bytes on disk (see :mod:`.writer`); at
+start-up unfinished part files are cut to it (the client sends the rest again). No room to place
+a finished file loses nothing either (see :mod:`.finish`).
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Any
 from ..errors import (
     Conflict,
     Forbidden,
-    Gone,
     InvalidRequest,
     NotFound,
     PayloadTooLarge,
@@ -38,12 +37,14 @@ from .finish import UploadFinisher
 from .parts import PartStore
 from .protocol import (
     Creation,
+    InsufficientStorage,
     Locked,
     head_headers,
     is_final,
     is_partial,
     parse_creation,
     parse_patch,
+    response_headers,
     storage_error,
     with_headers,
 )
@@ -177,8 +178,7 @@ class UploadService:
             size = await self.parts.size(upload_id)
             offset = row["offset"]
             if size is None or size < offset:
-                # Should not happen (offsets are recorded after fsync), but never claim bytes
-                # that are not there.
+                # Should not happen (offsets are recorded after fsync): never claim lost bytes.
                 self.log.warning("pirus: upload %s has %s bytes on disk, %s recorded",
                                  upload_id, size, offset)
                 await self.parts.truncate(upload_id, size or 0)
@@ -201,9 +201,17 @@ class UploadService:
 
     async def _finish_locked(self, row: dict[str, Any]) -> None:
         try:
-            await self.finish_if_complete(row)
+            with contextlib.suppress(NotFound):  # re-read under the lock
+                row = await self.records.get(row["id"], allow_expired=True)
+                await self.finisher.finish_if_complete(row)
         finally:
             self.release(row["id"])
+
+    def retry_finish(self, row: dict[str, Any]) -> None:
+        """Finish, in the background, an upload that had found no room (unless it is held)."""
+        if self.finisher.is_waiting(row) and row["id"] not in self.locks:
+            self.locks.take(row["id"], "finishing")
+            self.spawn(self._finish_locked(row))
 
     # -- small helpers ----------------------------------------------------------------
     def part_path(self, upload_id: str) -> Path:
@@ -214,8 +222,12 @@ class UploadService:
         self.locks.release(upload_id)
 
     async def finish_if_complete(self, row: dict[str, Any]) -> dict[str, Any]:
-        """Finish the upload if all its bytes are recorded; the caller holds its lock."""
-        return await self.finisher.finish_if_complete(row)
+        """Finish the upload if all its bytes are recorded; the caller (a request) holds its
+        lock. 507 if there was no room to place the file: nothing is lost, see retry_finish."""
+        row = await self.finisher.finish_if_complete(row)
+        if self.finisher.is_waiting(row):
+            raise with_headers(InsufficientStorage(row["error"]), response_headers(row))
+        return row
 
     def is_busy(self, upload_id: str) -> bool:
         """Whether a request or background job holds the upload right now."""
@@ -281,8 +293,10 @@ class UploadService:
 
     # -- HEAD / PATCH / DELETE ------------------------------------------------------------
     async def head(self, upload_id: str) -> dict[str, str]:
-        """The headers of a HEAD response."""
-        return head_headers(await self.records.get(upload_id))
+        """The headers of a HEAD response (a client checking after a 507 retries the finish)."""
+        row = await self.records.get(upload_id)
+        self.retry_finish(row)
+        return head_headers(row)
 
     async def begin_patch(self, upload_id: str, headers: Mapping[str, str]) -> ChunkWriter:
         """Validate a PATCH before its body is read and take the upload's lock.
@@ -371,11 +385,9 @@ class UploadService:
     async def list(self, limit: int = 100, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
         return await self.records.page(limit, offset)
 
-    async def completed_path(self, upload_id: str) -> Path:
-        """The content of a finished input upload (for ``POST /pipelines {"upload_id"}``).
-
-        The file stays owned by its Pirus file record: copy it, do not move it.
-        """
+    async def install_pipeline(self, upload_id: str) -> dict[str, Any]:
+        """``POST /pipelines {"upload_id"}``: install a finished input upload as a pipeline.
+        The file stays owned by its Pirus file record: the install copies it."""
         row = await self.records.get(upload_id)
         if row["status"] != COMPLETE or is_partial(row):
             raise Conflict(f"upload {upload_id} is not finished ({row['status']})")
@@ -384,28 +396,14 @@ class UploadService:
                            f"{row['pipeline_id']}")
         if row["file_id"] is None:
             raise NotFound(f"upload {upload_id} has no file")
-        return await self.files.content_path(row["file_id"])
+        return await self.pipelines.install_from_path(await self.files.content_path(row["file_id"]))
 
     # -- concatenation ----------------------------------------------------------------
     async def _create_final(self, upload_id: str, request: Creation, filename: str
                             ) -> dict[str, Any]:
         part_ids, kind = request.part_ids, request.kind
-        parts = []
-        for part_id in part_ids:
-            try:
-                part = await self.records.get(part_id)
-            except (NotFound, Gone) as e:
-                raise InvalidRequest(f"partial upload {part_id} does not exist") from e
-            if not is_partial(part):
-                raise InvalidRequest(f"upload {part_id} is not a partial upload")
-            if part["status"] != COMPLETE:
-                raise InvalidRequest(f"partial upload {part_id} is not finished (this server "
-                                     "does not offer concatenation-unfinished)")
-            parts.append(part)
-        length = sum(int(p["length"]) for p in parts)
-        if length > self.max_size:
-            raise PayloadTooLarge(f"the concatenation ({length} bytes) is over the "
-                                  f"{self.max_size} byte limit (Tus-Max-Size)")
+        # Checked before any byte is written (and each part is named once: see protocol).
+        length = await self.records.concat_length(part_ids, self.max_size)
         locked: list[str] = []
         try:
             for part_id in dict.fromkeys(part_ids):
@@ -454,7 +452,7 @@ class UploadService:
             await self.parts.concatenate(row["parts"], upload_id, row["length"])
             row = await self.records.update(upload_id, {"offset": row["length"],
                                                         "status": UPLOADING})
-            row = await self.finish_if_complete(row)
+            row = await self.finisher.finish_if_complete(row)
             # The partial uploads have served their purpose (the protocol lets the server drop
             # them): they would only hold disk space until they expire.
             if row["status"] == COMPLETE:
@@ -494,6 +492,8 @@ class UploadService:
             await asyncio.sleep(self.cleanup_interval)
             try:
                 await self.cleanup_expired()
+                for row in await self.records.all_bytes_unfinished():
+                    self.retry_finish(row)
             except asyncio.CancelledError:
                 raise
             except Exception:
