@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import os
 import signal
-from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import FINAL, requires_lxd, wait_for
 from pkgbuild import build_pipeline, progress_script
-from private_lxd import PrivateLXD
+from private_lxd import private_daemon
 
 from pirus_jupyter.backend import lxd_session
 from pirus_jupyter.runs import lifecycle
@@ -26,22 +25,19 @@ GRACE = 3.0
 
 
 @pytest.fixture(scope="module")
-def private_lxd():
-    daemon = PrivateLXD()
-    try:
-        yield daemon.start()
-    finally:
-        daemon.destroy()
+def daemon():
+    with private_daemon() as started:
+        yield started
 
 
 @pytest.fixture
-def hung_lxd_env(private_lxd, monkeypatch):
+def hung_lxd_env(daemon, monkeypatch):
     """Set before the in-process server starts (first in the test's arguments): it talks to
     the private daemon, with a short timeout and grace period."""
-    monkeypatch.setenv("LXD_DIR", str(private_lxd.lxd_dir))
     monkeypatch.setattr(lxd_session, "LOCAL_TIMEOUT", (2.0, 2.0))
     monkeypatch.setattr(lifecycle, "LXD_OUTAGE_GRACE", GRACE)
-    return private_lxd
+    monkeypatch.setenv("LXD_DIR", str(daemon.lxd_dir))
+    return daemon
 
 
 @pytest.fixture
@@ -49,17 +45,13 @@ def pirus_config() -> dict[str, Any]:
     return {"max_parallel_runs": 1, "notify_enabled": False}
 
 
-@pytest.fixture(scope="module")
-def long_package(tmp_path_factory) -> Path:
-    """A minute of progress: still running when the run ends on the hung LXD."""
-    return build_pipeline(tmp_path_factory.mktemp("pkg") / "long.tar.gz", name="long",
-                          script=progress_script(120, 0.5), form={})
-
-
 @pytest.mark.lxd
 @requires_lxd
-async def test_hung_lxd_is_unreachable_and_ends_the_run_in_error(hung_lxd_env, long_package,
-                                                                 api, install, pirus):
+async def test_hung_lxd_is_unreachable_and_ends_the_run_in_error(hung_lxd_env, tmp_path, api,
+                                                                 install, pirus):
+    # A minute of progress: still running when the run ends on the hung LXD.
+    long_package = build_pipeline(tmp_path / "long.tar.gz", name="long", form={},
+                                  script=progress_script(120, 0.5))
     pipeline = await install(long_package)
     code, run = await api("POST", "runs", body={"pipeline_id": pipeline["id"]})
     assert code == 201, run
