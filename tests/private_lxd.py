@@ -21,6 +21,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from lxd_teardown import reap_containers, unmount_under
@@ -136,3 +137,13 @@ class PrivateLXD:
         reap_containers(self.containers, lambda cmdline: marker in cmdline)
         unmount_under(self.base)
         shutil.rmtree(self.base, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def private_daemon() -> Iterator[PrivateLXD]:
+    """A started private daemon, destroyed on leaving (a module-scoped fixture's body)."""
+    daemon = PrivateLXD()
+    try:
+        yield daemon.start()
+    finally:
+        daemon.destroy()

@@ -1,4 +1,4 @@
-"""The LXD backend: the only module that imports pylxd.
+"""The LXD backend: with lxd_session.py (its HTTP sessions), the only module importing pylxd.
 
 Every method blocks (HTTP to the LXD daemon); services run them in threads.
 """
@@ -9,9 +9,7 @@ import functools
 import hashlib
 import json
 import posixpath
-import re
 import threading
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
@@ -19,54 +17,21 @@ from urllib.parse import urlsplit
 
 import pylxd
 import requests
-from pylxd.client import LXDSSLAdapter
 from pylxd.exceptions import ClientConnectionFailed, LXDAPIException, NotFound
-from urllib3.exceptions import InsecureRequestWarning
 
 from ..errors import BackendError, BackendUnavailable, MemberUnavailable
+from . import lxd_session
 from .base import Backend, ContainerSpec, ContainerState, FileEntry, Member, bounded_bytes
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 DEFAULT_ROOT_ID = 100000
-# Remote endpoints: (connect, read) seconds. A member whose machine vanished without closing
-# its connections would otherwise hold a request forever; the read timeout is long because
-# creating a container may copy a large image between members first.
-HTTPS_TIMEOUT = (10.0, 600.0)
 CHUNK = 1024 * 1024
 # What LXD says when the member holding an instance (or asked to hold one) cannot be reached:
 # the cluster works, that one member does not.
 MEMBER_UNREACHABLE = ("unable to connect", "missing event connection", "connection refused",
                       "no route to host", "i/o timeout", "member is offline",
                       "connection reset", "context deadline exceeded", "cluster member is")
-
-
-class _Session(requests.Session):
-    """requests lets ``REQUESTS_CA_BUNDLE`` / ``CURL_CA_BUNDLE`` replace a session's
-    ``verify=False`` (or pylxd's pinned server certificate) on every request, so a client told
-    not to verify fails on LXD's self-signed certificate anyway: the configured choice wins."""
-
-    def merge_environment_settings(self, url: Any, proxies: Any, stream: Any, verify: Any,
-                                   cert: Any) -> dict[str, Any]:
-        settings = super().merge_environment_settings(url, proxies, stream, verify, cert)
-        if verify is None and self.verify is not True:
-            settings["verify"] = self.verify
-        return settings
-
-
-def _session(endpoint: str, cert: tuple[str, str] | None, verify: bool | str) -> _Session:
-    if verify is False:  # chosen in the settings: said once at start-up, not at every request
-        host = re.escape(urlsplit(endpoint).hostname or "")
-        warnings.filterwarnings("ignore", category=InsecureRequestWarning,
-                                message=f"Unverified HTTPS request is being made to host '{host}'")
-    session = _Session()
-    session.cert = cert
-    session.verify = verify
-    if isinstance(verify, str):
-        # pylxd's adapter: the file is the server's own certificate, pinned by fingerprint
-        # (every member of a cluster serves the cluster certificate).
-        session.mount(endpoint, LXDSSLAdapter())
-    return session
 
 
 def _member_unreachable(exc: Exception) -> bool:
@@ -120,9 +85,10 @@ class LXDBackend(Backend):
     def _connect(self) -> pylxd.Client:
         project = self.project if self.project != "default" else None
         if not self.remote:
-            try:
+            try:  # a timeout on the unix socket too: a hung LXD is an unreachable one
                 return pylxd.Client(endpoint=self.endpoint, cert=self.cert, verify=self.verify,
-                                    project=project)
+                                    project=project, timeout=lxd_session.LOCAL_TIMEOUT,
+                                    session=lxd_session.local_session())
             except Exception as e:  # pylxd raises ClientConnectionFailed and friends
                 raise BackendUnavailable(f"LXD is unreachable: {e}") from e
         errors = []
@@ -131,8 +97,9 @@ class LXDBackend(Backend):
             endpoint = self._endpoints[index]
             try:
                 client = pylxd.Client(
-                    endpoint=endpoint, cert=self.cert, project=project, timeout=HTTPS_TIMEOUT,
-                    session=_session(endpoint, self.cert, self.verify))
+                    endpoint=endpoint, cert=self.cert, project=project,
+                    timeout=lxd_session.HTTPS_TIMEOUT,
+                    session=lxd_session.remote_session(endpoint, self.cert, self.verify))
             except Exception as e:
                 errors.append(f"{endpoint}: {e}")
                 continue

@@ -178,13 +178,19 @@ class Cluster(RunsCore):
                   f"(LXD: {state})")
         if not self.requeue_on_member_loss:
             raise BackendError(f"{reason}; its outputs and logs stayed on {name}")
+        # A run sent to the lost member by its ``target`` starts elsewhere too (it would
+        # otherwise wait for the member for ever): its target is dropped, kept in the attempt.
+        dropped = {"target": None} if row.get("target") == name else {}
+        label = f"re-queued: {name} was lost" + ("; its target dropped" if dropped else "")
+        if dropped:
+            reason += f"; its target {name} was dropped so that it can start elsewhere"
         attempts = [*(row.get("attempts") or []), {
             "member": name, "container": row.get("lxd_container"), "error": reason,
-            "at": now_iso()}]
+            "at": now_iso(), "target": row.get("target")}]
         async with self._lock(run_id):
             try:
                 await self._requeue(run_id, exit_code=None, attempts=attempts, progress=dict(
-                    FRESH_PROGRESS, label=f"re-queued: {name} was lost"))
+                    FRESH_PROGRESS, label=label), **dropped)
             except Conflict:
                 return
         self.log.warning("pirus: run %s re-queued: %s", run_id, reason)

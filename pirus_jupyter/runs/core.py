@@ -176,7 +176,7 @@ class RunsCore:
         return data
 
     # -- writes ---------------------------------------------------------------------------
-    async def _move(self, run_id: int, target: RunStatus, **values: Any) -> dict[str, Any]:
+    async def _move(self, run_id: int, target: RunStatus, /, **values: Any) -> dict[str, Any]:
         """Move a run along the state machine (compare-and-set), publish the change."""
         while True:
             row = await self.store.get("runs", run_id)
