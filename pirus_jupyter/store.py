@@ -206,11 +206,17 @@ class Store:
         return self._get(table, row_id)
 
     @_on_db_thread
-    def insert(self, table: str, values: dict[str, Any]) -> dict[str, Any]:
+    def insert(self, table: str, values: dict[str, Any],
+               then: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+               ) -> dict[str, Any]:
+        """Insert a row; ``then(row)``: values that depend on the new row (its id), set in the
+        same transaction, so a failed write never leaves the row half made."""
         with self.db.atomic():
             tbl = self.db[table]
             tbl.insert(_encode(values))
             row_id = values.get("id", tbl.last_pk)
+            if then is not None:
+                self._set(table, row_id, then(self._get(table, row_id)))
             return self._get(table, row_id)
 
     @_on_db_thread
