@@ -65,6 +65,15 @@ class PayloadTooLarge(PirusError):
     code = "payload_too_large"
 
 
+class DatabaseFull(PirusError):
+    """The database's disk is full (SQLITE_FULL): the write was rolled back, reads still
+    work, and the same request succeeds once space is freed. The upload store's own full disk
+    is ``uploads.protocol.InsufficientStorage``, with the same code."""
+
+    status = 507
+    code = "insufficient_storage"
+
+
 class UnsupportedMediaType(PirusError):
     status = 415
     code = "unsupported_media_type"

@@ -118,7 +118,7 @@ UPLOAD_PUBLIC = (
 
 JSON_FIELDS = frozenset(
     {"developers", "config", "inputs", "outputs", "progress", "metrics", "documents", "limits",
-     "manifest", "timings", "attempts"}
+     "manifest", "timings", "attempts", "log_identity"}
 )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import sqlite3
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -20,7 +21,7 @@ import sqlite_utils
 from sqlite_utils.db import jsonify_if_needed
 from sqlite_utils.migrations import Migrations
 
-from .errors import NotFound
+from .errors import DatabaseFull, NotFound
 from .models import decode_row
 
 P = ParamSpec("P")
@@ -93,8 +94,23 @@ def m003_runs_pipeline_status(db: sqlite_utils.Database) -> None:
     db["runs"].create_index(["pipeline_id", "status"])
 
 
+@migrations()
+def m004_run_log_identity(db: sqlite_utils.Database) -> None:
+    # The (device, inode) of each log when its run folder was made: a log deleted or swapped
+    # for another file by the pipeline (whose output then goes where no cap sees it) is a
+    # broken rule, also after a server restart.
+    if "log_identity" not in db["runs"].columns_dict:
+        db["runs"].add_column("log_identity", str)
+
+
 def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _is_full(e: sqlite3.OperationalError) -> bool:
+    # SQLITE_FULL: "database or disk is full" (the database, its WAL or a temporary file).
+    return getattr(e, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or \
+        "database or disk is full" in str(e)
 
 
 def _on_db_thread(fn: Callable[..., T]) -> Callable[..., Any]:
@@ -103,7 +119,7 @@ def _on_db_thread(fn: Callable[..., T]) -> Callable[..., Any]:
     @functools.wraps(fn)
     async def wrapper(self: Store, *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
-        call = functools.partial(fn, self, *args, **kwargs)
+        call = functools.partial(self._guarded, fn, self, *args, **kwargs)
         return await loop.run_in_executor(self._executor, call)
 
     wrapper.sync = fn  # type: ignore[attr-defined]
@@ -141,7 +157,21 @@ class Store:
 
     def run_sync(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(db, *args)`` on the database thread and wait (for scripts and tests)."""
-        return self._executor.submit(fn, self.db, *args).result()
+        return self._executor.submit(self._guarded, fn, self.db, *args).result()
+
+    def _guarded(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Call ``fn`` on the database thread; a full disk is a 507 (DatabaseFull), never a
+        500, and leaves no transaction open: the write is rolled back whole, so the database
+        stays as it was, and the next write (once space is freed) starts clean."""
+        try:
+            return fn(*args, **kwargs)
+        except sqlite3.OperationalError as e:
+            if not _is_full(e):
+                raise
+            if self.db.conn.in_transaction:
+                self.db.conn.rollback()
+            raise DatabaseFull("the database's disk is full: the change was not saved; try again "
+                               "once space is freed") from e
 
     # -- generic row access -------------------------------------------------------------
     # Hot paths (a run's monitor reads its row 4 times a second, every progress report is a
@@ -176,11 +206,17 @@ class Store:
         return self._get(table, row_id)
 
     @_on_db_thread
-    def insert(self, table: str, values: dict[str, Any]) -> dict[str, Any]:
+    def insert(self, table: str, values: dict[str, Any],
+               then: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+               ) -> dict[str, Any]:
+        """Insert a row; ``then(row)``: values that depend on the new row (its id), set in the
+        same transaction, so a failed write never leaves the row half made."""
         with self.db.atomic():
             tbl = self.db[table]
             tbl.insert(_encode(values))
             row_id = values.get("id", tbl.last_pk)
+            if then is not None:
+                self._set(table, row_id, then(self._get(table, row_id)))
             return self._get(table, row_id)
 
     @_on_db_thread

@@ -24,7 +24,7 @@ import pylxd
 import pytest
 from conftest import FAST_CONFIG, FINAL, requires_lxd, start_run, wait_for, wait_run
 from pkgbuild import build_pipeline, fastq
-from server import ServerProcess
+from server import LXD_PREFIX, ServerProcess
 from test_security import db_row
 
 from pirus_jupyter.backend.fake import Outcome
@@ -52,6 +52,11 @@ case "$mode" in
     # stdout still goes to the unlinked log: past the cap, where no check sees it
     head -c 300000 /dev/zero | tr '\0' x
     hold ;;
+  log-deleted|log-swapped)
+    rm -f "$PIRUS_LOGS_DIR/out.log"
+    [ "$mode" = log-swapped ] && : >"$PIRUS_LOGS_DIR/out.log"
+    # stdout still goes to the unlinked log, and keeps going: no size check sees it
+    while true; do head -c 65536 /dev/zero | tr '\0' x; sleep 0.05; done ;;
   progress-link)
     ln -s "$target" "$PIRUS_PROGRESS_FILE"
     echo linked ;;
@@ -151,7 +156,27 @@ def test_log_replaced_by_a_symlink_is_never_truncated_through(world, target):
     for params in (None, {"tail": "5"}):
         log = session.get(server.api(f"runs/{run['id']}/logs/out"), params=params, timeout=30)
         assert log.status_code == 200 and before[:40].decode() not in log.text
-    assert (run_folder(world, run) / "logs" / "out.log").is_symlink()  # left, never followed
+    # Never followed; removed when the folder is made safe (at once, the container being
+    # stopped before the run ends), or still there just before.
+    link = run_folder(world, run) / "logs" / "out.log"
+    assert link.is_symlink() or not os.path.lexists(link)
+
+
+@pytest.mark.parametrize("mode", ["log-deleted", "log-swapped"])
+@lxd
+def test_log_deleted_or_swapped_is_a_broken_rule(world, mode):
+    """The pipeline deletes out.log (or swaps it for a fresh empty file) and keeps writing
+    to its stdout, now the unlinked log, far past the cap: the run ends ERROR saying the log
+    was deleted or replaced, and its container is gone (the unlinked log's space with it)."""
+    run = hostile_run(world, mode)
+    ended = end_of(world, run)
+    assert ended["status"] == "ERROR", ended
+    assert "out.log" in ended["error"], ended["error"]
+    assert ("deleted" if mode == "log-deleted" else "replaced") in ended["error"], ended
+    containers = {c.name for c in pylxd.Client().instances.all()}
+    assert not {n for n in containers if n.startswith(f"{LXD_PREFIX}-run-{run['id']}-")}
+    log = run_folder(world, run) / "logs" / "out.log"
+    assert not log.exists() or log.stat().st_size <= LOG_CAP
 
 
 @lxd

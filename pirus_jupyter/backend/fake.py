@@ -385,7 +385,12 @@ class FakeBackend(Backend):
         partial.replace(host)
 
     def _append(self, box: FakeContainer, path: str, data: bytes) -> None:
-        self._write(box, path, (self._read(box, path) or b"") + data)
+        host = self._host_path(box, path)
+        if host is None or not host.is_file():
+            self._write(box, path, (self._read(box, path) or b"") + data)
+            return
+        with open(host, "ab") as f:  # as the wrapper's ``>>``: the log keeps its inode
+            f.write(data)
 
     def _beat(self, box: FakeContainer) -> None:
         """What the wrapper's heartbeat loop writes: for pushed runs a counter and the logs'

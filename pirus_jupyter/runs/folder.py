@@ -118,6 +118,34 @@ def log_sizes(paths: RunPaths) -> int:
     return max(sizes)
 
 
+def log_identity(paths: RunPaths) -> dict[str, list[int]]:
+    """Each log's (device, inode), taken when the run folder is made (``check_log_identity``)."""
+    identity = {}
+    for name in LOG_NAMES:
+        handle = open_log(paths, name)
+        if handle is not None:
+            with handle:
+                info = os.fstat(handle.fileno())
+                identity[name] = [info.st_dev, info.st_ino]
+    return identity
+
+
+def check_log_identity(paths: RunPaths, recorded: dict[str, list[int]]) -> None:
+    """RuleBroken when a log is no longer the file made with the run folder: deleted, or
+    swapped for a fresh file, the pipeline's output goes on into the unlinked one, where no
+    size check sees it (unbounded disk use until the container goes)."""
+    for name, (device, inode) in recorded.items():
+        handle = open_log(paths, name)  # a link, a FIFO: RuleBroken already
+        if handle is None:
+            raise RuleBroken(f"logs/{name}.log of the run folder was deleted by the pipeline: "
+                             "its output would escape the log cap")
+        with handle:
+            info = os.fstat(handle.fileno())
+        if (info.st_dev, info.st_ino) != (device, inode):
+            raise RuleBroken(f"logs/{name}.log of the run folder was replaced by another file "
+                             "(deleted, then made again?): its output would escape the log cap")
+
+
 def truncate_logs(paths: RunPaths, max_bytes: int) -> None:
     """Cut the logs back to ``max_bytes``, by descriptor: never what a link points to."""
     for name in LOG_NAMES:

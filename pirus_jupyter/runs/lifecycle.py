@@ -26,13 +26,21 @@ from ..errors import (
     InvalidRequest,
     MemberUnavailable,
     PirusError,
+    RuleBroken,
 )
 from ..models import FINAL_RUN_STATUSES, RunStatus, check_run_move, public_run
 from ..store import now_iso
 from . import wrapper
 from .core import RunsCore
 from .data import RunData
-from .folder import RunPaths, prepare_folder, tail_lines, truncate_logs
+from .folder import (
+    RunPaths,
+    check_log_identity,
+    log_identity,
+    prepare_folder,
+    tail_lines,
+    truncate_logs,
+)
 from .outputs import OutputLimits, secure_run_folder
 
 S = RunStatus
@@ -106,7 +114,9 @@ class Lifecycle(RunsCore):
             known = {r["path"]: (r["sha256"], r["size"]) for r in records}
         inputs = await asyncio.to_thread(prepare_folder, row, RunPaths.of(row), self.runs_dir,
                                          self.root_dir, known)
-        row = await self._save(run_id, {"inputs": inputs})
+        # Kept in the row: the monitor checks the logs are still these, also after a restart.
+        identity = await asyncio.to_thread(log_identity, RunPaths.of(row))
+        row = await self._save(run_id, {"inputs": inputs, "log_identity": identity})
         limits = dict(self.default_limits)
         limits.update(pipeline.get("limits") or {})
         tried: list[str] = []
@@ -268,15 +278,32 @@ class Lifecycle(RunsCore):
         """Checked at every poll, so a pipeline flooding its output is caught within one poll
         interval: stop it (freeze at once, then delete: nothing writes any more), cut the logs
         back to the cap, and end the run in ERROR. A log that is no longer a regular file (a
-        link, a FIFO) raises RuleBroken: never followed, the run ends in ERROR."""
-        if await asyncio.to_thread(data.log_size) <= self.log_max_bytes:
+        link, a FIFO) or not the file made with the run folder (deleted, swapped: the output
+        goes on into the unlinked one) raises RuleBroken: the run ends in ERROR."""
+        try:
+            size = await asyncio.to_thread(self._checked_log_size, row, data)
+        except RuleBroken:
+            await self._stop_writing(row)  # its output goes on where no cap sees it
+            raise
+        if size <= self.log_max_bytes:
             return
+        await self._stop_writing(row)
+        await asyncio.to_thread(truncate_logs, data.paths, self.log_max_bytes)
+        raise PirusError(self._log_cap_message())
+
+    async def _stop_writing(self, row: dict[str, Any]) -> None:
+        """Freeze the container at once (nothing writes any more), then delete it."""
         with contextlib.suppress(PirusError):
             await asyncio.to_thread(self.backend.freeze, row["lxd_container"])
         await self._pull_logs_quietly(row)
         await self._remove_container(row)
-        await asyncio.to_thread(truncate_logs, data.paths, self.log_max_bytes)
-        raise PirusError(self._log_cap_message())
+
+    @staticmethod
+    def _checked_log_size(row: dict[str, Any], data: RunData) -> int:
+        # Mounted logs only: a pushed run's host copies are replaced by each pull.
+        if data.on_this_host and row.get("log_identity"):
+            check_log_identity(data.paths, row["log_identity"])
+        return data.log_size()
 
     def _log_cap_message(self) -> str:
         return (f"a log file exceeded {self.log_max_bytes} bytes: the pipeline was stopped and "

@@ -177,9 +177,8 @@ class RunManager(Queue, Lifecycle, Cluster):
             "progress": dict(FRESH_PROGRESS),
             "created": now_iso(), "timings": [[S.WAITING.value, now_iso()]],
             "notify_token": secrets.token_urlsafe(24), "target": target,
-        })
-        row = await self.store.update("runs", row["id"], {
-            "root_path": str(self.runs_dir / f"{row['id']}-{_slug(row['name'])}")})
+        }, then=lambda new: {
+            "root_path": str(self.runs_dir / f"{new['id']}-{_slug(new['name'])}")})
         self.events.publish("run.created", public_run(row))
         asyncio.get_running_loop().create_task(self.schedule())
         return public_run(row)
