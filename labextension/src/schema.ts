@@ -228,7 +228,10 @@ export interface Run {
   metrics: Metrics | null;
   /** The LXD cluster member the run was placed on (null: not a cluster, or not placed yet). */
   location: string | null;
-  /** The cluster member asked for at creation, if any. */
+  /**
+   * The cluster member asked for at creation, if any. Null again once the run was re-queued because
+   * that member was lost (`requeue_on_member_loss`): it then starts on another member.
+   */
   target: string | null;
 }
 
