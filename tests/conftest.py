@@ -112,7 +112,7 @@ async def wait_for(api, *path: str, until, timeout: float = 60.0):
         if until(body):
             return body
         await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting on {'/'.join(path)}: {body}")
+    raise AssertionError(f"timed out waiting on {'/'.join(map(str, path))}: {body}")
 
 
 @pytest.fixture

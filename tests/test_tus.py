@@ -680,17 +680,21 @@ async def test_json_record_list_and_events(tus, create, patch, pirus, api, uploa
     assert types[-1] == "upload.deleted" and "file.created" in types
 
 
-async def test_completed_path(create, patch, pirus, api):
+async def test_only_a_finished_input_upload_installs_as_a_pipeline(create, patch, pirus, api):
     from pirus_jupyter.errors import Conflict
 
     upload_id = await create(5)
     with pytest.raises(Conflict):
-        await pirus.uploads.completed_path(upload_id)
+        await pirus.uploads.install_pipeline(upload_id)
     code, body = await api("POST", "pipelines", body={"upload_id": upload_id})
     assert code == 409, body
     assert (await patch(upload_id, 0, b"hello")).code == 204
-    path = await pirus.uploads.completed_path(upload_id)
-    assert path.read_bytes() == b"hello"
+    # Finished: handed to the install (which refuses these bytes as a package, in the
+    # background), its file record untouched.
+    pipeline = await pirus.uploads.install_pipeline(upload_id)
+    assert pipeline["status"] == "INSTALLING", pipeline
+    record = await pirus.uploads.record(upload_id)
+    assert (pirus.root_dir / record["file"]["path"]).read_bytes() == b"hello"
 
 
 async def test_restart_reconciliation(tus, create, patch, pirus):
@@ -744,7 +748,7 @@ async def test_pipeline_upload_is_installed(create, patch, pirus, api, tus, coun
     assert record["status"] == "complete" and record["file"] is None
     assert not pirus.uploads.part_path(upload_id).exists()  # handed over to the pipeline
     with pytest.raises(Exception, match="already installed"):
-        await pirus.uploads.completed_path(upload_id)
+        await pirus.uploads.install_pipeline(upload_id)
     pipeline = await wait_for(api, "pipelines", pipeline_id,
                               until=lambda b: b["status"] not in ("UPLOADING", "INSTALLING"),
                               timeout=300)

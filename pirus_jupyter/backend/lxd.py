@@ -104,8 +104,25 @@ class LXDBackend(Backend):
                 errors.append(f"{endpoint}: {e}")
                 continue
             self._current = index
+            self._learn_endpoints(client)
             return client
         raise BackendUnavailable(f"LXD is unreachable: {'; '.join(errors)}")
+
+    def _learn_endpoints(self, client: pylxd.Client) -> None:
+        """Every member's address, read at once when connecting: if the member in use is lost
+        before anything else asked for the members (a leader killed right after start-up),
+        the next connection still has somewhere to go."""
+        if not client.host_info.get("environment", {}).get("server_clustered"):
+            return
+        try:
+            rows = client.api.cluster.members.get(params={"recursion": "1"}).json()["metadata"]
+        except (LXDAPIException, requests.RequestException, ValueError, KeyError):
+            return  # learnt later, by members()
+        with self._lock:
+            for row in rows:
+                url = row.get("url") or ""
+                if url and url not in self._endpoints:
+                    self._endpoints.append(url)
 
     def _disconnect(self) -> None:
         """Forget the connection; the next one starts with the next known member."""
