@@ -118,11 +118,10 @@ class LXDBackend(Backend):
             rows = client.api.cluster.members.get(params={"recursion": "1"}).json()["metadata"]
         except (LXDAPIException, requests.RequestException, ValueError, KeyError):
             return  # learnt later, by members()
-        with self._lock:
-            for row in rows:
-                url = row.get("url") or ""
-                if url and url not in self._endpoints:
-                    self._endpoints.append(url)
+        for row in rows:  # the caller (the client property) holds self._lock
+            url = row.get("url") or ""
+            if url and url not in self._endpoints:
+                self._endpoints.append(url)
 
     def _disconnect(self) -> None:
         """Forget the connection; the next one starts with the next known member."""
