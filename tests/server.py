@@ -3,12 +3,14 @@ restart the server."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -98,3 +100,16 @@ class ServerProcess:
                 return body
             time.sleep(0.1)
         raise AssertionError(f"timed out waiting on {path}: {body}")
+
+
+@contextlib.contextmanager
+def tmpfs(folder: Path, size: str, label: str) -> Iterator[Path]:
+    """``folder`` (created if needed) on a tmpfs of ``size`` (e.g. ``16m``) while the block
+    runs: a small disk that fills up. Needs root."""
+    folder.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", label,
+                    str(folder)], check=True)
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)

@@ -26,7 +26,7 @@ import pytest
 from conftest import FINAL, requires_lxd, wait_for
 from pkgbuild import build_pipeline, fastq, progress_script
 from private_lxd import PrivateLXD
-from server import LXD_PREFIX, ServerProcess
+from server import LXD_PREFIX, ServerProcess, tmpfs
 from test_restart import install, start_run
 from tus_helpers import (
     OCTET,
@@ -228,15 +228,8 @@ def test_server_killed_mid_run_and_mid_upload(tmp_path, sleepy_package):
 @pytest.fixture
 def small_upload_store(tmp_path):
     """The upload part store (``<data_dir>/uploads``) on a 16 MiB tmpfs."""
-    data_dir = tmp_path / "data"
-    store = data_dir / "uploads"
-    store.mkdir(parents=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m,mode=0755", "pirus-test-full",
-                    str(store)], check=True)
-    try:
+    with tmpfs(tmp_path / "data" / "uploads", "16m", "pirus-test-full") as store:
         yield store
-    finally:
-        subprocess.run(["umount", "-l", str(store)], check=False)
 
 
 def test_disk_full_during_upload(tmp_path, small_upload_store):

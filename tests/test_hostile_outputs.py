@@ -139,12 +139,7 @@ def world(tmp_path_factory) -> dict[str, Any]:
         assert pipeline["status"] == "READY", pipeline
         yield {"server": server, "root": root, "pipeline": pipeline}
     finally:
-        try:
-            for run in server.session.get(server.api("runs"), timeout=30, params={
-                    "status": "WAITING,INITIALIZING,RUNNING,PAUSE,FINISHING"}).json()["items"]:
-                server.session.post(server.api(f"runs/{run['id']}/cancel"), timeout=60)
-        finally:
-            server.stop()
+        server.cancel_runs_and_stop()
 
 
 def start(world: dict[str, Any], mode: str) -> dict[str, Any]:

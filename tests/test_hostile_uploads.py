@@ -18,7 +18,7 @@ from urllib.parse import urlparse
 
 import pytest
 from conftest import FAKE_BACKEND
-from server import ServerProcess
+from server import ServerProcess, tmpfs
 from tus_helpers import OCTET, TUS, MiB, metadata, pattern_bytes, pattern_sha256
 
 from pirus_jupyter.hashing import sha256_file
@@ -34,17 +34,13 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounts a tmpfs (needs
 def server(tmp_path_factory):
     base = tmp_path_factory.mktemp("hostile-uploads")
     root = base / "root"
-    uploads = root / "pirus-uploads"
-    uploads.mkdir(parents=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={UPLOADS_TMPFS},mode=0755",
-                    "pirus-test-uploads", str(uploads)], check=True)
-    server = ServerProcess(root, base / "data", backend_class=FAKE_BACKEND,
-                           upload_max_size=MAX_SIZE)
-    try:
-        yield server.start()
-    finally:
-        server.stop()
-        subprocess.run(["umount", "-l", str(uploads)], check=False)
+    with tmpfs(root / "pirus-uploads", UPLOADS_TMPFS, "pirus-test-uploads"):
+        server = ServerProcess(root, base / "data", backend_class=FAKE_BACKEND,
+                               upload_max_size=MAX_SIZE)
+        try:
+            yield server.start()
+        finally:
+            server.stop()
 
 
 def error_of(response: Any) -> dict[str, Any]:

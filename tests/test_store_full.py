@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import subprocess
 from pathlib import Path
 
 import pytest
 from conftest import FAKE_BACKEND
-from server import ServerProcess
+from server import ServerProcess, tmpfs
 
 # Larger than anything SQLite could have kept free in its WAL or the database file, and below
 # the 8 MiB cap of a JSON body: the write of this run's config needs fresh pages.
@@ -39,14 +38,8 @@ def fill(folder: Path) -> None:
 @pytest.fixture
 def small_db_disk(tmp_path):
     """A 16 MiB tmpfs for the database alone."""
-    disk = tmp_path / "db"
-    disk.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m,mode=0755", "pirus-test-dbfull",
-                    str(disk)], check=True)
-    try:
+    with tmpfs(tmp_path / "db", "16m", "pirus-test-dbfull") as disk:
         yield disk
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], check=False)
 
 
 def test_database_disk_full_is_a_507_and_recovers(tmp_path, small_db_disk, fake_package):
