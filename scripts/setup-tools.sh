@@ -20,6 +20,7 @@ make_venv() {  # make_venv NAME REQUIREMENT...
   printf '%s' "$stamp" > "$venv/.pirus-stamp"
 }
 
-make_venv snakemake "snakemake>=9,<10" "snakemake-executor-plugin-tes>=0.1.3"
+# py-tes 0.4 (the TES plugin's pin) imports six without declaring it.
+make_venv snakemake "snakemake>=9,<10" "snakemake-executor-plugin-tes>=0.1.3" six
 make_venv nf-core "nf-core==4.2.1"
 echo "Pirus for Jupyter: test tools set up in $tools_dir"
