@@ -41,7 +41,7 @@ DEFAULT_FILES: dict[str, tuple[str, str]] = {
     "run.sh": ("run", "/pipeline/run.sh"),
 }
 #: Keys of pirus.yaml that drive the build and are not copied into the package's pirus block.
-BUILD_KEYS = frozenset({"base", "files", "metadata"})
+BUILD_KEYS = frozenset({"base", "files", "metadata", "packages"})
 # Problems are listed in the schema's field order (run and its alias job after name).
 _FIELD_ORDER = {key: index for index, key in enumerate(SCHEMA["properties"])}
 _UNSAFE_PROGRAM = frozenset(";&|<>()$`*?[]{}")
