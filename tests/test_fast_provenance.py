@@ -38,3 +38,13 @@ def test_provenance_kept_leniently_at_install() -> None:
     assert len(installed_provenance(huge)["packages"]) == MAX_PROVENANCE_ENTRIES
     assert "b" not in installed_provenance(huge)
     assert "provenance" not in normalize_manifest({"pirus": {"name": "a", "run": "x"}})
+
+
+def test_pipeline_record_shows_the_installed_provenance() -> None:
+    from pirus_jupyter.models import public_pipeline
+
+    provenance = {"base": "debian:bookworm", "packages": {"bcftools": "1.16-1"}}
+    assert public_pipeline({"id": 1, "manifest": {"provenance": provenance}})[
+        "provenance"] == provenance
+    assert public_pipeline({"id": 1, "manifest": None})["provenance"] == {}
+    assert "manifest" not in public_pipeline({"id": 1, "manifest": {}})

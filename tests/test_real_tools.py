@@ -239,6 +239,9 @@ def without_command_line(text: bytes) -> list[bytes]:
 async def test_demos_on_lxd_equal_the_host_tools(api, install, jp_root_dir, data, tmp_path,
                                                   real_builds):
     pipelines = {name: await install(real_builds[name]["package"]) for name in DEMOS}
+    for pipeline in pipelines.values():  # the record says which tools the image holds
+        packages = pipeline["provenance"]["packages"]
+        assert {tool: packages[tool] for tool in TOOLS} == {t: host_version(t) for t in TOOLS}
     bodies = {
         "vcf-stats": {"config": {"min_qual": 30, "min_dp": 15}, "inputs": ["data/small.vcf"]},
         "fastq-stats-seqkit": {"inputs": ["data/small.fastq", "data/sim.fq.gz"]},
