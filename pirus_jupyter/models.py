@@ -103,6 +103,7 @@ def can_move(current: RunStatus | str, target: RunStatus | str) -> bool:
 PIPELINE_PUBLIC = (
     "id", "name", "description", "version", "pirus_api", "license", "developers", "size",
     "upload_offset", "status", "error", "created", "documents", "limits", "fingerprint",
+    "provenance",
 )
 RUN_PUBLIC = (
     "id", "pipeline_id", "pipeline_name", "pipeline_version", "pipeline_fingerprint", "name",
@@ -137,7 +138,10 @@ def public(row: dict[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
 
 
 def public_pipeline(row: dict[str, Any]) -> dict[str, Any]:
-    return public(row, PIPELINE_PUBLIC)
+    # Where the image came from lives in the installed manifest, not in a column of its own.
+    manifest = row.get("manifest")
+    provenance = manifest.get("provenance") if isinstance(manifest, dict) else None
+    return {**public(row, PIPELINE_PUBLIC), "provenance": provenance or {}}
 
 
 def public_run(row: dict[str, Any]) -> dict[str, Any]:

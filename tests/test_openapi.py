@@ -202,7 +202,8 @@ SAMPLES = {
         "id": 1, "name": "count", "description": "d", "version": "1.0", "pirus_api": "1",
         "license": "MIT", "developers": ["x"], "size": 10, "upload_offset": 10,
         "status": "READY", "error": None, "created": "2024-01-01T00:00:00.000+00:00",
-        "documents": [], "limits": {}, "fingerprint": "a" * 64},
+        "documents": [], "limits": {}, "fingerprint": "a" * 64,
+        "provenance": {"base": "debian:bookworm", "packages": {"bcftools": "1.16-1"}}},
     "Run": {
         "id": 1, "pipeline_id": 1, "pipeline_name": "count", "pipeline_version": "1.0",
         "pipeline_fingerprint": None, "name": "r", "config": {},

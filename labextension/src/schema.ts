@@ -138,6 +138,12 @@ export interface Pipeline {
   };
   /** Fingerprint of the pipeline's LXD image (the sha256 of the package); null until installed. */
   fingerprint: Sha256 | null;
+  /**
+   * Where the image came from, as its build wrote it (the manifest's `pirus.provenance`): `base`
+   * (like `debian:bookworm`) and `packages` (each Debian package installed -> its exact version)
+   * for Debian bases; empty for others or before the install.
+   */
+  provenance: Record<string, string | Record<string, string>>;
 }
 
 /** A JSON Schema draft-07 document (type object) describing a run's config. */

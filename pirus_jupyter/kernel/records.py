@@ -108,8 +108,8 @@ class File(Record):
 class Pipeline(Record):
     """An installed pipeline: ``id``, ``name``, ``version``, ``description``, ``status``
     (``READY`` when runnable), ``error``, ``license``, ``developers``, ``size``, ``created``,
-    ``documents``, ``limits``, ``fingerprint``; :meth:`form` and :meth:`run` configure and start
-    runs."""
+    ``documents``, ``limits``, ``fingerprint``, ``provenance``; :meth:`form` and :meth:`run`
+    configure and start runs."""
 
     _fields = PIPELINE_PUBLIC
 
@@ -354,6 +354,18 @@ class Run(Record):
     def pipeline(self) -> Pipeline:
         """The pipeline this run used (raises :class:`PirusAPIError` if it was removed)."""
         return self._client.pipeline(int(self.pipeline_id))
+
+    def provenance(self) -> dict[str, Any]:
+        """Where the image this run used came from (``packages``: name -> exact version, for
+        a Debian base), read from its pipeline; empty if the pipeline was removed or
+        reinstalled from another package since (its fingerprint is no longer the run's)."""
+        try:
+            pipeline = self.pipeline()
+        except PirusAPIError:
+            return {}
+        if pipeline.fingerprint != self.pipeline_fingerprint:
+            return {}
+        return dict(pipeline.provenance or {})
 
     def widget(self, log_lines: int = 10) -> Any:
         """A live widget (status, progress, elapsed time, last log lines, pause/resume/cancel)

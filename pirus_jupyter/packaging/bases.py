@@ -11,6 +11,7 @@ import struct
 import subprocess
 import tarfile
 import tempfile
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -160,6 +161,8 @@ class Base:
     # metadata.yaml of a base LXD image (properties, templates) to carry over.
     metadata: dict[str, Any] = field(default_factory=dict)
     properties: dict[str, str] = field(default_factory=dict)
+    # Written into the manifest's pirus.provenance (where the rootfs came from).
+    provenance: dict[str, Any] = field(default_factory=dict)
 
 
 def _norm_member_name(name: str) -> str:
@@ -295,7 +298,13 @@ def _export_lxd_image(alias: str, stack: ExitStack, workdir: Path) -> Path:
     return exported[0]
 
 
-def open_base(base: str | Path, stack: ExitStack, workdir: Path) -> Base:
+def open_base(base: str | Path, stack: ExitStack, workdir: Path, packages: object = None,
+              progress: Callable[[str], None] | None = None) -> Base:
+    """The base named by pirus.yaml's ``base`` (``packages`` only for ``debian:<suite>``)."""
+    if isinstance(base, str) and base.startswith("debian:"):
+        return _debian(base, packages, stack, workdir, progress)
+    if packages:
+        raise BuildError("packages: only a debian:<suite> base installs packages")
     if isinstance(base, str) and base == "busybox":
         entries = busybox_rootfs_entries()
         return Base(
@@ -318,4 +327,16 @@ def open_base(base: str | Path, stack: ExitStack, workdir: Path) -> Base:
     result = _read_base_tar(tar, source)
     result.properties.setdefault("os", "custom")
     result.properties.setdefault("release", "unknown")
+    return result
+
+
+def _debian(base: str, packages: object, stack: ExitStack, workdir: Path,
+            progress: Callable[[str], None] | None) -> Base:
+    from .debian import debian_base, init_entries
+
+    built = debian_base(base, packages, progress)
+    result = _read_base_tar(_open_tar(built.rootfs, stack, workdir), str(built.rootfs))
+    init_entries(result.entries, _INITTAB)
+    result.properties = {"os": "Debian", "release": built.suite}
+    result.provenance = {"base": base, "packages": built.packages}
     return result

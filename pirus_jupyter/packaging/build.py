@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import platform
 import posixpath
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -84,6 +84,8 @@ def build_package_from_parts(
     extra_metadata: Mapping[str, Any] | None = None,
     compression: str | None = None,
     modes: Mapping[str, int] | None = None,
+    packages: Sequence[str] | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> Path:
     """Build a package from a manifest and in-memory or on-disk files; returns ``output``.
 
@@ -98,7 +100,9 @@ def build_package_from_parts(
 
     ``base`` is ``"busybox"`` (a minimal rootfs from the host's static busybox), a path to a
     rootfs tarball (``.tar``, ``.tar.gz``, ``.tar.xz``; a unified LXD image tarball works too)
-    or ``"lxd:<alias>"`` (a local LXD image, exported with ``lxc image export``).
+    or ``"lxd:<alias>"`` (a local LXD image, exported with ``lxc image export``), or
+    ``"debian:<suite>"`` with ``packages`` (built by mmdebstrap, cached: :mod:`.debian`).
+    ``progress`` is told about long steps (a Debian base being built).
     ``extra_metadata`` is deep-merged into metadata.yaml last. Compression follows the output
     suffix unless ``compression`` (``gzip``, ``xz``, ``none``) is given.
 
@@ -113,7 +117,10 @@ def build_package_from_parts(
         raise BuildError("invalid manifest: " + "; ".join(problems))
     output.parent.mkdir(parents=True, exist_ok=True)  # temporary base copies go there too
     with ExitStack() as stack:
-        base_image = open_base(base, stack, output.parent.resolve())
+        base_image = open_base(base, stack, output.parent.resolve(),
+                               list(packages) if packages is not None else None, progress)
+        if base_image.provenance:
+            pirus["provenance"] = base_image.provenance
         entries = base_image.entries
         original = dict(entries)
         add_parents(entries)
@@ -167,11 +174,13 @@ def build_package_from_parts(
     return output
 
 
-def build_package(source_dir: Path, output: Path, *, compression: str | None = None) -> Path:
+def build_package(source_dir: Path, output: Path, *, compression: str | None = None,
+                  progress: Callable[[str], None] | None = None) -> Path:
     """Build the package described by ``source_dir/pirus.yaml``; returns ``output``.
 
     ``pirus.yaml`` holds the ``pirus`` fields plus build keys: ``base`` (``busybox``, a rootfs
-    tarball path relative to ``source_dir``, or ``lxd:<alias>``), ``files`` (rootfs path ->
+    tarball path relative to ``source_dir``, ``lxd:<alias>`` or ``debian:<suite>`` with
+    ``packages``), ``files`` (rootfs path ->
     source path relative to ``source_dir``, or ``{source: ..., mode: 0o755}``, or null to skip
     a default) and ``metadata`` (extra metadata.yaml fields). ``form.json``, ``icon.png`` and
     ``run.sh`` found in ``source_dir`` are copied to ``/pipeline/`` (or to the manifest's
@@ -185,7 +194,7 @@ def build_package(source_dir: Path, output: Path, *, compression: str | None = N
     base = spec.get("base", "busybox")
     if not isinstance(base, str) or not base:
         raise BuildError(BASE_PROBLEM)
-    if base != "busybox" and not base.startswith("lxd:"):
+    if base != "busybox" and not base.startswith(("lxd:", "debian:")):
         base = str((source_dir / base).resolve())
     extra = spec.get("metadata")
     if extra is not None and not isinstance(extra, Mapping):
@@ -193,4 +202,5 @@ def build_package(source_dir: Path, output: Path, *, compression: str | None = N
     manifest = {k: v for k, v in spec.items() if k not in BUILD_KEYS}
     return build_package_from_parts(manifest, dict(mapped.files), output, base=base,
                                     extra_metadata=extra, compression=compression,
-                                    modes=mapped.modes)
+                                    modes=mapped.modes, packages=spec.get("packages"),
+                                    progress=progress)

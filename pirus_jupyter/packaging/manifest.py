@@ -41,7 +41,7 @@ DEFAULT_FILES: dict[str, tuple[str, str]] = {
     "run.sh": ("run", "/pipeline/run.sh"),
 }
 #: Keys of pirus.yaml that drive the build and are not copied into the package's pirus block.
-BUILD_KEYS = frozenset({"base", "files", "metadata"})
+BUILD_KEYS = frozenset({"base", "files", "metadata", "packages"})
 # Problems are listed in the schema's field order (run and its alias job after name).
 _FIELD_ORDER = {key: index for index, key in enumerate(SCHEMA["properties"])}
 _UNSAFE_PROGRAM = frozenset(";&|<>()$`*?[]{}")
@@ -328,9 +328,34 @@ def normalize_manifest(metadata: Any) -> dict[str, Any]:
     for key, doc in documents_standing_in(manifest["documents"]).items():
         if manifest.get(key) is None:
             manifest[key] = doc
+    if "provenance" in manifest:
+        manifest["provenance"] = installed_provenance(manifest["provenance"])
     # Only the fields Pirus knows are kept: the record is read back by every listing, and an
     # unknown key could hold anything metadata.yaml can (up to MAX_YAML_NODES values).
     return {key: manifest[key] for key in _FIELD_ORDER if key in manifest}
+
+
+#: At most this many provenance values are kept at install (a Debian base has a few hundred
+#: packages; the record is read back by every listing).
+MAX_PROVENANCE_ENTRIES = 5000
+
+
+def installed_provenance(value: Any) -> dict[str, Any]:
+    """The build's ``provenance`` as an install keeps it: only strings and mappings of strings
+    (what the schema allows), at most MAX_PROVENANCE_ENTRIES values, anything else dropped.
+    Lenient: provenance informs, it never stops a package from running."""
+    kept: dict[str, Any] = {}
+    budget = MAX_PROVENANCE_ENTRIES
+    for key, item in (value.items() if isinstance(value, dict) else ()):
+        if budget <= 0 or not isinstance(key, str):
+            continue
+        if isinstance(item, str):
+            kept[key], budget = item, budget - 1
+        elif isinstance(item, dict):
+            strings = [(k, v) for k, v in item.items()
+                       if isinstance(k, str) and isinstance(v, str)][:budget]
+            kept[key], budget = dict(strings), budget - len(strings)
+    return kept
 
 
 def _installed_limits(limits: Any) -> dict[str, str]:

@@ -1,6 +1,6 @@
 """A pipeline source folder: ``pirus.yaml`` (the ``pirus`` fields plus the build keys ``base``,
-``files`` and ``metadata``) and the files it maps into the rootfs. Read the same way by the
-build and by the offline checks."""
+``packages``, ``files`` and ``metadata``) and the files it maps into the rootfs. Read the same
+way by the build and by the offline checks."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import yaml
 from .manifest import DEFAULT_FILES
 from .rootfs import BuildError
 
-BASE_PROBLEM = "base: must be busybox, lxd:<alias> or a rootfs tarball path"
+BASE_PROBLEM = "base: must be busybox, lxd:<alias>, debian:<suite> or a rootfs tarball path"
 
 
 class ProjectError(BuildError):

@@ -17,6 +17,7 @@ import yaml
 from ..errors import InvalidPackage
 from .bases import busybox_rootfs_entries
 from .build import build_package
+from .debian import package_list_problem
 from .inspect import inspect_package
 from .manifest import (
     BUILD_KEYS,
@@ -343,6 +344,13 @@ def validate_folder(source_dir: Path, *, build: bool = True,
         if base_paths is None:
             problems.append(Problem("pirus.yaml", "base: busybox needs a static /bin/busybox on "
                                                   "this machine (apt-get install busybox-static)"))
+    elif base.startswith("debian:"):
+        problem = package_list_problem(spec.get("packages"))
+        if problem:
+            problems.append(Problem("pirus.yaml", problem))
+    elif spec.get("packages"):
+        problems.append(Problem("pirus.yaml", "packages: only a debian:<suite> base installs "
+                                              "packages"))
     elif not base.startswith("lxd:") and not (source_dir / base).is_file():
         problems.append(Problem("pirus.yaml", f"base: {base} not found"))
     if base_paths is not None:
@@ -390,7 +398,7 @@ def validate_folder(source_dir: Path, *, build: bool = True,
     with tempfile.TemporaryDirectory(prefix="pirus-validate-") as tmp:
         package = Path(tmp) / "package.tar"
         try:
-            build_package(source_dir, package)
+            build_package(source_dir, package, progress=progress)
         except (BuildError, ValueError, OSError) as e:
             return [Problem("build", str(e))]
         with tarfile.open(package, "r:") as tar:

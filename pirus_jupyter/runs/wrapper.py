@@ -55,8 +55,10 @@ def wrapper_script(pipeline: dict[str, Any], *, loopback: bool, heartbeat: str,
     logs = shlex.quote(pipeline["lxd_logs_path"])
     outputs = shlex.quote(pipeline["lxd_outputs_path"])
     # Containers have no network but loopback, which nothing brings up without an init
-    # system: the notify proxy listens there.
-    script = "ip link set lo up 2>/dev/null || ifconfig lo up 2>/dev/null\n" if loopback else ""
+    # system: the notify proxy listens there. A minimal Debian base has neither ip nor
+    # ifconfig, only the busybox binary that is its init.
+    script = ("ip link set lo up 2>/dev/null || ifconfig lo up 2>/dev/null || "
+              "busybox ip link set lo up 2>/dev/null\n") if loopback else ""
     # A heartbeat beside the command: if this wrapper dies without writing an exit code (its
     # LXD exec helper killed, say), the heartbeat stops and the run is ended in ERROR instead
     # of waiting forever on a container that stays up.

@@ -1,0 +1,50 @@
+"""The ``provenance`` field of the pirus block: checked by the build's schema, kept leniently
+(strings and mappings of strings only, bounded) at install."""
+
+from __future__ import annotations
+
+import pytest
+
+from pirus_jupyter.packaging.manifest import (
+    MAX_PROVENANCE_ENTRIES,
+    installed_provenance,
+    normalize_manifest,
+    validate_manifest,
+)
+
+pytestmark = pytest.mark.fast
+
+
+def test_provenance_schema() -> None:
+    ok = {"name": "a", "run": "x",
+          "provenance": {"base": "debian:bookworm", "packages": {"bcftools": "1.16-1"}}}
+    assert validate_manifest(ok) == []
+    assert validate_manifest({**ok, "provenance": 3}) == [
+        "pirus.provenance: must be a mapping (the build writes it: packages, base, ...)"]
+    assert validate_manifest({**ok, "provenance": {"packages": [1]}}) == [
+        "pirus.provenance.packages: must be a string or a mapping of strings, not list"]
+    assert validate_manifest({**ok, "provenance": {"packages": {"bcftools": 1}}}) == [
+        "pirus.provenance.packages.bcftools: must be a string, not int"]
+
+
+def test_provenance_kept_leniently_at_install() -> None:
+    metadata = {"pirus": {"name": "a", "run": "x", "provenance": {
+        "base": "debian:bookworm", "packages": {"bcftools": "1.16-1", "bad": 2},
+        "odd": [1, 2], 7: "x"}}}
+    assert normalize_manifest(metadata)["provenance"] == {
+        "base": "debian:bookworm", "packages": {"bcftools": "1.16-1"}}
+    assert installed_provenance("not a mapping") == {}
+    huge = {"packages": {f"p{i}": "1" for i in range(MAX_PROVENANCE_ENTRIES + 10)}, "b": "x"}
+    assert len(installed_provenance(huge)["packages"]) == MAX_PROVENANCE_ENTRIES
+    assert "b" not in installed_provenance(huge)
+    assert "provenance" not in normalize_manifest({"pirus": {"name": "a", "run": "x"}})
+
+
+def test_pipeline_record_shows_the_installed_provenance() -> None:
+    from pirus_jupyter.models import public_pipeline
+
+    provenance = {"base": "debian:bookworm", "packages": {"bcftools": "1.16-1"}}
+    assert public_pipeline({"id": 1, "manifest": {"provenance": provenance}})[
+        "provenance"] == provenance
+    assert public_pipeline({"id": 1, "manifest": None})["provenance"] == {}
+    assert "manifest" not in public_pipeline({"id": 1, "manifest": {}})
