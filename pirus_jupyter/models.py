@@ -118,7 +118,7 @@ UPLOAD_PUBLIC = (
 
 JSON_FIELDS = frozenset(
     {"developers", "config", "inputs", "outputs", "progress", "metrics", "documents", "limits",
-     "manifest", "timings", "attempts", "log_identity", "run_limits", "task"}
+     "manifest", "timings", "attempts", "log_identity", "run_limits", "mounts", "task"}
 )
 
 

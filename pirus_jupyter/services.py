@@ -68,7 +68,8 @@ class Services:
             uploads_dir=root_dir / app.uploads_dir, max_size=app.upload_max_size,
             expiration=app.upload_expiration, log=app.log,
         )
-        tes = TesService(store, events, runs, root_dir, log=app.log)
+        tes = TesService(store, events, runs, root_dir, log=app.log,
+                         shared_folders=list(app.tes_shared_folders))
         return cls(app=app, root_dir=root_dir, data_dir=data_dir, store=store, events=events,
                    databases=databases, backend=backend, files=files, pipelines=pipelines,
                    runs=runs, uploads=uploads, tes=tes)

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import shutil
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,12 +26,15 @@ from openapi_schema_validator import OAS30Validator
 from pkgbuild import build_pipeline
 from pydantictes import models as ptes
 from server import ServerProcess
+from tools import tool_venv, tools_dir
 
 import pirus_jupyter
+from pirus_jupyter.packaging import build_package_from_parts
 
 pytestmark = [pytest.mark.lxd, requires_lxd]
 
 SPEC_PATH = Path(pirus_jupyter.__file__).parent / "tes" / "openapi.yaml"
+RUNNER = Path(__file__).resolve().parent.parent / "examples" / "tes" / "snakemake-runner"
 
 
 def _str_keys(value: Any) -> Any:
@@ -64,7 +70,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     (root / "data" / "tree" / "sub" / "two.txt").write_bytes(b"2\n")
     build_pipeline(root / "tools.tar.gz", name="tools", script="#!/bin/sh\necho pipeline\n")
     (base / "outside.txt").write_text("not in the root\n")
-    server = ServerProcess(root, base / "data", max_parallel_runs=3, poll_interval=0.1).start()
+    server = ServerProcess(root, base / "data", max_parallel_runs=3, poll_interval=0.1,
+                           tes_shared_folders="shared").start()
     try:
         reply = server.session.post(server.api("pipelines"), json={"path": "tools.tar.gz"},
                                     timeout=120)
@@ -73,7 +80,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
                         lambda p: p["status"] in ("READY", "ERROR"), timeout=180)
         yield {"server": server, "root": root, "base": base,
                "client": tes.HTTPClient(server.url, token=server.token, timeout=60),
-               "url": server.url + "ga4gh/tes/v1"}
+               "url": server.url + "ga4gh/tes/v1", "server_url": server.url}
     finally:
         server.cancel_runs_and_stop()
 
@@ -124,7 +131,8 @@ def test_service_info(world):
     ptes.TesServiceInfo.model_validate(body)
     check_schema("tesServiceInfo", body)
     assert info.type["artifact"] == "tes" and body["type"]["version"] == "1.1.0"
-    assert body["storage"] == [world["root"].resolve().as_uri()]
+    assert body["storage"] == [world["root"].resolve().as_uri(),
+                               (world["root"] / "shared").resolve().as_uri()]
 
 
 SCRIPT_ONE = "echo from-one; echo oops >&2; exit 3"
@@ -360,3 +368,76 @@ def test_bad_input_is_a_400_tes_error_and_creates_nothing(world):
     assert raw(world, "POST", "/tasks/nope:cancel").status_code == 404
     assert count_runs(world) == before
     assert not (base / "written.txt").exists()
+
+
+@pytest.fixture(scope="session")
+def snakemake_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The image Snakemake's jobs run in, made by Pirus's builder: the Debian rootfs with
+    Snakemake that scripts/setup-tools.sh prepares, plus an init and a pip for a container
+    without network (examples/tes/snakemake-runner/)."""
+    rootfs = tools_dir() / "snakemake-rootfs.tar"
+    if not rootfs.exists():
+        raise RuntimeError(f"{rootfs} missing: run bash scripts/setup-tools.sh")
+    return build_package_from_parts(
+        {"name": "snakemake-runner", "version": "9", "run": "/pipeline/run.sh",
+         "description": "Snakemake 9 for jobs sent through TES", "license": "MIT",
+         "developers": ["Pirus tests"]},
+        {"/pipeline/run.sh": b"#!/bin/sh\nexec python3 -m snakemake --version\n",
+         "/sbin/init": RUNNER / "init", "/usr/local/bin/pip": RUNNER / "pip"},
+        tmp_path_factory.mktemp("smk") / "snakemake-runner.tar", base=rootfs,
+        compression="none", modes={"/sbin/init": 0o755, "/usr/local/bin/pip": 0o755})
+
+
+def run_snakemake(venv: Path, folder: Path, *args: str, env: dict[str, str] | None = None
+                  ) -> float:
+    started = time.monotonic()
+    done = subprocess.run([str(venv / "bin" / "snakemake"), *args], cwd=folder,
+                          capture_output=True, text=True, timeout=900,
+                          env={**os.environ, **(env or {})})
+    assert done.returncode == 0, done.stderr[-4000:]
+    return time.monotonic() - started
+
+
+def test_snakemake_runs_its_jobs_as_pirus_runs(world, snakemake_package, tmp_path,
+                                               record_property):
+    venv = tool_venv("snakemake")
+    server, root = world["server"], world["root"]
+    shutil.copy(snakemake_package, root / snakemake_package.name)
+    reply = server.session.post(server.api("pipelines"), json={"path": snakemake_package.name},
+                                timeout=120)
+    assert reply.status_code in (201, 202), reply.text
+    pipeline = server.wait_for(f"pipelines/{reply.json()['id']}",
+                               lambda p: p["status"] in ("READY", "ERROR"), timeout=300)
+    assert pipeline["status"] == "READY", pipeline
+
+    local = tmp_path / "local"
+    local.mkdir()
+    shutil.copy(RUNNER / "Snakefile", local / "Snakefile")
+    local_seconds = run_snakemake(venv, local, "--cores", "2")
+
+    workflow = root / "workflow"
+    workflow.mkdir()
+    shutil.copy(RUNNER / "Snakefile", workflow / "Snakefile")
+    storage = root / "shared" / "workflow"
+    # The plugin reads $GITHUB_WORKSPACE/funnel.log when a task fails (left-over debug code):
+    # give it one, so that a failure is reported rather than a KeyError.
+    (tmp_path / "funnel.log").write_text("(Pirus: see the task's logs)\n")
+    tes_seconds = run_snakemake(
+        venv, workflow, "--executor", "tes", "--tes-url", world["server_url"] + "ga4gh/tes",
+        "--tes-token", server.token, "--container-image", "snakemake-runner", "--jobs", "3",
+        "--default-storage-provider", "fs", "--default-storage-prefix", str(storage),
+        "--seconds-between-status-checks", "1", env={"GITHUB_WORKSPACE": str(tmp_path)})
+    record_property("snakemake_local_seconds", round(local_seconds, 1))
+    record_property("snakemake_tes_seconds", round(tes_seconds, 1))
+    print(f"Snakemake: local --cores 2 {local_seconds:.1f} s, through Pirus TES "
+          f"{tes_seconds:.1f} s")
+
+    made = sorted(p.relative_to(local).as_posix() for p in local.rglob("*.txt")
+                  if ".snakemake" not in p.parts)
+    assert len(made) == 7
+    for rel in made:
+        assert (storage / rel).read_bytes() == (local / rel).read_bytes(), rel
+    runs = server.session.get(server.api("runs"), timeout=30,
+                              params={"pipeline_id": pipeline["id"], "limit": 100}).json()
+    assert runs["total"] == 7  # 3 make + 3 upper + 1 join: each job a run of its own
+    assert all(r["origin"] == "tes" and r["status"] == "DONE" for r in runs["items"])

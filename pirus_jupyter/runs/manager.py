@@ -172,12 +172,13 @@ class RunManager(Queue, Lifecycle, Cluster):
 
     async def create_task(self, pipeline_id: int, name: str, inputs: list[dict[str, Any]],
                           command: str, origin: str, limits: dict[str, str],
-                          task: dict[str, Any], failed: str | None = None
-                          ) -> dict[str, Any]:
+                          task: dict[str, Any], failed: str | None = None,
+                          mounts: list[str] | None = None) -> dict[str, Any]:
         """A run made by another front end (a GA4GH TES task): ``command`` (a shell script)
         replaces the pipeline's ``run`` and no config is checked; ``inputs`` were resolved by
         the caller (name, path under the root, size); ``task`` is the front end's own record.
-        ``failed``: why it cannot run (it is recorded in ERROR at once, never started).
+        ``failed``: why it cannot run (it is recorded in ERROR at once, never started);
+        ``mounts``: host folders the container shares, read-write, at the same path.
         Returns the whole row (the caller needs ``task`` and ``root_path``)."""
         pipeline = await self.pipelines.row(pipeline_id)
         if pipeline["status"] != PipelineStatus.READY:
@@ -188,7 +189,8 @@ class RunManager(Queue, Lifecycle, Cluster):
             extra = {"status": S.ERROR.value, "error": failed, "end": now_iso(),
                      "timings": [[S.WAITING.value, now_iso()], [S.ERROR.value, now_iso()]]}
         return await self._insert(pipeline, name, {}, inputs, None, origin=origin,
-                                  command=command, run_limits=limits, task=task, **extra)
+                                  command=command, run_limits=limits, task=task,
+                                  mounts=mounts or [], **extra)
 
     async def _insert(self, pipeline: dict[str, Any], name: str | None, config: Any,
                       resolved: list[dict[str, Any]], target: str | None,

@@ -72,7 +72,7 @@ def _tail(folder: Path, name: str) -> str:
 
 class TesService:
     def __init__(self, store: Store, events: EventBus, runs: RunManager, root_dir: Path,
-                 log: logging.Logger) -> None:
+                 log: logging.Logger, shared_folders: list[str] | None = None) -> None:
         self.store = store
         self.events = events
         self.runs = runs
@@ -80,9 +80,23 @@ class TesService:
         self.log = log
         self._finalising: dict[int, asyncio.Task[None]] = {}
         self._watch: asyncio.Task[None] | None = None
+        self.shared_folders = list(shared_folders or [])
+        self._shared: list[str] = []  # their host paths, once checked at start
+
+    def _check_shared(self) -> list[str]:
+        paths = []
+        for folder in self.shared_folders:
+            path = resolve_under(self.root_dir, folder, must_exist=False)
+            path.mkdir(parents=True, exist_ok=True)
+            paths.append(str(path))
+        return paths
 
     # -- life ------------------------------------------------------------------------------
     async def start(self) -> None:
+        self._shared = await asyncio.to_thread(self._check_shared)
+        if self._shared and self.runs.data_transfer != "mounts":
+            self.log.warning("pirus: tes_shared_folders need data_transfer mounts: not shared")
+            self._shared = []
         self._watch = asyncio.get_running_loop().create_task(self._watch_runs())
 
     async def stop(self) -> None:
@@ -210,7 +224,8 @@ class TesService:
             task["pirus"] = {"state": "SYSTEM_ERROR", "system_error": cannot}
         row = await self.runs.create_task(
             pipelines[0]["id"], task.get("name") or "TES task", inputs,
-            mapping.task_script(task, placed), ORIGIN, limits, task, failed=cannot)
+            mapping.task_script(task, placed), ORIGIN, limits, task, failed=cannot,
+            mounts=self._shared)
         return {"id": str(row["id"])}
 
     # -- read ------------------------------------------------------------------------------
@@ -279,7 +294,8 @@ class TesService:
                              "url": "https://github.com/pirus-jupyter"},
             "version": version,
             "environment": "jupyter",
-            "storage": [self.root_dir.resolve().as_uri()],
+            "storage": [self.root_dir.resolve().as_uri(),
+                        *(Path(p).as_uri() for p in self._shared)],
             "tesResources_backend_parameters": [],
         }
 
