@@ -10,7 +10,7 @@ from pathlib import Path
 from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.extension.application import ExtensionApp
 from tornado.ioloop import IOLoop
-from traitlets import Bool, Dict, Enum, Float, Int, Type, Unicode, Union, default
+from traitlets import Bool, Dict, Enum, Float, Int, List, Type, Unicode, Union, default
 
 from .backend.base import Backend
 from .handlers import build_handlers
@@ -130,6 +130,14 @@ class PirusApp(ExtensionApp):
         "LXD, cluster members on other machines). auto: push for an https:// endpoint, "
         "mounts otherwise. A mounted run folder's host path shows in the container's "
         "/proc/self/mountinfo; push shows none (docs/reliability.md).",
+    )
+    tes_shared_folders = List(
+        Unicode(), [], config=True,
+        help="Folders, relative to the Jupyter root, that every GA4GH TES task's container "
+        "shares read-write at the same absolute path (with data_transfer mounts): the storage "
+        "of workflow engines that move files through a shared filesystem, such as Snakemake's "
+        "fs storage plugin (docs/tes.md). What tasks write there is theirs: Pirus checks none "
+        "of it. Empty: none.",
     )
     member_capacity = Dict(
         {}, config=True,

@@ -108,7 +108,7 @@ PIPELINE_PUBLIC = (
 RUN_PUBLIC = (
     "id", "pipeline_id", "pipeline_name", "pipeline_version", "pipeline_fingerprint", "name",
     "config", "inputs", "outputs", "start", "end", "status",
-    "progress", "exit_code", "error", "created", "metrics", "location", "target",
+    "progress", "exit_code", "error", "created", "metrics", "location", "target", "origin",
 )
 FILE_PUBLIC = ("id", "name", "path", "size", "sha256", "source", "run_id", "created")
 # An upload as events send it (openapi UploadFields); GET /uploads adds its ``url``.
@@ -119,7 +119,7 @@ UPLOAD_PUBLIC = (
 
 JSON_FIELDS = frozenset(
     {"developers", "config", "inputs", "outputs", "progress", "metrics", "documents", "limits",
-     "manifest", "timings", "attempts", "log_identity"}
+     "manifest", "timings", "attempts", "log_identity", "run_limits", "mounts", "task"}
 )
 
 

@@ -15,6 +15,7 @@ from .looplag import LoopLagMonitor
 from .pipelines import PipelineService
 from .runs.manager import RunManager
 from .store import Store
+from .tes.service import TesService
 from .uploads.service import UploadService
 
 if TYPE_CHECKING:
@@ -34,6 +35,7 @@ class Services:
     pipelines: PipelineService
     runs: RunManager
     uploads: UploadService
+    tes: TesService
     looplag: LoopLagMonitor = field(default_factory=LoopLagMonitor)
 
     @classmethod
@@ -66,18 +68,22 @@ class Services:
             uploads_dir=root_dir / app.uploads_dir, max_size=app.upload_max_size,
             expiration=app.upload_expiration, log=app.log,
         )
+        tes = TesService(store, events, runs, root_dir, log=app.log,
+                         shared_folders=list(app.tes_shared_folders))
         return cls(app=app, root_dir=root_dir, data_dir=data_dir, store=store, events=events,
-                   databases=databases,
-                   backend=backend, files=files, pipelines=pipelines, runs=runs, uploads=uploads)
+                   databases=databases, backend=backend, files=files, pipelines=pipelines,
+                   runs=runs, uploads=uploads, tes=tes)
 
     async def start(self) -> None:
         """Background work once the loop runs: reconcile runs with LXD, start the queue."""
         self.looplag.start()
         await self.uploads.start()  # first: it does not depend on LXD
         await self.runs.start()
+        await self.tes.start()
 
     async def stop(self) -> None:
         await self.looplag.stop()
+        await self.tes.stop()
         await self.uploads.stop()
         await self.runs.stop()
         await asyncio.to_thread(self.store.close)

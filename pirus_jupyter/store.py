@@ -103,6 +103,18 @@ def m004_run_log_identity(db: sqlite_utils.Database) -> None:
         db["runs"].add_column("log_identity", str)
 
 
+@migrations()
+def m005_run_task(db: sqlite_utils.Database) -> None:
+    # Runs made by another front end than Pirus's own (``origin``: "tes" for GA4GH TES tasks):
+    # the shell command that replaces the pipeline's ``run``, container limits of the run's
+    # own (TES resources), host folders shared read-write at the same path (TES shared
+    # folders) and that front end's own fields (a TES task's document and state).
+    for column in ("origin", "command", "run_limits", "mounts", "task"):
+        if column not in db["runs"].columns_dict:
+            db["runs"].add_column(column, str)
+    db["runs"].create_index(["origin"])
+
+
 def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 

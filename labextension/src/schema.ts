@@ -239,6 +239,12 @@ export interface Run {
    * that member was lost (`requeue_on_member_loss`): it then starts on another member.
    */
   target: string | null;
+  /**
+   * What made the run when not Pirus's own API: `tes` for a GA4GH TES task
+   * (`{base_url}ga4gh/tes/v1`, docs/tes.md), whose executors replaced the pipeline's command. Null
+   * for runs made through `POST /runs`.
+   */
+  origin: 'tes' | null;
 }
 
 export interface RunCreate {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import databases, events, files, info, pipelines, runs
+from . import databases, events, files, info, pipelines, runs, tes
 
 
 def build_handlers() -> list[tuple[Any, ...]]:
@@ -12,5 +12,5 @@ def build_handlers() -> list[tuple[Any, ...]]:
 
     return [
         *info.handlers, *pipelines.handlers, *runs.handlers, *files.handlers,
-        *databases.handlers, *events.handlers, *upload_handlers,
+        *databases.handlers, *events.handlers, *upload_handlers, *tes.handlers,
     ]

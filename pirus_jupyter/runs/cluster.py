@@ -94,6 +94,7 @@ class Cluster(RunsCore):
         limits = dict(self.default_limits)
         with contextlib.suppress(NotFound):
             limits.update((await self.pipelines.row(row["pipeline_id"])).get("limits") or {})
+        limits.update(row.get("run_limits") or {})
         return {k: v for k, v in limits.items() if v not in ("", None)}
 
     async def _pick(self, members: list[Member]) -> tuple[int, dict[str, Any]] | None:

@@ -66,6 +66,8 @@ class RunData(ABC):
         self.log_max_bytes = log_max_bytes
         self.container: str | None = row.get("lxd_container")
         self.paths = RunPaths.of(row)
+        # Host folders shared with the run at the same path, read-write (TES shared folders)
+        self.shared: list[str] = [str(p) for p in row.get("mounts") or []]
         self.pipeline = pipeline
         self.backend = backend
         self.databases_dir = databases_dir
@@ -144,6 +146,8 @@ class MountedData(RunData):
             "pirus-logs": DiskMount(paths.logs, pipeline["lxd_logs_path"], False),
             "pirus-databases": DiskMount(self.databases_dir, pipeline["lxd_db_path"], True),
             "pirus-state": DiskMount(paths.state, STATE_DIR, False),
+            **{f"pirus-shared-{i}": DiskMount(Path(p), p, False)
+               for i, p in enumerate(self.shared)},
         }
 
     def fill(self, uid: int, gid: int) -> None:
@@ -151,6 +155,11 @@ class MountedData(RunData):
             os.chown(folder, uid, gid)
             for child in folder.iterdir():
                 os.chown(child, uid, gid)
+        for shared in self.shared:  # the container writes there too: its root owns it all
+            for dirpath, dirnames, filenames in os.walk(shared):
+                os.chown(dirpath, uid, gid, follow_symlinks=False)
+                for name in [*dirnames, *filenames]:
+                    os.chown(os.path.join(dirpath, name), uid, gid, follow_symlinks=False)
 
     def heartbeat_script(self) -> str:
         return wrapper.touch_heartbeat()

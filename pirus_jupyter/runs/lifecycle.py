@@ -119,6 +119,9 @@ class Lifecycle(RunsCore):
         row = await self._save(run_id, {"inputs": inputs, "log_identity": identity})
         limits = dict(self.default_limits)
         limits.update(pipeline.get("limits") or {})
+        limits.update(row.get("run_limits") or {})  # a TES task's resources
+        if row.get("command"):  # a TES task's executors replace the pipeline's run
+            pipeline = dict(pipeline, lxd_run_cmd=row["command"])
         tried: list[str] = []
         while True:
             name = f"{self.prefix}-run-{run_id}-{secrets.token_hex(3)}"

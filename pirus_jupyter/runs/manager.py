@@ -168,8 +168,35 @@ class RunManager(Queue, Lifecycle, Cluster):
         # In a thread: a form's patterns may take up to forms.PATTERN_BUDGET to check.
         config = await asyncio.to_thread(validate_config, schema,
                                          config if config is not None else {})
+        return public_run(await self._insert(pipeline, name, config, resolved, target))
+
+    async def create_task(self, pipeline_id: int, name: str, inputs: list[dict[str, Any]],
+                          command: str, origin: str, limits: dict[str, str],
+                          task: dict[str, Any], failed: str | None = None,
+                          mounts: list[str] | None = None) -> dict[str, Any]:
+        """A run made by another front end (a GA4GH TES task): ``command`` (a shell script)
+        replaces the pipeline's ``run`` and no config is checked; ``inputs`` were resolved by
+        the caller (name, path under the root, size); ``task`` is the front end's own record.
+        ``failed``: why it cannot run (it is recorded in ERROR at once, never started);
+        ``mounts``: host folders the container shares, read-write, at the same path.
+        Returns the whole row (the caller needs ``task`` and ``root_path``)."""
+        pipeline = await self.pipelines.row(pipeline_id)
+        if pipeline["status"] != PipelineStatus.READY:
+            raise Conflict(f"pipeline {pipeline_id} is {pipeline['status']}, not READY",
+                           code="pipeline_not_ready")
+        extra: dict[str, Any] = {}
+        if failed:
+            extra = {"status": S.ERROR.value, "error": failed, "end": now_iso(),
+                     "timings": [[S.WAITING.value, now_iso()], [S.ERROR.value, now_iso()]]}
+        return await self._insert(pipeline, name, {}, inputs, None, origin=origin,
+                                  command=command, run_limits=limits, task=task,
+                                  mounts=mounts or [], **extra)
+
+    async def _insert(self, pipeline: dict[str, Any], name: str | None, config: Any,
+                      resolved: list[dict[str, Any]], target: str | None,
+                      **extra: Any) -> dict[str, Any]:
         row = await self.store.insert("runs", {
-            "pipeline_id": pipeline_id, "pipeline_name": pipeline["name"],
+            "pipeline_id": pipeline["id"], "pipeline_name": pipeline["name"],
             "pipeline_version": pipeline.get("version"),
             "pipeline_fingerprint": pipeline.get("fingerprint"),
             "name": (name or "").strip() or f"{pipeline['name']} run",
@@ -177,11 +204,12 @@ class RunManager(Queue, Lifecycle, Cluster):
             "progress": dict(FRESH_PROGRESS),
             "created": now_iso(), "timings": [[S.WAITING.value, now_iso()]],
             "notify_token": secrets.token_urlsafe(24), "target": target,
-        }, then=lambda new: {
+        } | extra, then=lambda new: {
             "root_path": str(self.runs_dir / f"{new['id']}-{_slug(new['name'])}")})
         self.events.publish("run.created", public_run(row))
-        asyncio.get_running_loop().create_task(self.schedule())
-        return public_run(row)
+        if row["status"] == S.WAITING:
+            asyncio.get_running_loop().create_task(self.schedule())
+        return row
 
     # -- actions on a run --------------------------------------------------------------------
     # Each is a compare-and-set move (core._move); the driving task hears of it in-process.

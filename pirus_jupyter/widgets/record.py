@@ -108,7 +108,7 @@ class RunRecord:
             "format_version": RECORD_VERSION,
             "pipeline": pipeline,
             "run": {k: data.get(k) for k in ("id", "name", "status", "exit_code", "error",
-                                             "created", "start", "end", "location")},
+                                             "created", "start", "end", "location", "origin")},
             "config": data.get("config") or {},
             "inputs": _inputs_with_hashes(client, data),
             "outputs": [{k: o.get(k) for k in ("name", "path", "size", "sha256")}
@@ -334,6 +334,9 @@ class RunRecord:
         ]
         if r.get("location"):
             rows.append(row("Cluster member", e(str(r["location"]))))
+        if r.get("origin") == "tes":
+            rows.append(row("Made by", "a GA4GH TES client (its executors replaced the "
+                                       "pipeline's command)"))
         if r.get("error"):
             rows.append(row("Error", f'<pre style="margin:0;white-space:pre-wrap">'
                                      f'{e(str(r["error"]))}</pre>'))

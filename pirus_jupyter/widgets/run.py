@@ -237,7 +237,9 @@ class RunWidget(widgets.VBox):
                 f"<span style='color:#57606a'>{html.escape(str(run.pipeline_name or ''))} "
                 f"{html.escape(str(run.pipeline_version or ''))}</span>"
                 + (f" <span style='color:#57606a'>on {html.escape(str(run.location))}</span>"
-                   if getattr(run, "location", None) else ""))
+                   if getattr(run, "location", None) else "")
+                + (" <span style='color:#57606a'>· TES task</span>"
+                   if getattr(run, "origin", None) == "tes" else ""))
             self.status_label.value = (f"<b style='color:{colour};display:inline-block;"
                                        f"min-width:8em'>{html.escape(status)}</b>")
             progress = run.progress or {}

@@ -121,6 +121,7 @@ export function RunList(props: {
                   <span className="jp-pirus-row-sub">
                     #{run.id} · {run.pipeline_name} {run.pipeline_version ?? ''}
                     {run.location ? <span className="jp-pirus-location"> · on {run.location}</span> : null}
+                    {run.origin === 'tes' ? <span className="jp-pirus-origin" title="Made through the GA4GH TES endpoint"> · TES task</span> : null}
                     <span className="jp-pirus-elapsed">{elapsedLabel(run, now)}</span>
                   </span>
                   <ProgressBar
@@ -349,6 +350,7 @@ export function RunDetails(props: { ctx: IPanelContext; id: number }): JSX.Eleme
             {' '}
             #{run.id} · {run.pipeline_name} {run.pipeline_version ?? ''}
             {run.location ? <span className="jp-pirus-location"> · on cluster member {run.location}</span> : null}
+            {run.origin === 'tes' ? <span className="jp-pirus-origin"> · GA4GH TES task</span> : null}
           </span>
         </div>
       </div>
