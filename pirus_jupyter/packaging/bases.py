@@ -1,5 +1,6 @@
 """The bases a package's rootfs starts from: the host's static busybox, a rootfs tarball (or
-a unified LXD image tarball), or a local LXD image exported with ``lxc image export``."""
+a unified LXD image tarball), a local LXD image exported with ``lxc image export``, or an OCI
+image (:mod:`.oci`)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from typing import Any
 import yaml
 
 from .manifest import DIRECTORY_DEFAULTS
+from .oci import is_oci_base, open_oci
 from .rootfs import (
     BuildError,
     RootfsEntry,
@@ -160,6 +162,8 @@ class Base:
     # metadata.yaml of a base LXD image (properties, templates) to carry over.
     metadata: dict[str, Any] = field(default_factory=dict)
     properties: dict[str, str] = field(default_factory=dict)
+    # pirus fields the base supplies where the manifest sets none (an OCI image's run, env...)
+    defaults: dict[str, Any] = field(default_factory=dict)
 
 
 def _norm_member_name(name: str) -> str:
@@ -302,6 +306,9 @@ def open_base(base: str | Path, stack: ExitStack, workdir: Path) -> Base:
             entries={e.path: e for e in entries},
             properties={"os": "BusyBox", "release": _busybox_version(BUSYBOX)},
         )
+    if isinstance(base, str) and is_oci_base(base):
+        entries, defaults, properties = open_oci(base, stack, workdir, BUSYBOX)
+        return Base(entries=entries, properties=properties, defaults=defaults)
     if isinstance(base, str) and base.startswith("lxd:"):
         alias = base[len("lxd:"):]
         if not alias:
@@ -311,8 +318,9 @@ def open_base(base: str | Path, stack: ExitStack, workdir: Path) -> Base:
     else:
         path = Path(base)
         if not path.is_file():
-            raise BuildError(f"base {str(base)!r}: no such file (use busybox, lxd:<alias> or a "
-                             ".tar/.tar.gz/.tar.xz rootfs)")
+            raise BuildError(f"base {str(base)!r}: no such file (use busybox, lxd:<alias>, "
+                             "oci-archive:, docker-archive:, oci: or a .tar/.tar.gz/.tar.xz "
+                             "rootfs)")
         source = str(path)
     tar = _open_tar(path, stack, workdir)
     result = _read_base_tar(tar, source)

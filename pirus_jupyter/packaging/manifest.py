@@ -320,6 +320,12 @@ def normalize_manifest(metadata: Any) -> dict[str, Any]:
         raise InvalidPackage("pirus.developers must be a list of names")
     manifest["developers"] = [str(d) for d in developers]
     manifest["limits"] = _installed_limits(manifest.get("limits"))
+    for key in ("workdir", "shell"):
+        if manifest.get(key) is not None:
+            manifest[key] = _installed_path(manifest[key], key)
+    manifest["env"] = _installed_env(manifest.get("env"))
+    if not isinstance(manifest.get("provenance"), dict):
+        manifest.pop("provenance", None)
     documents = manifest.get("documents") or []
     if not isinstance(documents, list) or not all(isinstance(d, str) for d in documents):
         raise InvalidPackage("pirus.documents must be a list of paths")
@@ -331,6 +337,23 @@ def normalize_manifest(metadata: Any) -> dict[str, Any]:
     # Only the fields Pirus knows are kept: the record is read back by every listing, and an
     # unknown key could hold anything metadata.yaml can (up to MAX_YAML_NODES values).
     return {key: manifest[key] for key in _FIELD_ORDER if key in manifest}
+
+
+def _installed_env(env: Any) -> dict[str, str]:
+    """The run command's extra environment: what the schema accepts, or the package is
+    refused (LXD would refuse the exec of every run)."""
+    if env is None:
+        return {}
+    problems = [text for error in _Validator(SCHEMA["properties"]["env"]).iter_errors(env)
+                for _path, _field, text in _explain_env(error)]
+    if problems:
+        raise InvalidPackage("; ".join(sorted(problems)), code="invalid_manifest")
+    return dict(env)
+
+
+def _explain_env(error: ValidationError) -> Iterator[tuple[tuple[Any, ...], str, str]]:
+    error.path.appendleft("env")
+    return _explain(error)
 
 
 def _installed_limits(limits: Any) -> dict[str, str]:
