@@ -27,6 +27,7 @@ from conftest import requires_lxd, wait_for
 from pirus_jupyter.packaging.build import BuildError, build_package
 from pirus_jupyter.packaging.oci import _apply_layer, host_architecture
 from pirus_jupyter.packaging.rootfs import RootfsEntry
+from pirus_jupyter.runs import wrapper
 
 BUSYBOX = Path("/bin/busybox")
 requires_tools = pytest.mark.skipif(
@@ -81,9 +82,12 @@ def _tool_image(layout: Path, work: Path) -> None:
     report.write_text(REPORT)
     report.chmod(0o755)
     _repack(layout, bundle, "tool")
-    (root / "data" / "secret.txt").unlink()
-    (root / "data" / "added.txt").write_text("second layer\n")
-    _repack(layout, bundle, "tool")
+    # Unpacked again: umoci adds a layer to the image a bundle was unpacked from.
+    upper = work / "tool-bundle-2"
+    sh("umoci", "unpack", "--rootless", "--image", f"{layout}:tool", upper)
+    (upper / "rootfs" / "data" / "secret.txt").unlink()
+    (upper / "rootfs" / "data" / "added.txt").write_text("second layer\n")
+    _repack(layout, upper, "tool")
     sh("umoci", "config", "--image", f"{layout}:tool", "--config.env", "FOO=bar baz",
        "--config.env", "PATH=/usr/local/bin:/usr/bin:/bin", "--config.workingdir", "/data",
        "--config.user", "1000:1000", "--config.entrypoint", "report",
@@ -154,6 +158,7 @@ def built(images, tmp_path_factory) -> dict[str, Any]:
         result = cli("build", project(work / name, base), "-o", work / f"{name}.tar.gz")
         assert result.returncode == 0, result.stderr
         out[name] = work / f"{name}.tar.gz"
+        out[f"{name}-stderr"] = result.stderr
         out[f"{name}-seconds"] = time.monotonic() - started
     return out
 
@@ -201,6 +206,7 @@ def test_image_config_becomes_the_manifest(built, images):
     # The bare entrypoint is resolved on the image's PATH; Cmd follows, quoted.
     assert pirus["run"] == "/usr/local/bin/report first 'second arg'"
     assert "shell" not in pirus  # the image has /bin/sh and /sbin/init: nothing added
+    assert "Reading layer 2/2" in built["tool-stderr"]  # the long steps are told
     image = pirus["provenance"]["image"]
     assert image["tags"] == ["docker.io/pirus/tool:1.0"]
     assert image["source"] == "docker-archive:tool-docker.tar"
@@ -239,8 +245,8 @@ def test_validate_and_run_from_pirus_yaml(images, tmp_path):
     result = cli("validate", folder)
     assert result.returncode == 0, result.stdout + result.stderr
     first, second = tmp_path / "a.tar", tmp_path / "b.tar"
-    assert cli("build", folder, "-o", first).returncode == 0
-    assert cli("build", folder, "-o", second).returncode == 0
+    build_package(folder, first)
+    build_package(folder, second)
     assert first.read_bytes() == second.read_bytes()
     pirus = package_members(first)[0]["pirus"]
     assert pirus["env"] == {"FOO": "mine", "EXTRA": "1", "PATH": "/usr/local/bin:/usr/bin:/bin"}
@@ -260,13 +266,15 @@ def _not_oci(images: dict[str, Any], folder: Path) -> str:
 
 
 BAD = {
-    "corrupt archive": (_corrupt, "not a readable image"),
-    "not an OCI archive": (_not_oci, "not a readable image"),
-    "missing tag": (lambda images, _f: f"oci:{images['layout']}:nope", 'reference "nope"'),
+    "corrupt archive": (_corrupt, "the archive is truncated or corrupt"),
+    "not an OCI archive": (_not_oci, "not an OCI image (no index.json)"),
+    "missing tag": (lambda images, _f: f"oci:{images['layout']}:nope", "no image with this tag"),
     "other architecture": (lambda images, _f: f"oci:{images['layout']}:arm",
                            "the image is for arm64 architecture, this host runs "
                            + host_architecture()),
     "missing file": (lambda _i, _f: "oci-archive:nowhere.tar", "nowhere.tar not found"),
+    "not a docker archive": (lambda i, f: _not_oci(i, f).replace("oci-archive", "docker-archive"),
+                             "not a docker-archive (no manifest.json)"),
 }
 
 
@@ -297,6 +305,23 @@ def test_bad_image_build_exits_1(images, tmp_path):
     assert len(result.stderr.splitlines()) == 1, result.stderr
     assert "not a readable image" in result.stderr
     assert not (tmp_path / "bad.tar.gz").exists()
+
+
+def test_wrapper_honours_env_workdir_and_shell():
+    pipeline = {"lxd_inputs_path": "/i", "lxd_outputs_path": "/o", "lxd_logs_path": "/l",
+                "lxd_db_path": "/d", "lxd_run_cmd": "tool",
+                "manifest": {"env": {"PATH": "/opt/bin", "FOO": "x", "PIRUS_RUN_ID": "no"},
+                             "workdir": "/work dir", "shell": "/.pirus-tools/sh"}}
+    env = wrapper.environment(7, pipeline, None)
+    assert env["PATH"] == "/opt/bin" and env["FOO"] == "x" and env["PIRUS_RUN_ID"] == "7"
+    assert env["HOME"] == "/root"
+    script = wrapper.wrapper_script(pipeline, loopback=False, heartbeat="", before_exit="")
+    assert "cd '/work dir' || exit 125" in script
+    assert wrapper.shell(pipeline) == "/.pirus-tools/sh"
+    del pipeline["manifest"]
+    assert wrapper.shell(pipeline) == "/bin/sh"
+    assert "cd /o || exit 125" in wrapper.wrapper_script(pipeline, loopback=False,
+                                                         heartbeat="", before_exit="")
 
 
 # -- on LXD ------------------------------------------------------------------------------------

@@ -84,7 +84,8 @@ def cmd_build(args: argparse.Namespace) -> int:
         _err(f"Building {source} -> {output} ...")
     started = time.monotonic()
     try:
-        build_package(source, output, compression=args.compression)
+        build_package(source, output, compression=args.compression,
+                      progress=None if args.quiet else _err)
     except (BuildError, ValueError) as e:
         raise CommandError(f"cannot build {source}: {e}") from e
     digest = sha256_file(output)

@@ -12,6 +12,7 @@ import struct
 import subprocess
 import tarfile
 import tempfile
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -299,7 +300,8 @@ def _export_lxd_image(alias: str, stack: ExitStack, workdir: Path) -> Path:
     return exported[0]
 
 
-def open_base(base: str | Path, stack: ExitStack, workdir: Path) -> Base:
+def open_base(base: str | Path, stack: ExitStack, workdir: Path,
+              progress: Callable[[str], None] | None = None) -> Base:
     if isinstance(base, str) and base == "busybox":
         entries = busybox_rootfs_entries()
         return Base(
@@ -307,7 +309,7 @@ def open_base(base: str | Path, stack: ExitStack, workdir: Path) -> Base:
             properties={"os": "BusyBox", "release": _busybox_version(BUSYBOX)},
         )
     if isinstance(base, str) and is_oci_base(base):
-        entries, defaults, properties = open_oci(base, stack, workdir, BUSYBOX)
+        entries, defaults, properties = open_oci(base, stack, workdir, BUSYBOX, progress)
         return Base(entries=entries, properties=properties, defaults=defaults)
     if isinstance(base, str) and base.startswith("lxd:"):
         alias = base[len("lxd:"):]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import platform
 import posixpath
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -97,6 +97,7 @@ def build_package_from_parts(
     extra_metadata: Mapping[str, Any] | None = None,
     compression: str | None = None,
     modes: Mapping[str, int] | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> Path:
     """Build a package from a manifest and in-memory or on-disk files; returns ``output``.
 
@@ -115,7 +116,8 @@ def build_package_from_parts(
     image (``oci-archive:PATH``, ``docker-archive:PATH``, ``oci:DIR[:TAG]``, absolute paths),
     whose config supplies ``run``, ``env`` and ``workdir`` when the manifest has none.
     ``extra_metadata`` is deep-merged into metadata.yaml last. Compression follows the output
-    suffix unless ``compression`` (``gzip``, ``xz``, ``none``) is given.
+    suffix unless ``compression`` (``gzip``, ``xz``, ``none``) is given. ``progress`` is told
+    of the long steps (copying and flattening an image), one line each.
 
     Raises :class:`BuildError` for invalid inputs and ``ValueError`` for an unknown suffix.
     """
@@ -129,7 +131,7 @@ def build_package_from_parts(
         raise BuildError("invalid manifest: " + "; ".join(problems))
     output.parent.mkdir(parents=True, exist_ok=True)  # temporary base copies go there too
     with ExitStack() as stack:
-        base_image = open_base(base, stack, output.parent.resolve())
+        base_image = open_base(base, stack, output.parent.resolve(), progress)
         if base_image.defaults:
             pirus, problems = built_manifest(
                 _with_defaults(manifest, base_image.defaults), normalised_files)
@@ -190,7 +192,8 @@ def build_package_from_parts(
     return output
 
 
-def build_package(source_dir: Path, output: Path, *, compression: str | None = None) -> Path:
+def build_package(source_dir: Path, output: Path, *, compression: str | None = None,
+                  progress: Callable[[str], None] | None = None) -> Path:
     """Build the package described by ``source_dir/pirus.yaml``; returns ``output``.
 
     ``pirus.yaml`` holds the ``pirus`` fields plus build keys: ``base`` (``busybox``, a rootfs
@@ -219,4 +222,4 @@ def build_package(source_dir: Path, output: Path, *, compression: str | None = N
     manifest = {k: v for k, v in spec.items() if k not in BUILD_KEYS}
     return build_package_from_parts(manifest, dict(mapped.files), output, base=base,
                                     extra_metadata=extra, compression=compression,
-                                    modes=mapped.modes)
+                                    modes=mapped.modes, progress=progress)

@@ -23,6 +23,7 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
@@ -80,6 +81,15 @@ def _skopeo_message(stderr: str) -> str:
     return "no message"
 
 
+# skopeo's words for the usual bad inputs, and what they mean to the pipeline's author.
+_SKOPEO_MEANINGS = (
+    ("index.json: no such file", "not an OCI image (no index.json)"),
+    ("manifest.json: file does not exist", "not a docker-archive (no manifest.json)"),
+    ("unexpected EOF", "the archive is truncated or corrupt"),
+    ("no descriptor found for reference", "no image with this tag"),
+)
+
+
 def _copy_to_layout(reference: str, layout: Path) -> None:
     """``skopeo copy`` the image into an OCI layout tagged ``pirus`` (this host's architecture
     is picked from a multi-arch index). Local sources only: no signature policy applies."""
@@ -89,12 +99,19 @@ def _copy_to_layout(reference: str, layout: Path) -> None:
         raise BuildError(f"base {reference}: {path} not found")
     if shutil.which("skopeo") is None:
         raise BuildError("skopeo not found: apt-get install skopeo (OCI bases need it)")
+    # skopeo unpacks an oci-archive in its --tmpdir: our temporary folder, removed with it.
     result = subprocess.run(
-        ["skopeo", "--insecure-policy", "copy", "--quiet", reference, f"oci:{layout}:pirus"],
-        capture_output=True, text=True, check=False)
+        ["skopeo", "--tmpdir", str(layout.parent), "--insecure-policy", "copy", "--quiet",
+         reference, f"oci:{layout}:pirus"], capture_output=True, text=True, check=False)
     if result.returncode != 0:
-        raise BuildError(f"base {reference}: not a readable image: "
-                         f"{_skopeo_message(result.stderr)}")
+        message = _skopeo_message(result.stderr)
+        # "initializing source oci-archive:/x.tar:: open ...": the reference is said already.
+        message = re.sub(r"^initializing source \S+?:? ", "", message)
+        for found, meaning in _SKOPEO_MEANINGS:
+            if found in message:
+                message = f"{meaning} ({message})"
+                break
+        raise BuildError(f"base {reference}: not a readable image: {message}")
 
 
 def _blob(layout: Path, digest: str) -> Path:
@@ -275,10 +292,14 @@ def _supply_tools(entries: dict[str, RootfsEntry], busybox: Path) -> str | None:
     return shell
 
 
-def open_oci(reference: str, stack: ExitStack, workdir: Path, busybox: Path
+def open_oci(reference: str, stack: ExitStack, workdir: Path, busybox: Path,
+             progress: Callable[[str], None] | None = None
              ) -> tuple[dict[str, RootfsEntry], dict[str, Any], dict[str, str]]:
     """The flattened rootfs of an OCI image, the pirus fields it supplies by default (``run``,
-    ``env``, ``workdir``, ``shell``, ``provenance``) and its LXD image properties."""
+    ``env``, ``workdir``, ``shell``, ``provenance``) and its LXD image properties.
+    ``progress`` hears of the long steps (the copy, each layer)."""
+    say = progress or (lambda _line: None)
+    say(f"Copying image {reference} ...")
     layout = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=".pirus-oci-",
                                                                   dir=workdir)))
     _copy_to_layout(reference, layout / "image")
@@ -297,8 +318,12 @@ def open_oci(reference: str, stack: ExitStack, workdir: Path, busybox: Path
                          f"architecture, this host runs {host_architecture()}")
     entries: dict[str, RootfsEntry] = {}
     links: dict[str, RootfsEntry] = {}
-    for layer in manifest.get("layers") or []:
+    layers = manifest.get("layers") or []
+    for number, layer in enumerate(layers, 1):
         media = str(layer.get("mediaType"))
+        size = layer.get("size")
+        say(f"Reading layer {number}/{len(layers)}"
+            + (f" ({size / 1e6:.1f} MB) ..." if isinstance(size, int) else " ..."))
         kind = _LAYER_TYPES.get(media)
         if kind is None:
             raise BuildError(f"base {reference}: layers of type {media} are not supported "

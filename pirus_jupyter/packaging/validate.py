@@ -404,7 +404,7 @@ def validate_folder(source_dir: Path, *, build: bool = True,
     with tempfile.TemporaryDirectory(prefix="pirus-validate-") as tmp:
         package = Path(tmp) / "package.tar"
         try:
-            build_package(source_dir, package)
+            build_package(source_dir, package, progress=progress)
         except (BuildError, ValueError, OSError) as e:
             return [Problem("build", str(e))]
         with tarfile.open(package, "r:") as tar:
