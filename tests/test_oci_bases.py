@@ -25,7 +25,7 @@ import yaml
 from conftest import requires_lxd, wait_for
 
 from pirus_jupyter.packaging.build import BuildError, build_package
-from pirus_jupyter.packaging.oci import _apply_layer, host_architecture
+from pirus_jupyter.packaging.oci import _apply_layer, _settle_hardlinks, host_architecture
 from pirus_jupyter.packaging.rootfs import RootfsEntry
 from pirus_jupyter.runs import wrapper
 
@@ -175,6 +175,9 @@ def _layer(members: list[tuple[str, str]]) -> tarfile.TarFile:
             elif kind.startswith("link:"):
                 info.type, info.linkname = tarfile.LNKTYPE, kind[5:]
                 tar.addfile(info)
+            elif kind.startswith("symlink:"):
+                info.type, info.linkname = tarfile.SYMTYPE, kind[8:]
+                tar.addfile(info)
             else:
                 info.size = len(kind)
                 tar.addfile(info, io.BytesIO(kind.encode()))
@@ -194,6 +197,23 @@ def test_layers_flatten_with_whiteouts_and_opaque_folders():
     # A whiteout hides lower layers only: a file of the same layer stays.
     _apply_layer(entries, _layer([("e", "e"), (".wh.e", "")]), links)
     assert "e" in entries
+
+
+def test_layers_unpack_through_symlinked_folders_and_keep_hardlinked_content():
+    entries: dict[str, RootfsEntry] = {}
+    links: dict[str, RootfsEntry] = {}
+    _apply_layer(entries, _layer([("usr", "dir"), ("usr/lib", "dir"), ("lib", "symlink:usr/lib"),
+                                  ("usr/lib/a", "old"), ("usr/lib/b", "link:usr/lib/a")]), links)
+    # lib/x lands in usr/lib (lib is a link to it); a and its link b are then told apart.
+    _apply_layer(entries, _layer([("lib/x", "x"), ("lib/a", "new"), ("lib/.wh.gone", "")]),
+                 links)
+    _settle_hardlinks(entries, links)
+    assert "usr/lib/x" in entries and "lib/x" not in entries
+    assert entries["usr/lib/a"].size == 3 and entries["usr/lib/a"].source.member.name == "lib/a"
+    assert entries["usr/lib/b"].kind == "file"  # still the first layer's a
+    assert entries["usr/lib/b"].source.member.name == "usr/lib/a"
+    with pytest.raises(BuildError, match="unsafe member name"):
+        _apply_layer(entries, _layer([("../escape", "x")]), links)
 
 
 # -- build -------------------------------------------------------------------------------------
@@ -273,6 +293,7 @@ BAD = {
                            "the image is for arm64 architecture, this host runs "
                            + host_architecture()),
     "missing file": (lambda _i, _f: "oci-archive:nowhere.tar", "nowhere.tar not found"),
+    "no path": (lambda _i, _f: "oci-archive:", "base: oci-archive: needs a path"),
     "not a docker archive": (lambda i, f: _not_oci(i, f).replace("oci-archive", "docker-archive"),
                              "not a docker-archive (no manifest.json)"),
 }

@@ -21,7 +21,7 @@ from typing import Any
 
 from .bases import open_base
 from .manifest import BUILD_KEYS, DIRECTORY_DEFAULTS, built_manifest, run_program
-from .oci import absolute_reference, is_oci_base
+from .oci import absolute_reference, is_oci_base, oci_problem
 from .project import BASE_PROBLEM, project_files, read_project
 from .rootfs import (
     BuildError,
@@ -213,6 +213,9 @@ def build_package(source_dir: Path, output: Path, *, compression: str | None = N
     if not isinstance(base, str) or not base:
         raise BuildError(BASE_PROBLEM)
     if is_oci_base(base):
+        problem = oci_problem(base)
+        if problem:
+            raise BuildError(problem)
         base = absolute_reference(base, source_dir)
     elif base != "busybox" and not base.startswith("lxd:"):
         base = str((source_dir / base).resolve())

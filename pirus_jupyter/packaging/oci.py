@@ -59,10 +59,13 @@ def is_oci_base(base: str) -> bool:
 def absolute_reference(base: str, source_dir: Path) -> str:
     """The base of pirus.yaml with its path made absolute (relative to the source folder)."""
     transport, _, rest = base.partition(":")
-    if transport == "oci":
-        folder, sep, tag = rest.partition(":")
-        return f"oci:{(source_dir / folder).resolve()}{sep}{tag}"
-    return f"{transport}:{(source_dir / rest).resolve()}"
+    path, sep, name = rest.partition(":")  # skopeo's PATH[:REFERENCE]
+    return f"{transport}:{(source_dir / path).resolve()}{sep}{name}"
+
+
+def image_path(reference: str) -> Path:
+    """The file or folder an OCI base names (its PATH, without the :REFERENCE)."""
+    return Path(reference.partition(":")[2].partition(":")[0])
 
 
 def host_architecture() -> str:
@@ -93,8 +96,7 @@ _SKOPEO_MEANINGS = (
 def _copy_to_layout(reference: str, layout: Path) -> None:
     """``skopeo copy`` the image into an OCI layout tagged ``pirus`` (this host's architecture
     is picked from a multi-arch index). Local sources only: no signature policy applies."""
-    transport, _, rest = reference.partition(":")
-    path = Path(rest.split(":", 1)[0] if transport == "oci" else rest)
+    path = image_path(reference)
     if not path.exists():
         raise BuildError(f"base {reference}: {path} not found")
     if shutil.which("skopeo") is None:
@@ -134,16 +136,16 @@ def _read_json(path: Path, what: str) -> dict[str, Any]:
 def _tags(reference: str) -> list[str]:
     """The names an archive gives its image: docker-archive's RepoTags, an OCI ref name."""
     transport, _, rest = reference.partition(":")
+    path, _, name = rest.partition(":")
     try:
         if transport == "docker-archive":
-            with tarfile.open(rest) as tar:
+            with tarfile.open(path) as tar:
                 stream = tar.extractfile("manifest.json")
                 entries = json.load(stream) if stream is not None else []
             return sorted({str(t) for e in entries for t in (e.get("RepoTags") or [])})
-        if transport == "oci":
-            tag = rest.partition(":")[2]
-            return [tag] if tag else []
-        with tarfile.open(rest) as tar:
+        if name or transport == "oci":
+            return [name] if name else []
+        with tarfile.open(path) as tar:
             stream = tar.extractfile("index.json")
             index = json.load(stream) if stream is not None else {}
         return sorted({str(m["annotations"]["org.opencontainers.image.ref.name"])
@@ -199,6 +201,7 @@ def _apply_layer(entries: dict[str, RootfsEntry], tar: tarfile.TarFile,
         if not name:
             continue
         folder, base = posixpath.split(name)
+        folder = resolve(entries, folder) if folder else folder
         if base == _OPAQUE and folder:
             _remove_tree(entries, folder, keep_top=True)
         elif base == _OPAQUE:
@@ -207,8 +210,11 @@ def _apply_layer(entries: dict[str, RootfsEntry], tar: tarfile.TarFile,
             _remove_tree(entries, posixpath.join(folder, base[len(_WHITEOUT):]),
                          keep_top=False)
         else:
-            own.append((name, member))
+            own.append((posixpath.join(folder, base), member))
     for name, member in own:
+        # As a runtime unpacks a layer: through the symlinked folders below it (lib ->
+        # usr/lib then lib/x is usr/lib/x), never outside the rootfs.
+        name = resolve(entries, name)
         entry = _entry_from_member(name, tar, member)
         if entry is None:
             entries.pop(name, None)
@@ -216,6 +222,7 @@ def _apply_layer(entries: dict[str, RootfsEntry], tar: tarfile.TarFile,
         if entry.kind != "dir":
             _remove_tree(entries, name, keep_top=False)  # a file replacing a folder
         if entry.kind == "hardlink":
+            entry = replace(entry, linkname=resolve(entries, entry.linkname))
             # What the link meant when it was made: an upper layer may replace its target.
             target = entries.get(entry.linkname)
             if target is None or target.kind != "file":
@@ -348,11 +355,9 @@ def open_oci(reference: str, stack: ExitStack, workdir: Path, busybox: Path,
     shell = _supply_tools(entries, busybox)
     if shell:
         defaults["shell"] = shell
-    transport, _, location = reference.partition(":")
     # The file's name only: the builder's folders are nobody's business.
-    name = location.split(":")[0] if transport == "oci" else location
     image: dict[str, Any] = {
-        "source": f"{transport}:{posixpath.basename(name)}",
+        "source": f"{reference.partition(':')[0]}:{image_path(reference).name}",
         "digest": digest, "config": config_digest, "tags": _tags(reference),
         "architecture": arch, "os": str(config.get("os") or ""),
     }
@@ -370,8 +375,9 @@ def open_oci(reference: str, stack: ExitStack, workdir: Path, busybox: Path,
 def oci_problem(base: str) -> str | None:
     """What is wrong with an OCI base's spelling, for validate; None when it reads well."""
     transport, _, rest = base.partition(":")
-    if not rest or (transport == "oci" and not rest.split(":", 1)[0]):
-        return f"base: {transport}: needs a path, like {transport}:image.tar"
+    if not rest.partition(":")[0]:
+        example = "oci:layout-folder:tag" if transport == "oci" else f"{transport}:image.tar"
+        return f"base: {transport}: needs a path, like {example}"
     return None
 
 

@@ -27,7 +27,7 @@ from .manifest import (
     run_program,
     validate_manifest,
 )
-from .oci import absolute_reference, is_oci_base, oci_problem
+from .oci import absolute_reference, image_path, is_oci_base, oci_problem
 from .project import BASE_PROBLEM, ProjectError, project_files, read_project, yaml_error
 from .rootfs import BuildError, member_name, resolve_symlinks
 
@@ -351,9 +351,7 @@ def validate_folder(source_dir: Path, *, build: bool = True,
                                                   "this machine (apt-get install busybox-static)"))
     elif oci:
         problem = oci_problem(base)
-        where = absolute_reference(base, source_dir).partition(":")[2]
-        if problem is None and not Path(where.split(":")[0] if base.startswith("oci:")
-                                        else where).exists():
+        if problem is None and not image_path(absolute_reference(base, source_dir)).exists():
             problem = f"base: {base} not found"
         if problem:
             problems.append(Problem("pirus.yaml", problem))
