@@ -24,9 +24,12 @@ import pytest
 import yaml
 from conftest import requires_lxd, wait_for
 
+from pirus_jupyter.errors import InvalidPackage
 from pirus_jupyter.packaging.build import BuildError, build_package
+from pirus_jupyter.packaging.manifest import normalize_manifest
 from pirus_jupyter.packaging.oci import _apply_layer, _settle_hardlinks, host_architecture
 from pirus_jupyter.packaging.rootfs import RootfsEntry
+from pirus_jupyter.packaging.validate import validate_package
 from pirus_jupyter.runs import wrapper
 
 BUSYBOX = Path("/bin/busybox")
@@ -326,6 +329,24 @@ def test_bad_image_build_exits_1(images, tmp_path):
     assert len(result.stderr.splitlines()) == 1, result.stderr
     assert "not a readable image" in result.stderr
     assert not (tmp_path / "bad.tar.gz").exists()
+
+
+def test_install_checks_the_new_fields():
+    """Installing reads env, workdir and shell from an untrusted package: refused unless the
+    schema accepts them (an exec with them would fail at every run)."""
+    good = normalize_manifest({"pirus": {"name": "x", "run": "a", "env": {"A_1": "v w"},
+                                         "workdir": "/w/./x", "shell": "/s/sh"}})
+    assert (good["env"], good["workdir"], good["shell"]) == ({"A_1": "v w"}, "/w/x", "/s/sh")
+    for bad in ({"env": {"A=B": "x"}}, {"env": {"A": 1}}, {"env": ["A=B"]},
+                {"workdir": "relative"}, {"shell": "/x/../y"}):
+        with pytest.raises(InvalidPackage):
+            normalize_manifest({"pirus": {"name": "x", "run": "a", **bad}})
+
+
+@requires_tools
+def test_validate_accepts_the_built_packages(built):
+    for name in ("tool", "static"):
+        assert validate_package(Path(built[name])) == [], name
 
 
 def test_wrapper_honours_env_workdir_and_shell():
