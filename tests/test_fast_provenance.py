@@ -20,11 +20,11 @@ def test_provenance_schema() -> None:
           "provenance": {"base": "debian:bookworm", "packages": {"bcftools": "1.16-1"}}}
     assert validate_manifest(ok) == []
     assert validate_manifest({**ok, "provenance": 3}) == [
-        "pirus.provenance: must be a mapping (the build writes it: packages, base, ...)"]
+        "pirus.provenance: must be a mapping (the build writes it: packages, image, base, ...)"]
     assert validate_manifest({**ok, "provenance": {"packages": [1]}}) == [
         "pirus.provenance.packages: must be a string or a mapping of strings, not list"]
     assert validate_manifest({**ok, "provenance": {"packages": {"bcftools": 1}}}) == [
-        "pirus.provenance.packages.bcftools: must be a string, not int"]
+        "pirus.provenance.packages.bcftools: must be a string or a list of strings, not int"]
 
 
 def test_provenance_kept_leniently_at_install() -> None:

@@ -1,5 +1,6 @@
 """The bases a package's rootfs starts from: the host's static busybox, a rootfs tarball (or
-a unified LXD image tarball), or a local LXD image exported with ``lxc image export``."""
+a unified LXD image tarball), a local LXD image exported with ``lxc image export``, or an OCI
+image (:mod:`.oci`)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from typing import Any
 import yaml
 
 from .manifest import DIRECTORY_DEFAULTS
+from .oci import is_oci_base, open_oci
 from .rootfs import (
     BuildError,
     RootfsEntry,
@@ -163,6 +165,8 @@ class Base:
     properties: dict[str, str] = field(default_factory=dict)
     # Written into the manifest's pirus.provenance (where the rootfs came from).
     provenance: dict[str, Any] = field(default_factory=dict)
+    # pirus fields the base supplies where the manifest sets none (an OCI image's run, env...)
+    defaults: dict[str, Any] = field(default_factory=dict)
 
 
 def _norm_member_name(name: str) -> str:
@@ -311,6 +315,9 @@ def open_base(base: str | Path, stack: ExitStack, workdir: Path, packages: objec
             entries={e.path: e for e in entries},
             properties={"os": "BusyBox", "release": _busybox_version(BUSYBOX)},
         )
+    if isinstance(base, str) and is_oci_base(base):
+        entries, defaults, properties = open_oci(base, stack, workdir, BUSYBOX, progress)
+        return Base(entries=entries, properties=properties, defaults=defaults)
     if isinstance(base, str) and base.startswith("lxd:"):
         alias = base[len("lxd:"):]
         if not alias:
@@ -320,8 +327,9 @@ def open_base(base: str | Path, stack: ExitStack, workdir: Path, packages: objec
     else:
         path = Path(base)
         if not path.is_file():
-            raise BuildError(f"base {str(base)!r}: no such file (use busybox, lxd:<alias> or a "
-                             ".tar/.tar.gz/.tar.xz rootfs)")
+            raise BuildError(f"base {str(base)!r}: no such file (use busybox, lxd:<alias>, "
+                             "oci-archive:, docker-archive:, oci: or a .tar/.tar.gz/.tar.xz "
+                             "rootfs)")
         source = str(path)
     tar = _open_tar(path, stack, workdir)
     result = _read_base_tar(tar, source)

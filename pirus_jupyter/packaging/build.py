@@ -21,6 +21,7 @@ from typing import Any
 
 from .bases import open_base
 from .manifest import BUILD_KEYS, DIRECTORY_DEFAULTS, built_manifest, run_program
+from .oci import absolute_reference, is_oci_base, oci_problem
 from .project import BASE_PROBLEM, project_files, read_project
 from .rootfs import (
     BuildError,
@@ -75,6 +76,18 @@ def _deep_merge(into: dict[str, Any], extra: Mapping[str, Any]) -> None:
             into[key] = value
 
 
+def _with_defaults(manifest: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """The manifest's pirus block over what the base supplies; ``env`` is merged by name
+    (pirus.yaml's values win), a job counts as a run."""
+    block = dict(manifest.get("pirus", manifest))
+    merged = {**defaults, **{k: v for k, v in block.items() if v is not None}}
+    if block.get("job") is not None and block.get("run") is None:
+        merged.pop("run", None)
+    if isinstance(defaults.get("env"), Mapping) and isinstance(block.get("env"), Mapping):
+        merged["env"] = {**defaults["env"], **block["env"]}
+    return merged
+
+
 def build_package_from_parts(
     manifest: Mapping[str, Any],
     files: Mapping[str, bytes | Path],
@@ -100,11 +113,13 @@ def build_package_from_parts(
 
     ``base`` is ``"busybox"`` (a minimal rootfs from the host's static busybox), a path to a
     rootfs tarball (``.tar``, ``.tar.gz``, ``.tar.xz``; a unified LXD image tarball works too)
-    or ``"lxd:<alias>"`` (a local LXD image, exported with ``lxc image export``), or
-    ``"debian:<suite>"`` with ``packages`` (built by mmdebstrap, cached: :mod:`.debian`).
-    ``progress`` is told about long steps (a Debian base being built).
+    or ``"lxd:<alias>"`` (a local LXD image, exported with ``lxc image export``),
+    ``"debian:<suite>"`` with ``packages`` (built by mmdebstrap, cached: :mod:`.debian`), or an
+    OCI image (``oci-archive:PATH``, ``docker-archive:PATH``, ``oci:DIR[:TAG]``, absolute
+    paths), whose config supplies ``run``, ``env`` and ``workdir`` when the manifest has none.
     ``extra_metadata`` is deep-merged into metadata.yaml last. Compression follows the output
-    suffix unless ``compression`` (``gzip``, ``xz``, ``none``) is given.
+    suffix unless ``compression`` (``gzip``, ``xz``, ``none``) is given. ``progress`` is told
+    of the long steps (copying and flattening an image), one line each.
 
     Raises :class:`BuildError` for invalid inputs and ``ValueError`` for an unknown suffix.
     """
@@ -113,12 +128,18 @@ def build_package_from_parts(
     epoch = build_epoch()
     normalised_files = {posixpath.normpath(k): v for k, v in files.items()}
     pirus, problems = built_manifest(manifest, normalised_files)
-    if problems:
+    # An OCI base may supply the run command: its absence is judged once the base is read.
+    if problems and not (is_oci_base(str(base)) and problems == ["pirus.run: required"]):
         raise BuildError("invalid manifest: " + "; ".join(problems))
     output.parent.mkdir(parents=True, exist_ok=True)  # temporary base copies go there too
     with ExitStack() as stack:
         base_image = open_base(base, stack, output.parent.resolve(),
                                list(packages) if packages is not None else None, progress)
+        if base_image.defaults:
+            pirus, problems = built_manifest(
+                _with_defaults(manifest, base_image.defaults), normalised_files)
+            if problems:
+                raise BuildError("invalid manifest: " + "; ".join(problems))
         if base_image.provenance:
             pirus["provenance"] = base_image.provenance
         entries = base_image.entries
@@ -134,8 +155,10 @@ def build_package_from_parts(
             add_file(entries, dest, source, (modes or {}).get(dest))
         fix_hardlinks(entries, original)
 
-        if not exists_as_file(entries, "/bin/sh"):
-            raise BuildError("the rootfs has no /bin/sh: Pirus runs the pipeline with /bin/sh -c")
+        shell = pirus.get("shell") or "/bin/sh"
+        if not exists_as_file(entries, shell):
+            raise BuildError(f"the rootfs has no {shell}: Pirus runs the pipeline with "
+                             f"{shell} -c")
         for key in ("form", "icon"):
             if pirus.get(key):
                 pirus[key] = regular_file_path(entries, pirus[key], f"pirus.{key}")
@@ -179,8 +202,9 @@ def build_package(source_dir: Path, output: Path, *, compression: str | None = N
     """Build the package described by ``source_dir/pirus.yaml``; returns ``output``.
 
     ``pirus.yaml`` holds the ``pirus`` fields plus build keys: ``base`` (``busybox``, a rootfs
-    tarball path relative to ``source_dir``, ``lxd:<alias>`` or ``debian:<suite>`` with
-    ``packages``), ``files`` (rootfs path ->
+    tarball path relative to ``source_dir``, ``lxd:<alias>``, ``debian:<suite>`` with
+    ``packages``, or an OCI image: ``oci-archive:PATH``, ``docker-archive:PATH``,
+    ``oci:DIR[:TAG]``), ``files`` (rootfs path ->
     source path relative to ``source_dir``, or ``{source: ..., mode: 0o755}``, or null to skip
     a default) and ``metadata`` (extra metadata.yaml fields). ``form.json``, ``icon.png`` and
     ``run.sh`` found in ``source_dir`` are copied to ``/pipeline/`` (or to the manifest's
@@ -194,7 +218,12 @@ def build_package(source_dir: Path, output: Path, *, compression: str | None = N
     base = spec.get("base", "busybox")
     if not isinstance(base, str) or not base:
         raise BuildError(BASE_PROBLEM)
-    if base != "busybox" and not base.startswith(("lxd:", "debian:")):
+    if is_oci_base(base):
+        problem = oci_problem(base)
+        if problem:
+            raise BuildError(problem)
+        base = absolute_reference(base, source_dir)
+    elif base != "busybox" and not base.startswith(("lxd:", "debian:")):
         base = str((source_dir / base).resolve())
     extra = spec.get("metadata")
     if extra is not None and not isinstance(extra, Mapping):

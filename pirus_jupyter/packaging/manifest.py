@@ -320,6 +320,12 @@ def normalize_manifest(metadata: Any) -> dict[str, Any]:
         raise InvalidPackage("pirus.developers must be a list of names")
     manifest["developers"] = [str(d) for d in developers]
     manifest["limits"] = _installed_limits(manifest.get("limits"))
+    for key in ("workdir", "shell"):
+        if manifest.get(key) is not None:
+            manifest[key] = _installed_path(manifest[key], key)
+    manifest["env"] = _installed_env(manifest.get("env"))
+    if not isinstance(manifest.get("provenance"), dict):
+        manifest.pop("provenance", None)
     documents = manifest.get("documents") or []
     if not isinstance(documents, list) or not all(isinstance(d, str) for d in documents):
         raise InvalidPackage("pirus.documents must be a list of paths")
@@ -341,8 +347,9 @@ MAX_PROVENANCE_ENTRIES = 5000
 
 
 def installed_provenance(value: Any) -> dict[str, Any]:
-    """The build's ``provenance`` as an install keeps it: only strings and mappings of strings
-    (what the schema allows), at most MAX_PROVENANCE_ENTRIES values, anything else dropped.
+    """The build's ``provenance`` as an install keeps it: strings, and mappings of strings or
+    lists of strings (Debian packages -> versions, an OCI image's digest and tags), at most
+    MAX_PROVENANCE_ENTRIES values, anything else dropped.
     Lenient: provenance informs, it never stops a package from running."""
     kept: dict[str, Any] = {}
     budget = MAX_PROVENANCE_ENTRIES
@@ -352,10 +359,28 @@ def installed_provenance(value: Any) -> dict[str, Any]:
         if isinstance(item, str):
             kept[key], budget = item, budget - 1
         elif isinstance(item, dict):
-            strings = [(k, v) for k, v in item.items()
-                       if isinstance(k, str) and isinstance(v, str)][:budget]
+            strings = [(k, v) for k, v in item.items() if isinstance(k, str) and (
+                isinstance(v, str) or (isinstance(v, list)
+                                       and all(isinstance(x, str) for x in v)))][:budget]
             kept[key], budget = dict(strings), budget - len(strings)
     return kept
+
+
+def _installed_env(env: Any) -> dict[str, str]:
+    """The run command's extra environment: what the schema accepts, or the package is
+    refused (LXD would refuse the exec of every run)."""
+    if env is None:
+        return {}
+    problems = [text for error in _Validator(SCHEMA["properties"]["env"]).iter_errors(env)
+                for _path, _field, text in _explain_env(error)]
+    if problems:
+        raise InvalidPackage("; ".join(sorted(problems)), code="invalid_manifest")
+    return dict(env)
+
+
+def _explain_env(error: ValidationError) -> Iterator[tuple[tuple[Any, ...], str, str]]:
+    error.path.appendleft("env")
+    return _explain(error)
 
 
 def _installed_limits(limits: Any) -> dict[str, str]:

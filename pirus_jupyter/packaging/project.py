@@ -15,7 +15,8 @@ import yaml
 from .manifest import DEFAULT_FILES
 from .rootfs import BuildError
 
-BASE_PROBLEM = "base: must be busybox, lxd:<alias>, debian:<suite> or a rootfs tarball path"
+BASE_PROBLEM = ("base: must be busybox, lxd:<alias>, debian:<suite>, oci-archive:PATH, "
+                "docker-archive:PATH, oci:DIR[:TAG] or a rootfs tarball path")
 
 
 class ProjectError(BuildError):

@@ -28,6 +28,7 @@ from .manifest import (
     run_program,
     validate_manifest,
 )
+from .oci import absolute_reference, image_path, is_oci_base, oci_problem
 from .project import BASE_PROBLEM, ProjectError, project_files, read_project, yaml_error
 from .rootfs import BuildError, member_name, resolve_symlinks
 
@@ -186,10 +187,11 @@ def _rootfs_problems(root: _Rootfs, block: Mapping[str, Any], where: str) -> lis
     """The run command's program (present, executable, its #! interpreter present) and
     /bin/sh, which Pirus starts the command with."""
     problems = []
-    sh = root.resolve("/bin/sh")
+    shell = block.get("shell") if isinstance(block.get("shell"), str) else "/bin/sh"
+    sh = root.resolve(shell)
     if sh is None or not sh.isfile():
-        problems.append(Problem("rootfs", "/bin/sh is missing: Pirus runs the pipeline with "
-                                          "/bin/sh -c"))
+        problems.append(Problem("rootfs", f"{shell} is missing: Pirus runs the pipeline with "
+                                          f"{shell} -c"))
     key = "run" if block.get("run") is not None else "job"
     program = run_program(block.get(key))
     if program is None:
@@ -333,9 +335,13 @@ def validate_folder(source_dir: Path, *, build: bool = True,
     problems = [Problem("pirus.yaml", p) for p in mapped.problems]
     block = {k: v for k, v in spec.items() if k not in BUILD_KEYS}
     fill_default_files(block, files)
-    problems += [Problem("pirus.yaml", p) for p in validate_manifest(block)]
-
     base = spec.get("base", "busybox")
+    oci = isinstance(base, str) and is_oci_base(base)
+    found = validate_manifest(block)
+    if oci:  # the image's entrypoint and cmd stand in for a missing run
+        found = [p for p in found if p != "pirus.run: required"]
+    problems += [Problem("pirus.yaml", p) for p in found]
+
     base_paths: set[str] | None = None  # what the base provides, when it can be known here
     if not isinstance(base, str) or not base:
         problems.append(Problem("pirus.yaml", BASE_PROBLEM))
@@ -351,6 +357,12 @@ def validate_folder(source_dir: Path, *, build: bool = True,
     elif spec.get("packages"):
         problems.append(Problem("pirus.yaml", "packages: only a debian:<suite> base installs "
                                               "packages"))
+    elif oci:
+        problem = oci_problem(base)
+        if problem is None and not image_path(absolute_reference(base, source_dir)).exists():
+            problem = f"base: {base} not found"
+        if problem:
+            problems.append(Problem("pirus.yaml", problem))
     elif not base.startswith("lxd:") and not (source_dir / base).is_file():
         problems.append(Problem("pirus.yaml", f"base: {base} not found"))
     if base_paths is not None:

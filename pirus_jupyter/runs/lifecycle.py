@@ -165,7 +165,8 @@ class Lifecycle(RunsCore):
                                         before_exit=data.before_exit_script())
         notify_url = (f"http://127.0.0.1:{proxy_port}{self.base_url}pirus/api/v1/runs/{run_id}/"
                       f"notify?token={row['notify_token']}") if proxy_port else None
-        await asyncio.to_thread(self.backend.exec_detached, name, ["/bin/sh", "-c", script],
+        await asyncio.to_thread(self.backend.exec_detached, name,
+                                [wrapper.shell(pipeline), "-c", script],
                                 wrapper.environment(run_id, pipeline, notify_url))
         async with self._lock(run_id):
             if not await self._still(run_id, S.INITIALIZING):

@@ -47,6 +47,13 @@ def output_manifest(outputs: str) -> str:
             f"mv -f {tmp} {MANIFEST_FILE}\n")
 
 
+def shell(pipeline: dict[str, Any]) -> str:
+    """The shell the wrapper is started with: the manifest's (an OCI image without /bin/sh
+    gets Pirus's busybox), or /bin/sh."""
+    named = (pipeline.get("manifest") or {}).get("shell")
+    return named if isinstance(named, str) and named.startswith("/") else "/bin/sh"
+
+
 def wrapper_script(pipeline: dict[str, Any], *, loopback: bool, heartbeat: str,
                    before_exit: str) -> str:
     """The script around the pipeline's command. ``heartbeat`` and ``before_exit`` come from
@@ -63,7 +70,11 @@ def wrapper_script(pipeline: dict[str, Any], *, loopback: bool, heartbeat: str,
     # LXD exec helper killed, say), the heartbeat stops and the run is ended in ERROR instead
     # of waiting forever on a container that stays up.
     script += f"echo $$ >{STATE_DIR}/pid\n{heartbeat}"
-    script += (f"cd {outputs} || exit 125\n"
+    # The command starts in the outputs folder, or where the manifest says (an OCI image's
+    # WorkingDir).
+    workdir = (pipeline.get("manifest") or {}).get("workdir")
+    start = shlex.quote(workdir) if isinstance(workdir, str) else outputs
+    script += (f"cd {start} || exit 125\n"
                f"{{ {pipeline['lxd_run_cmd']}\n}} >>{logs}/out.log 2>>{logs}/err.log "
                f"</dev/null\n")
     return (f"{script}code=$?\n{before_exit}"
@@ -72,8 +83,13 @@ def wrapper_script(pipeline: dict[str, Any], *, loopback: bool, heartbeat: str,
 
 def environment(run_id: int, pipeline: dict[str, Any], notify_url: str | None
                 ) -> dict[str, str]:
-    """What the command finds in its environment: where its files are, how to report."""
-    env = {
+    """What the command finds in its environment: the manifest's ``env`` (an OCI image's
+    Env) over Pirus's HOME and PATH, then where its files are and how to report."""
+    extra = (pipeline.get("manifest") or {}).get("env")
+    env = {"HOME": "/root", "PATH": PATH}
+    if isinstance(extra, dict):
+        env.update({str(k): str(v) for k, v in extra.items() if not str(k).startswith("PIRUS_")})
+    env |= {
         "PIRUS_RUN_ID": str(run_id),
         "PIRUS_CONFIG_FILE": f"{pipeline['lxd_inputs_path']}/config.json",
         "PIRUS_PROGRESS_FILE": PROGRESS_FILE,
@@ -81,8 +97,6 @@ def environment(run_id: int, pipeline: dict[str, Any], notify_url: str | None
         "PIRUS_OUTPUTS_DIR": pipeline["lxd_outputs_path"],
         "PIRUS_LOGS_DIR": pipeline["lxd_logs_path"],
         "PIRUS_DATABASES_DIR": pipeline["lxd_db_path"],
-        "HOME": "/root",
-        "PATH": PATH,
     }
     if notify_url:
         env["PIRUS_NOTIFY_URL"] = notify_url
