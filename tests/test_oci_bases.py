@@ -112,6 +112,9 @@ def _static_image(layout: Path, work: Path) -> None:
        "--config.workingdir", "/opt/tool", "--config.entrypoint", "/opt/tool/busybox-tool",
        "--config.cmd", "sh", "--config.cmd", "-c",
        "--config.cmd", 'echo "$GREETING from $(pwd)" >"$PIRUS_OUTPUTS_DIR/hello.txt"')
+    # The same without Entrypoint and Cmd: nothing to run unless pirus.yaml says.
+    sh("umoci", "config", "--image", f"{layout}:static", "--tag", "bare",
+       "--clear=config.entrypoint", "--clear=config.cmd")
 
 
 @pytest.fixture(scope="session")
@@ -297,6 +300,8 @@ BAD = {
                            + host_architecture()),
     "missing file": (lambda _i, _f: "oci-archive:nowhere.tar", "nowhere.tar not found"),
     "no path": (lambda _i, _f: "oci-archive:", "base: oci-archive: needs a path"),
+    "nothing to run": (lambda images, _f: f"oci:{images['layout']}:bare",
+                       "pirus.run: required (the image has no Entrypoint or Cmd to run)"),
     "not a docker archive": (lambda i, f: _not_oci(i, f).replace("oci-archive", "docker-archive"),
                              "not a docker-archive (no manifest.json)"),
 }
