@@ -97,6 +97,12 @@ def _tool_image(layout: Path, work: Path) -> None:
        "--config.cmd", "first", "--config.cmd", "second arg")
     # The same image for another architecture.
     sh("umoci", "config", "--image", f"{layout}:tool", "--tag", "arm", "--architecture", "arm64")
+    # Like most BioContainers images: a shell but no init (a third layer whites it out).
+    bundle = work / "noinit-bundle"
+    sh("umoci", "unpack", "--rootless", "--image", f"{layout}:tool", bundle)
+    (bundle / "rootfs" / "sbin" / "init").unlink()
+    (bundle / "rootfs" / "etc" / "inittab").unlink()
+    sh("umoci", "repack", "--image", f"{layout}:noinit", bundle)
 
 
 def _static_image(layout: Path, work: Path) -> None:
@@ -112,6 +118,9 @@ def _static_image(layout: Path, work: Path) -> None:
        "--config.workingdir", "/opt/tool", "--config.entrypoint", "/opt/tool/busybox-tool",
        "--config.cmd", "sh", "--config.cmd", "-c",
        "--config.cmd", 'echo "$GREETING from $(pwd)" >"$PIRUS_OUTPUTS_DIR/hello.txt"')
+    # The same without Entrypoint and Cmd: nothing to run unless pirus.yaml says.
+    sh("umoci", "config", "--image", f"{layout}:static", "--tag", "bare",
+       "--clear=config.entrypoint", "--clear=config.cmd")
 
 
 @pytest.fixture(scope="session")
@@ -150,12 +159,16 @@ def package_members(package: Path) -> tuple[dict[str, Any], dict[str, tarfile.Ta
 
 @pytest.fixture(scope="session")
 def built(images, tmp_path_factory) -> dict[str, Any]:
-    """The two pipelines built by the CLI: the tool image from its docker-archive, the static
-    one from its oci-archive (and the tool image from the layout, to compare)."""
+    """The pipelines built by the CLI: the tool image from its docker-archive, the static one
+    from its oci-archive; and in-process from the layout, the tool image (to compare) and
+    the one without init."""
     work = tmp_path_factory.mktemp("oci-build")
     out: dict[str, Any] = {}
+    for name in ("tool-layout", "noinit"):
+        tag = "tool" if name == "tool-layout" else name
+        out[name] = build_package(project(work / name, f"oci:{images['layout']}:{tag}"),
+                                  work / f"{name}.tar.gz")
     for name, base in (("tool", f"docker-archive:{images['docker']}"),
-                       ("tool-layout", f"oci:{images['layout']}:tool"),
                        ("static", f"oci-archive:{images['archive']}")):
         started = time.monotonic()
         result = cli("build", project(work / name, base), "-o", work / f"{name}.tar.gz")
@@ -297,6 +310,8 @@ BAD = {
                            + host_architecture()),
     "missing file": (lambda _i, _f: "oci-archive:nowhere.tar", "nowhere.tar not found"),
     "no path": (lambda _i, _f: "oci-archive:", "base: oci-archive: needs a path"),
+    "nothing to run": (lambda images, _f: f"oci:{images['layout']}:bare",
+                       "pirus.run: required (the image has no Entrypoint or Cmd to run)"),
     "not a docker archive": (lambda i, f: _not_oci(i, f).replace("oci-archive", "docker-archive"),
                              "not a docker-archive (no manifest.json)"),
 }
@@ -344,6 +359,17 @@ def test_install_checks_the_new_fields():
 
 
 @requires_tools
+def test_image_with_a_shell_but_no_init_gets_pirus_init_only(built):
+    metadata, members = package_members(built["noinit"])
+    assert "shell" not in metadata["pirus"]  # its own /bin/sh runs the command
+    assert members["rootfs/sbin/init"].linkname == "/.pirus-tools/busybox"
+    assert "rootfs/.pirus-tools/sh" not in members
+    with tarfile.open(built["noinit"]) as tar:
+        inittab = tar.extractfile("rootfs/etc/inittab")
+        assert inittab is not None and b"Pirus busybox base" in inittab.read()
+
+
+@requires_tools
 def test_validate_accepts_the_built_packages(built):
     for name in ("tool", "static"):
         assert validate_package(Path(built[name])) == [], name
@@ -377,13 +403,13 @@ def _outputs(root: Path, run: dict[str, Any]) -> dict[str, str]:
 async def test_oci_pipelines_run_on_lxd(api, install, jp_root_dir, built):
     root = Path(jp_root_dir)
     ids = {}
-    for name in ("tool", "static"):
+    for name in ("tool", "static", "noinit"):
         pipeline = await install(built[name])
         code, run = await api("POST", "runs", body={"pipeline_id": pipeline["id"]})
         assert code == 201, run
         ids[name] = run["id"]
     runs = {}
-    for name, run_id in ids.items():  # both at once: the server runs two in parallel
+    for name, run_id in ids.items():  # all at once: the server runs two in parallel
         runs[name] = await wait_for(api, "runs", run_id, timeout=120,
                                     until=lambda b: b["status"] in ("DONE", "ERROR"))
         assert runs[name]["status"] == "DONE", runs[name]
@@ -391,4 +417,5 @@ async def test_oci_pipelines_run_on_lxd(api, install, jp_root_dir, built):
     assert report == ("pwd=/data\nFOO=bar baz\nargc=2\narg=first\narg=second arg\n"
                       "uid=0\ndata=added.txt keep.txt \n")
     assert _outputs(root, runs["static"]) == {"hello.txt": "hello from /opt/tool\n"}
+    assert _outputs(root, runs["noinit"])["report.txt"] == report
 

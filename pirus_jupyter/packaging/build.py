@@ -76,6 +76,9 @@ def _deep_merge(into: dict[str, Any], extra: Mapping[str, Any]) -> None:
             into[key] = value
 
 
+RUN_REQUIRED = "pirus.run: required"
+
+
 def _with_defaults(manifest: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
     """The manifest's pirus block over what the base supplies; ``env`` is merged by name
     (pirus.yaml's values win), a job counts as a run."""
@@ -128,8 +131,10 @@ def build_package_from_parts(
     epoch = build_epoch()
     normalised_files = {posixpath.normpath(k): v for k, v in files.items()}
     pirus, problems = built_manifest(manifest, normalised_files)
-    # An OCI base may supply the run command: its absence is judged once the base is read.
-    if problems and not (is_oci_base(str(base)) and problems == ["pirus.run: required"]):
+    if is_oci_base(str(base)):
+        # The image may supply the run command: its absence is judged once the base is read.
+        problems = [p for p in problems if p != RUN_REQUIRED]
+    if problems:
         raise BuildError("invalid manifest: " + "; ".join(problems))
     output.parent.mkdir(parents=True, exist_ok=True)  # temporary base copies go there too
     with ExitStack() as stack:
@@ -138,6 +143,9 @@ def build_package_from_parts(
         if base_image.defaults:
             pirus, problems = built_manifest(
                 _with_defaults(manifest, base_image.defaults), normalised_files)
+            if RUN_REQUIRED in problems:
+                raise BuildError("invalid manifest: pirus.run: required (the image has no "
+                                 "Entrypoint or Cmd to run)")
             if problems:
                 raise BuildError("invalid manifest: " + "; ".join(problems))
         if base_image.provenance:

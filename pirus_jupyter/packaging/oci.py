@@ -294,7 +294,8 @@ def _supply_tools(entries: dict[str, RootfsEntry], busybox: Path) -> str | None:
             entries[inittab] = replace(checked["etc/inittab"], path=inittab)
     # Mount points LXD expects; images made for Docker often leave them out.
     for folder, mode in (("dev", 0o755), ("proc", 0o555), ("sys", 0o555), ("tmp", 0o1777)):
-        entries.setdefault(resolve(entries, folder), RootfsEntry.directory(folder, mode))
+        path = resolve(entries, folder)
+        entries.setdefault(path, RootfsEntry.directory(path, mode))
     add_parents(entries)
     return shell
 

@@ -16,7 +16,7 @@ import yaml
 
 from ..errors import InvalidPackage
 from .bases import busybox_rootfs_entries
-from .build import build_package
+from .build import RUN_REQUIRED, build_package
 from .debian import package_list_problem
 from .inspect import inspect_package
 from .manifest import (
@@ -339,7 +339,7 @@ def validate_folder(source_dir: Path, *, build: bool = True,
     oci = isinstance(base, str) and is_oci_base(base)
     found = validate_manifest(block)
     if oci:  # the image's entrypoint and cmd stand in for a missing run
-        found = [p for p in found if p != "pirus.run: required"]
+        found = [p for p in found if p != RUN_REQUIRED]
     problems += [Problem("pirus.yaml", p) for p in found]
 
     base_paths: set[str] | None = None  # what the base provides, when it can be known here
