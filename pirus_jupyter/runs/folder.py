@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,12 @@ class RunPaths:
 TAIL_MAX_BYTES = 1024 * 1024
 # The most read of an exit code file (a number and a newline).
 EXIT_CODE_MAX_BYTES = 64
+
+
+def run_folder_name(run_id: int, name: str) -> str:
+    """A run folder's name: its id and a slug of the run's name."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.")[:40] or "run"
+    return f"{run_id}-{slug}"
 
 
 def open_log(paths: RunPaths, which: str, *, write: bool = False) -> BinaryIO | None:

@@ -31,7 +31,6 @@ from ..errors import (
 from ..models import FINAL_RUN_STATUSES, RunStatus, check_run_move, public_run
 from ..store import now_iso
 from . import wrapper
-from .core import RunsCore
 from .data import RunData
 from .folder import (
     RunPaths,
@@ -42,6 +41,7 @@ from .folder import (
     truncate_logs,
 )
 from .outputs import OutputLimits, secure_run_folder
+from .reuse import Reuse
 
 S = RunStatus
 STATE_CHECK_INTERVAL = 2.0
@@ -99,7 +99,7 @@ def merge_reports(reports: list[Any]) -> dict[str, Any]:
     return merged
 
 
-class Lifecycle(RunsCore):
+class Lifecycle(Reuse):
     # -- launch ---------------------------------------------------------------------------
     async def _execute(self, run_id: int) -> None:
         row = await self.store.get("runs", run_id)
@@ -117,6 +117,7 @@ class Lifecycle(RunsCore):
         # Kept in the row: the monitor checks the logs are still these, also after a restart.
         identity = await asyncio.to_thread(log_identity, RunPaths.of(row))
         row = await self._save(run_id, {"inputs": inputs, "log_identity": identity})
+        row = await self.record_key(row)
         limits = dict(self.default_limits)
         limits.update(pipeline.get("limits") or {})
         tried: list[str] = []
