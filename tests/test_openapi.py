@@ -210,7 +210,7 @@ SAMPLES = {
         "end": None, "status": "WAITING",
         "progress": {"value": 0, "min": 0, "max": 100, "label": None}, "exit_code": None,
         "error": None, "created": "2024-01-01T00:00:00.000+00:00", "metrics": None,
-        "location": None, "target": None},
+        "location": None, "target": None, "reused_from": None, "reuse_miss": None},
     "File": {
         "id": 1, "name": "a", "path": "a", "size": 1, "sha256": "0" * 64, "source": "upload",
         "run_id": None, "created": "2024-01-01T00:00:00.000+00:00"},
@@ -218,7 +218,7 @@ SAMPLES = {
         "id": "abc", "filename": "a", "kind": "input", "length": 1, "offset": 0,
         "status": "uploading", "created": "2024-01-01T00:00:00.000+00:00", "expires": None,
         "concat": None, "parts": None, "metadata": {}, "sha256": None, "error": None,
-        "file": None, "pipeline_id": None},
+        "file": None, "pipeline_id": None, "deduplicated": False},
 }
 LEAKS = {"Pipeline": "lxd_alias", "Run": "notify_token", "File": "root_path",
          "UploadEventData": "sha256_state"}
