@@ -291,3 +291,61 @@ async def test_a_chain_of_three_runs_is_a_three_node_lineage(api, fake, install,
         assert lineage["run"] == run["id"] and not lineage["truncated"]
     code, alone = await api("GET", "runs", unrelated["id"], "lineage")
     assert [n["id"] for n in alone["nodes"]] == [unrelated["id"]] and alone["edges"] == []
+
+
+# -- the notebook side ---------------------------------------------------------------------------
+async def test_kernel_reuse_diff_lineage_and_record(api, fake, install, packages, jp_root_dir,
+                                                    jp_fetch, jp_http_port, jp_base_url,
+                                                    jp_serverapp):
+    import asyncio
+    import xml.etree.ElementTree as ET
+
+    import pirus_jupyter as pirus
+    from pirus_jupyter.kernel.client import Client
+    from pirus_jupyter.widgets.record import RunRecord
+
+    pipeline = await install(packages["1.0"])
+    (Path(jp_root_dir) / "reads.fastq").write_bytes(b"@r1\nACGT\n+\nIIII\n")
+    first = await run_to_done(api, fake, pipeline, inputs=["reads.fastq"])
+    client = Client(f"http://127.0.0.1:{jp_http_port}{jp_base_url}",
+                    jp_serverapp.identity_provider.token, root_dir=jp_root_dir)
+
+    def in_kernel() -> tuple:
+        counter = client.pipeline("counter")
+        reused = counter.run(inputs=["reads.fastq"], reuse=True)
+        missed = counter.run(inputs=["reads.fastq"], config={"mode": "slow"}, reuse=True)
+        missed.cancel()
+        return (reused, missed, pirus.diff(reused, missed), reused.lineage(),
+                RunRecord.from_run(reused).to_text(), RunRecord.from_run(missed).to_html())
+
+    reused, missed, diff, lineage, reused_text, missed_html = await asyncio.to_thread(in_kernel)
+    assert reused.status == "DONE" and reused.reused_from == first["id"]
+    assert missed.reuse_miss["config"] == ["mode"]
+    assert diff["config"] == [{"key": "mode", "a": "fast", "b": "slow"}]
+    assert "mode" in diff._repr_html_() and "RunDiff" in repr(diff)
+    assert f"reused from run {first['id']}" in reused_text
+    assert "not reused: differs from run" in missed_html and "config key" in missed_html
+    assert [n["id"] for n in lineage.nodes] == [reused.id]
+    svg = ET.fromstring(lineage._repr_svg_())  # well-formed, self-contained
+    assert svg.tag.endswith("svg") and f"#{reused.id}" in lineage._repr_svg_()
+    assert "<svg" in lineage._repr_html_()
+
+
+def test_lineage_svg_draws_a_chain_left_to_right():
+    import xml.etree.ElementTree as ET
+
+    from pirus_jupyter.kernel.lineage import Lineage
+
+    node = {"name": "n <&>", "pipeline_name": "p", "pipeline_version": "1", "status": "DONE",
+            "created": "2026-01-01T00:00:00+00:00", "reused_from": None}
+    lineage = Lineage({"run": 2, "truncated": False,
+                       "nodes": [dict(node, id=1), dict(node, id=2), dict(node, id=3)],
+                       "edges": [{"from": 1, "to": 2, "files": ["a.txt"]},
+                                 {"from": 2, "to": 3, "files": ["b.txt"]}]})
+    assert lineage.ancestors() == [1] and lineage.descendants() == [3]
+    svg = ET.fromstring(lineage._repr_svg_())
+    ns = "{http://www.w3.org/2000/svg}"
+    xs = [float(r.get("x")) for r in svg.iter(f"{ns}rect")]
+    assert len(xs) == 3 and xs == sorted(xs) and len(set(xs)) == 3  # three columns in order
+    assert len(list(svg.iter(f"{ns}path"))) == 3  # two edges and the arrow head
+    assert "n &lt;&amp;&gt;" in lineage._repr_svg_()
