@@ -277,7 +277,7 @@ export interface RunCreate {
 
 /**
  * Why a run was not reused, against the nearest earlier DONE run of the same pipeline name (fewest
- * differences, the newest among equals).
+ * differences; among equals, one that ran rather than reused, then the newest).
  */
 export interface ReuseMiss {
   /** That run (null when there is none). */

@@ -14,7 +14,7 @@ The key of a run is the sha256 of its *basis*, sorted-key JSON of:
 Every run records its key and basis once its inputs are hashed (``record_key``, when its
 folder is prepared), so any DONE run can be reused. A miss records why (``reuse_miss``),
 against the nearest earlier DONE run of the same pipeline name: the one with fewest
-differences, the newest among equals.
+differences; among equals, one that ran rather than reused, then the newest.
 """
 
 from __future__ import annotations
@@ -204,10 +204,12 @@ class Reuse(RunsCore):
         miss: dict[str, Any] = {"against": None, "image": False, "config": [], "inputs": [],
                                 "databases": [], "outputs": []}
         best = None
-        for row in earlier:
+        for row in earlier:  # newest first
             diff = differences(basis, basis_of(row))
-            if best is None or _weight(diff) < best[0]:
-                best = (_weight(diff), row["id"], diff)
+            # Among equals, a run that ran rather than one that reused it.
+            rank = (_weight(diff), row.get("reused_from") is not None)
+            if best is None or rank < best[0]:
+                best = (rank, row["id"], diff)
         if best is not None:
             miss.update(best[2], against=best[1])
         miss["message"] = miss_message(miss, pipeline["name"])
