@@ -63,8 +63,8 @@ def duration(run: dict[str, Any]) -> float | None:
 def diff_runs(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     """What differs between two run records (public fields)."""
     image = _change(a["pipeline_fingerprint"], b["pipeline_fingerprint"])
-    pipeline = _change(f"{a['pipeline_name']} {a['pipeline_version']}",
-                       f"{b['pipeline_name']} {b['pipeline_version']}")
+    pipeline = _change(f"{a['pipeline_name']} {a['pipeline_version'] or ''}".strip(),
+                       f"{b['pipeline_name']} {b['pipeline_version'] or ''}".strip())
     for change, key in ((image, "image"), (pipeline, "pipeline")):
         if change is not None:
             change["key"] = key
