@@ -151,6 +151,32 @@ async def test_changed_outputs_are_not_reused(api, fake, install, packages, jp_r
     await wait_run(api, run["id"], "RUNNING")
 
 
+async def test_an_older_identical_run_is_reused_when_the_newest_changed(api, fake, install,
+                                                                      packages, jp_root_dir):
+    pipeline = await install(packages["1.0"])
+    older = await run_to_done(api, fake, pipeline)
+    newer = await run_to_done(api, fake, pipeline)
+    (Path(jp_root_dir) / newer["outputs"][1]["path"]).unlink()  # sub/log.txt gone
+    code, run = await api("POST", "runs", body={"pipeline_id": pipeline["id"], "reuse": True})
+    assert code == 201 and run["reused_from"] == older["id"], run
+    assert not list(Path(jp_root_dir, "pirus-runs").glob(".reuse-*"))  # no staging left
+
+
+async def test_a_changed_reference_database_is_a_miss_naming_it(api, fake, install, packages,
+                                                                pirus):
+    pipeline = await install(packages["1.0"])
+    (pirus.runs.databases_dir / "hg38").mkdir()
+    (pirus.runs.databases_dir / "hg38" / "genome.fa").write_bytes(b">chr1\nACGT\n")
+    first = await run_to_done(api, fake, pipeline, reuse=True)
+    (pirus.runs.databases_dir / "hg38" / "genome.fa").write_bytes(b">chr1\nACGTA\n")
+    code, run = await api("POST", "runs", body={"pipeline_id": pipeline["id"], "reuse": True})
+    assert code == 201 and run["status"] == "WAITING", run
+    assert run["reuse_miss"]["databases"] == ["hg38"]
+    assert run["reuse_miss"]["message"] == \
+        f"differs from run {first['id']} in reference database 'hg38'"
+    await wait_run(api, run["id"], "RUNNING")
+
+
 async def test_deterministic_pipeline_reuses_by_default(api, fake, install, packages):
     pipeline = await install(packages["det"])
     first = await run_to_done(api, fake, pipeline)

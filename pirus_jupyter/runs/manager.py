@@ -34,6 +34,7 @@ from .core import FRESH_PROGRESS
 from .folder import RunPaths, last_lines, read_host_log, run_folder_name
 from .lifecycle import FINISHING_NAMES, Lifecycle
 from .queue import Queue
+from .reuse import remove_staging
 from .wrapper import LOG_NAMES
 
 S = RunStatus
@@ -63,6 +64,7 @@ class RunManager(Queue, Lifecycle, Cluster, Compare):
 
     async def start(self) -> None:
         await asyncio.to_thread(self.runs_dir.mkdir, parents=True, exist_ok=True)
+        await asyncio.to_thread(remove_staging, self.runs_dir)
         await self.pipelines.resume_installs()
         self._reconcile_task = asyncio.get_running_loop().create_task(self._reconcile_loop())
 
@@ -170,12 +172,12 @@ class RunManager(Queue, Lifecycle, Cluster, Compare):
         reuse_values: dict[str, Any] = {}
         if reuse:
             basis, hashed = await self.basis_now(pipeline, config, resolved)
-            source, miss = await self.find_reusable(pipeline, basis)
-            if source is not None:
+            sources, miss = await self.find_reusable(pipeline, basis)
+            for source in sources:  # newest first, until one's outputs are intact
                 reused = await self.reuse_run(source, name, basis, hashed)
                 if "miss" not in reused:
                     return public_run(reused)
-                miss = reused["miss"]
+                miss = miss or reused["miss"]  # why the newest could not be reused
             # Recorded again, from the inputs as the run gets them, once its folder is made.
             reuse_values = {"reuse_miss": miss}
         row = await self.store.insert("runs", {**reuse_values,

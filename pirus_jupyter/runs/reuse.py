@@ -42,6 +42,8 @@ from .wrapper import LOG_NAMES
 
 S = RunStatus
 NEAREST_CANDIDATES = 200  # earlier DONE runs of the pipeline compared on a miss
+SAME_KEY_TRIED = 5  # identical runs tried, newest first, until one's outputs are intact
+STAGING_PREFIX = ".reuse-"  # in the runs folder, while a reused run's outputs are linked
 
 
 def reuse_key(basis: dict[str, Any]) -> str:
@@ -191,13 +193,14 @@ class Reuse(RunsCore):
                                             "reuse_basis": basis})
 
     async def find_reusable(self, pipeline: dict[str, Any], basis: dict[str, Any],
-                            ) -> tuple[dict[str, Any] | None, dict[str, Any]]:
-        """(a DONE run with this basis's key, or None; the miss, when None)."""
+                            ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """(DONE runs with this basis's key, newest first; the miss, when there is none)."""
         key = reuse_key(basis)
         same = await self.store.select("runs", "reuse_key = ? AND status = ?",
-                                       [key, S.DONE.value], order_by="id desc", limit=1)
+                                       [key, S.DONE.value], order_by="id desc",
+                                       limit=SAME_KEY_TRIED)
         if same:
-            return same[0], {}
+            return same, {}
         earlier = await self.store.select(
             "runs", "pipeline_name = ? AND status = ?", [pipeline["name"], S.DONE.value],
             order_by="id desc", limit=NEAREST_CANDIDATES)
@@ -213,13 +216,13 @@ class Reuse(RunsCore):
         if best is not None:
             miss.update(best[2], against=best[1])
         miss["message"] = miss_message(miss, pipeline["name"])
-        return None, miss
+        return [], miss
 
     async def reuse_run(self, source: dict[str, Any], name: str, basis: dict[str, Any],
                         inputs: list[dict[str, Any]]) -> dict[str, Any]:
         """A new DONE run with ``source``'s outputs; or, if they changed, the miss saying so
         (as ``{"miss": ...}``)."""
-        staging = self.runs_dir / f".reuse-{secrets.token_hex(6)}"
+        staging = self.runs_dir / f"{STAGING_PREFIX}{secrets.token_hex(6)}"
         try:
             bad = await asyncio.to_thread(stage_outputs, source, self.root_dir, staging)
         except OSError as e:  # no room for copies...: the run goes ahead instead
@@ -247,6 +250,7 @@ class Reuse(RunsCore):
             "timings": [[S.WAITING.value, now], [S.DONE.value, now]],
             "reuse_key": reuse_key(basis), "reuse_basis": basis, "reused_from": source["id"],
         }
+
         def folder(new: dict[str, Any]) -> dict[str, Any]:
             return {"root_path": str(self.runs_dir / run_folder_name(new["id"], new["name"]))}
 
@@ -273,6 +277,15 @@ class Reuse(RunsCore):
             self.events.publish("file.created", {k: record[k] for k in (
                 "id", "name", "path", "size", "sha256", "source", "run_id", "created")})
         return row
+
+
+def remove_staging(runs_dir: Path) -> None:
+    """Staging folders left by a server stopped while it made a reused run (at start-up)."""
+    if runs_dir.is_dir():
+        for entry in runs_dir.iterdir():
+            if entry.name.startswith(STAGING_PREFIX) and entry.is_dir() and \
+                    not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
 
 
 def _place(staging: Path, root: Path) -> None:
