@@ -144,6 +144,8 @@ async def test_changed_outputs_are_not_reused(api, fake, install, packages, jp_r
     path = Path(jp_root_dir) / counts["path"]
     path.chmod(0o644)
     path.write_bytes(b"file\treads\nreads.fastq\t13\n")  # same size, other bytes
+    later = datetime.fromisoformat(first["end"]).timestamp() + 1
+    os.utime(path, (later, later))  # as a write a second after the run leaves it
     code, run = await api("POST", "runs", body={"pipeline_id": pipeline["id"], "reuse": True})
     assert code == 201 and run["status"] == "WAITING", run
     assert run["reuse_miss"]["outputs"] == ["counts.tsv"], run["reuse_miss"]
@@ -375,3 +377,22 @@ def test_lineage_svg_draws_a_chain_left_to_right():
     assert len(xs) == 3 and xs == sorted(xs) and len(set(xs)) == 3  # three columns in order
     assert len(list(svg.iter(f"{ns}path"))) == 3  # two edges and the arrow head
     assert "n &lt;&amp;&gt;" in lineage._repr_svg_()
+
+
+async def test_an_uploaded_input_edited_in_place_is_not_reused(api, fake, install, packages,
+                                                               jp_fetch, jp_root_dir):
+    """A file record's sha256 is not trusted for a file written since (same size or not)."""
+    pipeline = await install(packages["1.0"])
+    record = await upload(jp_fetch, b"@r1\nACGT\n+\nIIII\n")
+    first = await run_to_done(api, fake, pipeline, inputs=[record["file"]["path"]], reuse=True)
+    path = Path(jp_root_dir) / record["file"]["path"]
+    path.write_bytes(b"@r1\nACGA\n+\nIIII\n")  # one byte, same size
+    later = datetime.fromisoformat(record["file"]["created"]).timestamp() + 1
+    os.utime(path, (later, later))  # as a write a second later leaves it
+    code, run = await api("POST", "runs", body={"pipeline_id": pipeline["id"], "reuse": True,
+                                                "inputs": [record["file"]["path"]]})
+    assert code == 201 and run["status"] == "WAITING", run
+    assert run["reuse_miss"]["against"] == first["id"]
+    assert run["reuse_miss"]["inputs"] == ["reads.fastq"], run["reuse_miss"]
+    done = await wait_run(api, run["id"], "RUNNING")
+    assert done["inputs"][0]["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()

@@ -105,13 +105,7 @@ class Lifecycle(Reuse):
         row = await self.store.get("runs", run_id)
         pipeline = await self.pipelines.row(row["pipeline_id"])
         row = await self._save(run_id, {"transfer": self.data_transfer})
-        paths_in = [i["path"] for i in row["inputs"]]
-        known = {}
-        if paths_in:
-            records = await self.store.select(
-                "files", f"path IN ({','.join('?' * len(paths_in))}) AND sha256 IS NOT NULL",
-                paths_in)
-            known = {r["path"]: (r["sha256"], r["size"]) for r in records}
+        known = await self.known_hashes([i["path"] for i in row["inputs"]])
         inputs = await asyncio.to_thread(prepare_folder, row, RunPaths.of(row), self.runs_dir,
                                          self.root_dir, known)
         # Kept in the row: the monitor checks the logs are still these, also after a restart.

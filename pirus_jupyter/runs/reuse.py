@@ -27,13 +27,14 @@ import json
 import os
 import secrets
 import shutil
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from ..databases import database_digests
 from ..errors import InvalidRequest, PirusError
 from ..files import is_within, resolve_under, to_api_path
-from ..hashing import sha256_file
+from ..hashing import recorded_sha256, sha256_file
 from ..models import RunStatus, public_run
 from ..store import now_iso
 from .core import RunsCore
@@ -105,16 +106,15 @@ def miss_message(miss: dict[str, Any], pipeline: str) -> str:
 
 
 def hash_inputs(inputs: list[dict[str, Any]], root: Path,
-                known: dict[str, tuple[str, int]]) -> list[dict[str, Any]]:
-    """The inputs with their sha256 as they are now (a file record's hash while its size
-    matches). In a thread."""
+                known: dict[str, tuple[str, int, str]]) -> list[dict[str, Any]]:
+    """The inputs with their sha256 as they are now (a file record's while it holds,
+    ``hashing.recorded_sha256``). In a thread."""
     out = []
     for item in inputs:
         path = resolve_under(root, item["path"])
-        size = path.stat().st_size
-        recorded = known.get(item["path"])
-        digest = recorded[0] if recorded and recorded[1] == size else sha256_file(path)
-        out.append(dict(item, size=size, sha256=digest))
+        info = path.stat()
+        digest = recorded_sha256(known.get(item["path"]), info) or sha256_file(path)
+        out.append(dict(item, size=info.st_size, sha256=digest))
     return out
 
 
@@ -124,6 +124,9 @@ def stage_outputs(source: dict[str, Any], root: Path, staging: Path) -> list[str
     nothing is kept). In a thread."""
     bad: list[str] = []
     source_root = Path(source["root_path"]).resolve()
+    # Outputs were hashed before the run's end was recorded; cut to the millisecond.
+    ended = datetime.fromisoformat(source["end"]).timestamp() + 0.001 if source.get("end") \
+        else 0.0
     (staging / "outputs").mkdir(parents=True)
     (staging / "logs").mkdir()
     for output in source["outputs"]:
@@ -136,6 +139,7 @@ def stage_outputs(source: dict[str, Any], root: Path, staging: Path) -> list[str
                 or path.stat().st_size != output["size"]:
             bad.append(output["name"])
             continue
+        before = path.stat()
         target = staging / "outputs" / output["name"]
         target.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -144,8 +148,14 @@ def stage_outputs(source: dict[str, Any], root: Path, staging: Path) -> list[str
             if e.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
                 raise
             shutil.copyfile(path, target, follow_symlinks=False)
-        # Hashed again: an output edited in place since keeps its size but not its bytes.
-        if sha256_file(target) != output["sha256"]:
+        after = path.stat()
+        # Untouched since the run hashed it (a write moves the modification time): the
+        # recorded sha256 holds. Otherwise hashed again: an output edited in place may keep
+        # its size but not its bytes.
+        untouched = before.st_mtime < ended and (after.st_mtime_ns, after.st_size,
+                                                  after.st_ino) == \
+            (before.st_mtime_ns, before.st_size, before.st_ino)
+        if not untouched and sha256_file(target) != output["sha256"]:
             bad.append(output["name"])
     source_paths = RunPaths.of(source)
     for name in LOG_NAMES:
@@ -160,12 +170,13 @@ def stage_outputs(source: dict[str, Any], root: Path, staging: Path) -> list[str
 
 
 class Reuse(RunsCore):
-    async def _known_hashes(self, paths: list[str]) -> dict[str, tuple[str, int]]:
+    async def known_hashes(self, paths: list[str]) -> dict[str, tuple[str, int, str]]:
+        """The file records of these paths: path -> (sha256, size, created)."""
         if not paths:
             return {}
         records = await self.store.select(
             "files", f"path IN ({','.join('?' * len(paths))}) AND sha256 IS NOT NULL", paths)
-        return {r["path"]: (r["sha256"], r["size"]) for r in records}
+        return {r["path"]: (r["sha256"], r["size"], r["created"]) for r in records}
 
     async def reuse_wanted(self, reuse: Any, pipeline: dict[str, Any]) -> bool:
         if reuse is None:
@@ -179,7 +190,7 @@ class Reuse(RunsCore):
                         inputs: list[dict[str, Any]]) -> tuple[dict[str, Any],
                                                                list[dict[str, Any]]]:
         """The basis of a run of these values now, and the inputs with their sha256."""
-        known = await self._known_hashes([i["path"] for i in inputs])
+        known = await self.known_hashes([i["path"] for i in inputs])
         hashed = await asyncio.to_thread(hash_inputs, inputs, self.root_dir, known)
         databases = await asyncio.to_thread(database_digests, self.databases_dir)
         return make_basis(pipeline.get("fingerprint"), config, hashed, databases), hashed

@@ -17,12 +17,12 @@ import asyncio
 import os
 import stat
 from collections.abc import Mapping
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from ..errors import PirusError
 from ..files import resolve_under
+from ..hashing import recorded_sha256
 from ..store import Store
 
 CANDIDATES = 20
@@ -40,10 +40,8 @@ def _unchanged(root: Path, record: Mapping[str, Any]) -> bool:
         info = os.stat(path, follow_symlinks=False)
     except (OSError, PirusError):
         return False
-    # ``created`` is cut to the millisecond: a time within that millisecond is not after it.
-    created = datetime.fromisoformat(record["created"]).timestamp() + 0.001
-    return stat.S_ISREG(info.st_mode) and info.st_size == record["size"] and \
-        info.st_mtime < created
+    return stat.S_ISREG(info.st_mode) and recorded_sha256(
+        (record["sha256"], record["size"], record["created"]), info) is not None
 
 
 async def identical_file(store: Store, root: Path, digest: str, length: int) -> int | None:
