@@ -3,6 +3,7 @@ server with the fake backend: a hit makes no container, a miss names exactly wha
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -256,13 +257,27 @@ async def test_identical_upload_is_the_same_file_unless_a_copy_is_asked(jp_fetch
 
 
 # -- diff and lineage --------------------------------------------------------------------------
+@functools.cache
+def _registry():
+    """openapi.yaml as a referencing registry (as test_openapi does it, without importing
+    that module's heavy dependencies into the fast layer)."""
+    import yaml
+    from referencing import Registry
+    from referencing.jsonschema import DRAFT202012
+
+    import pirus_jupyter
+
+    spec = yaml.safe_load(Path(pirus_jupyter.__file__).with_name("openapi.yaml").read_text())
+    return Registry().with_resource("urn:pirus-openapi", DRAFT202012.create_resource(spec))
+
+
 def check(name: str, body: dict) -> None:
     """``body`` matches openapi.yaml's schema ``name``."""
-    import yaml
-    from test_openapi import SPEC_PATH, schema_validator
+    from openapi_schema_validator import OAS31Validator, oas31_format_checker
 
-    errors = list(schema_validator(yaml.safe_load(SPEC_PATH.read_text()), name)
-                  .iter_errors(body))
+    validator = OAS31Validator({"$ref": f"urn:pirus-openapi#/components/schemas/{name}"},
+                               registry=_registry(), format_checker=oas31_format_checker)
+    errors = list(validator.iter_errors(body))
     assert not errors, f"{name}: {errors[0].message}"
 
 
