@@ -19,11 +19,12 @@ def _jupyter_server_extension_points() -> list[dict[str, Any]]:
 _LAZY_EXPORTS = dict.fromkeys(
     ("connect", "Client", "PirusAPIError", "PirusConnectionError", "rerun", "RunRecord"),
     ".notebook")
+_LAZY_EXPORTS["diff"] = ".kernel.lineage"  # no widgets needed
 
 
 def __getattr__(name: str) -> Any:
     """``pirus_jupyter.connect``, ``.rerun``, ``.Client``, ``.PirusAPIError`` (and
-    ``.PirusConnectionError``, ``.RunRecord``), imported lazily."""
+    ``.PirusConnectionError``, ``.RunRecord``, ``.diff``), imported lazily."""
     module = _LAZY_EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

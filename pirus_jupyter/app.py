@@ -113,6 +113,13 @@ class PirusApp(ExtensionApp):
         7 * 24 * 3600.0, config=True,
         help="Seconds an unfinished upload is kept after its last change (TUS expiration).",
     )
+    reuse_default = Bool(
+        False, config=True,
+        help="Whether a run asked for without `reuse` reuses an identical earlier DONE run "
+        "(same image, config, input contents and reference databases) instead of running: it "
+        "is then DONE at once with that run's outputs. A pipeline whose manifest says "
+        "`deterministic: true` reuses by default whatever this says.",
+    )
     notify_enabled = Bool(
         True, config=True,
         help="Expose the server inside run containers (LXD proxy device) so pipelines can "

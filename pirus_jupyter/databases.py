@@ -5,6 +5,7 @@ every run (and pushed to a cluster member that has no shared filesystem). Listed
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,28 @@ def list_databases(folder: Path) -> list[dict[str, Any]]:
         size = entry.stat().st_size if entry.is_file() else sum(
             p.stat().st_size for p in entry.rglob("*") if p.is_file())
         out.append({"name": entry.name, "size": size, "path": entry.name})
+    return out
+
+
+def database_digests(folder: Path) -> dict[str, str]:
+    """Per visible item of ``folder``, a sha256 of its files' relative paths, sizes and
+    modification times (nanoseconds). Not of their bytes: databases run to many gigabytes and
+    this is taken at every run; a database is replaced or updated by writing files, which
+    changes their times (only a rewrite keeping size and time on purpose goes unseen)."""
+    out: dict[str, str] = {}
+    if not folder.is_dir():
+        return out
+    for entry in sorted(folder.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        digest = hashlib.sha256()
+        items = [entry] if not entry.is_dir() else sorted(entry.rglob("*"))
+        for item in items:
+            if item.is_file():
+                stat = item.stat()
+                digest.update(f"{item.relative_to(folder).as_posix()}\0{stat.st_size}\0"
+                              f"{stat.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
+        out[entry.name] = digest.hexdigest()
     return out
 
 

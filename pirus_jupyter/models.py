@@ -109,17 +109,19 @@ RUN_PUBLIC = (
     "id", "pipeline_id", "pipeline_name", "pipeline_version", "pipeline_fingerprint", "name",
     "config", "inputs", "outputs", "start", "end", "status",
     "progress", "exit_code", "error", "created", "metrics", "location", "target", "origin",
+    "reused_from", "reuse_miss",
 )
 FILE_PUBLIC = ("id", "name", "path", "size", "sha256", "source", "run_id", "created")
 # An upload as events send it (openapi UploadFields); GET /uploads adds its ``url``.
 UPLOAD_PUBLIC = (
     "id", "filename", "kind", "length", "offset", "status", "created", "expires", "concat",
-    "parts", "metadata", "sha256", "error", "file", "pipeline_id",
+    "parts", "metadata", "sha256", "error", "file", "pipeline_id", "deduplicated",
 )
 
 JSON_FIELDS = frozenset(
     {"developers", "config", "inputs", "outputs", "progress", "metrics", "documents", "limits",
-     "manifest", "timings", "attempts", "log_identity", "run_limits", "mounts", "task"}
+     "manifest", "timings", "attempts", "log_identity", "run_limits", "mounts", "task",
+     "reuse_basis", "reuse_miss"}
 )
 
 

@@ -62,6 +62,7 @@ class Services:
             member_capacity=dict(app.member_capacity),
             requeue_on_member_loss=app.requeue_on_member_loss,
             max_outputs=app.max_outputs, max_output_bytes=app.max_output_bytes,
+            reuse_default=app.reuse_default,
         )
         uploads = UploadService(
             store, events, files, pipelines, parts_dir=data_dir / "uploads",

@@ -115,6 +115,23 @@ def m005_run_task(db: sqlite_utils.Database) -> None:
     db["runs"].create_index(["origin"])
 
 
+@migrations()
+def m006_reuse(db: sqlite_utils.Database) -> None:
+    # Reuse of identical runs (runs/reuse.py): the key of what a run computed and what it is
+    # made of (to say why a later run missed it), the run whose outputs a reused run took,
+    # and why a run asked to reuse did not. An upload may become an existing identical file.
+    for column in ("reuse_key", "reuse_basis", "reuse_miss"):
+        if column not in db["runs"].columns_dict:
+            db["runs"].add_column(column, str)
+    if "reused_from" not in db["runs"].columns_dict:
+        db["runs"].add_column("reused_from", int)
+    if "deduplicated" not in db["uploads"].columns_dict:
+        db["uploads"].add_column("deduplicated", int)
+    db["runs"].create_index(["reuse_key", "status"], if_not_exists=True)
+    # Lineage and identical uploads look files up by content.
+    db["files"].create_index(["sha256"], if_not_exists=True)
+
+
 def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
@@ -316,6 +333,30 @@ class Store:
                                                 "sha256": r["sha256"]} for r in rows])
             self.db["runs"].update(run_id, _encode(values))
             return rows
+
+    @_on_db_thread
+    def insert_run_with_outputs(
+        self, values: dict[str, Any], then: Callable[[dict[str, Any]], dict[str, Any]],
+        files: Callable[[dict[str, Any]], list[dict[str, Any]]],
+    ) -> dict[str, Any]:
+        """Insert a run already ended (a reused run) with its output file records, all or
+        nothing: ``then(row)`` as for ``insert``, ``files(row)`` the records to register."""
+        with self.db.atomic():
+            table = self.db["runs"]
+            table.insert(_encode(values))
+            run_id = table.last_pk
+            self._set("runs", run_id, then(self._get("runs", run_id)))
+            row = self._get("runs", run_id)
+            outputs = []
+            file_table = self.db["files"]
+            for f in files(row):
+                file_table.insert(_encode(f))
+                record = self._get("files", file_table.last_pk)
+                outputs.append({"file_id": record["id"], "path": record["path"],
+                                "name": record["name"], "size": record["size"],
+                                "sha256": record["sha256"]})
+            self._set("runs", run_id, {"outputs": outputs})
+            return self._get("runs", run_id)
 
     @_on_db_thread
     def integrity_check(self) -> str:

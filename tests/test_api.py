@@ -17,7 +17,8 @@ from pirus_jupyter.handlers import build_handlers
 from pirus_jupyter.models import PIPELINE_PUBLIC, RUN_PUBLIC
 
 SAMPLE_ARGS = {"pipeline_id": "1", "run_id": "1", "file_id": "1", "action": "pause",
-               "which": "out", "name": "help.html", "upload_id": "abc123", "task_id": "1"}
+               "which": "out", "name": "help.html", "upload_id": "abc123", "task_id": "1",
+               "other_id": "2"}
 # Jupyter's APIHandler answers CORS pre-flight OPTIONS without authentication, by design.
 UNAUTHENTICATED_BY_DESIGN = {"OPTIONS"}
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -466,6 +467,13 @@ def test_install_list_run_runs(live, fastq_count):
     assert path.startswith("pirus-runs/") and path.endswith("/outputs/counts.tsv")
     assert counts.read_text() == expected_counts(reads, 5)
     assert digest == sha256(counts)
+    # The same run again with --reuse: DONE at once with the same output bytes, no container.
+    again = live("run", "fastq-count", "--input", "data/a.fastq", "data/b.fastq",
+                 "--config", "min_length=5", "--name", "cli rerun", "--reuse", "--wait")
+    assert again.returncode == 0, again.stderr
+    assert re.search(r"Run \d+ reused run \d+: no container ran", again.stderr), again.stderr
+    [reused] = again.stdout.splitlines()
+    assert reused.split("  ")[0] == digest and reused.split("  ")[1] != path
 
     runs = live("runs")
     assert runs.returncode == 0, runs.stderr

@@ -279,13 +279,19 @@ def test_panel_in_browser(lab: LabProcess, tmp_path: Path):
     # The panel's actions really happened on the server.
     runs = {r["id"]: r for r in lab.session.get(lab.api("runs")).json()["items"]}
     by_name = {name: [r for _, r in sorted(runs.items()) if r["name"] == name]
-               for name in ("browser run", "slow run", "created while away")}
+               for name in ("browser run", "slow run", "created while away",
+                            "reused in the browser")}
     first, from_notebook = by_name["browser run"]  # from the form, then from the notebook code
     for done in (first, from_notebook):
         assert done["status"] == "DONE", done
         assert [o["name"] for o in done["outputs"]] == ["counts.tsv", "sub/status.txt"]
         assert done["config"] == {"min_length": 3, "label": "sample"}
         assert [i["path"] for i in done["inputs"]] == ["pirus-uploads/reads.fastq"]
+    [reused] = by_name["reused in the browser"]  # asked to reuse: no container ran
+    assert reused["status"] == "DONE" and reused["reused_from"] in (first["id"],
+                                                                     from_notebook["id"])
+    assert [o["sha256"] for o in reused["outputs"]] == \
+        [o["sha256"] for o in runs[reused["reused_from"]]["outputs"]]
     assert [r["status"] for r in by_name["slow run"]] == ["CANCELED"]
     assert len(by_name["created while away"]) == 1
     assert (shots / "06-run-done.png").is_file()

@@ -214,7 +214,8 @@ SAMPLES = {
         "end": None, "status": "WAITING",
         "progress": {"value": 0, "min": 0, "max": 100, "label": None}, "exit_code": None,
         "error": None, "created": "2024-01-01T00:00:00.000+00:00", "metrics": None,
-        "location": None, "target": None, "origin": None},
+        "location": None, "target": None, "origin": None, "reused_from": None,
+        "reuse_miss": None},
     "File": {
         "id": 1, "name": "a", "path": "a", "size": 1, "sha256": "0" * 64, "source": "upload",
         "run_id": None, "created": "2024-01-01T00:00:00.000+00:00"},
@@ -222,7 +223,7 @@ SAMPLES = {
         "id": "abc", "filename": "a", "kind": "input", "length": 1, "offset": 0,
         "status": "uploading", "created": "2024-01-01T00:00:00.000+00:00", "expires": None,
         "concat": None, "parts": None, "metadata": {}, "sha256": None, "error": None,
-        "file": None, "pipeline_id": None},
+        "file": None, "pipeline_id": None, "deduplicated": False},
 }
 LEAKS = {"Pipeline": "lxd_alias", "Run": "notify_token", "File": "root_path",
          "UploadEventData": "sha256_state"}
@@ -899,6 +900,20 @@ async def test_pipelines_and_runs_on_lxd(client, install, count_package, illustr
     await client("POST", "runs", run["id"], "cancel", expect=409)
     outputs = (await client("GET", "runs", run["id"], "outputs", expect=200)).json
     assert outputs["total"] == 2
+    # reuse, diff and lineage (docs/reuse.md); the reused run is deleted again
+    again = {"pipeline_id": run["pipeline_id"], "config": run["config"],
+             "inputs": [i["path"] for i in run["inputs"]], "reuse": True}
+    reused = (await client("POST", "runs", json_body=again, expect=201)).json
+    assert reused["status"] == "DONE" and reused["reused_from"] == run["id"]
+    assert (await client("GET", "runs", run["id"], "diff", reused["id"], expect=200)).json[
+        "same"]
+    await client("GET", "runs", run["id"], "diff", 10**6, expect=404)
+    lineage = (await client("GET", "runs", reused["id"], "lineage", expect=200)).json
+    assert [n["id"] for n in lineage["nodes"]] == [reused["id"]]
+    await client("GET", "runs", 10**6, "lineage", expect=404)
+    await client("POST", "runs", json_body={**again, "reuse": "yes"}, expect=400,
+                 valid_request=False)
+    await client("DELETE", "runs", reused["id"], expect=204)
     log = await client("GET", "runs", run["id"], "logs", "out", expect=200)
     assert "counted" in log.text
     assert log.headers["Content-Type"].startswith("text/plain")

@@ -624,13 +624,14 @@ async def test_filenames_are_sanitized_and_made_unique(create, patch, pirus, jp_
         (".hidden", ".hidden-1"),
     ]
     root = Path(jp_root_dir)
-    for given, expected in cases:
-        upload_id = await upload_whole(create, patch, given.encode(), filename=given)
+    for index, (given, expected) in enumerate(cases):
+        data = f"{index} {given}".encode()  # other bytes each: identical ones are one file
+        upload_id = await upload_whole(create, patch, data, filename=given)
         record = await pirus.uploads.record(upload_id)
         assert record["filename"] == expected.replace("-1", "").replace("-2", "")
         assert record["file"]["path"] == f"pirus-uploads/{expected}", given
-        assert record["file"]["source"] == "upload"
-        assert (root / "pirus-uploads" / expected).read_bytes() == given.encode()
+        assert record["file"]["source"] == "upload" and record["deduplicated"] is False
+        assert (root / "pirus-uploads" / expected).read_bytes() == data
     upload_id = await upload_whole(create, patch, b"x", filename="..")
     record = await pirus.uploads.record(upload_id)
     assert record["filename"] == f"upload-{upload_id[:8]}"
@@ -816,11 +817,17 @@ async def test_uploader_end_to_end_with_resume(server_url, token, tmp_path, piru
     assert record["file"]["sha256"] == file_sha256(source) == record["sha256"]
     assert file_sha256(Path(pirus.root_dir) / record["file"]["path"]) == file_sha256(source)
 
-    # The finished upload is forgotten locally: the same file again is a new upload.
+    # The finished upload is forgotten locally: the same file again is a new upload, which
+    # becomes the same file; asked for a copy, a new file.
     record = await asyncio.to_thread(upload, server_url, token, source, chunk_size=4 * MiB,
                                      url_storage_path=storage)
-    assert record["file"]["path"] == "pirus-uploads/reads-1.fastq"
+    assert record["file"]["path"] == "pirus-uploads/reads.fastq" and record["deduplicated"]
     assert (await pirus.uploads.list())[1] == 2
+    assert not list((Path(pirus.root_dir) / "pirus-uploads").glob("reads-*"))
+    record = await asyncio.to_thread(upload, server_url, token, source, chunk_size=4 * MiB,
+                                     url_storage_path=storage, metadata={"copy": "true"})
+    assert record["file"]["path"] == "pirus-uploads/reads-1.fastq"
+    assert not record["deduplicated"]
 
 
 async def test_uploader_restarts_when_the_remembered_upload_is_gone(server_url, token,

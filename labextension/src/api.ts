@@ -339,6 +339,16 @@ export class PirusAPI {
     return this.request('POST', ['runs'], { body: payload });
   }
 
+  /** The runs whose outputs fed run `id` and those it fed (nodes and edges). */
+  runLineage(id: number): Promise<schema.RunLineage> {
+    return this.request('GET', ['runs', id, 'lineage']);
+  }
+
+  /** What differs between runs `a` and `b`. */
+  diffRuns(a: number, b: number): Promise<schema.RunDiff> {
+    return this.request('GET', ['runs', a, 'diff', b]);
+  }
+
   runAction(id: number, action: RunAction): Promise<IRun> {
     return this.request('POST', ['runs', id, action]);
   }

@@ -245,6 +245,13 @@ export interface Run {
    * for runs made through `POST /runs`.
    */
   origin: 'tes' | null;
+  /**
+   * The run whose outputs this run took instead of running (same image, config, input contents and
+   * reference databases); null for a run that ran.
+   */
+  reused_from: Id | null;
+  /** Why a run asked to reuse (`reuse`) could not; null otherwise. */
+  reuse_miss: ReuseMiss | null;
 }
 
 export interface RunCreate {
@@ -269,6 +276,95 @@ export interface RunCreate {
    * busy.
    */
   target?: string | null;
+  /**
+   * Reuse an identical earlier DONE run (same image fingerprint, config with defaults, input names
+   * and sha256, reference databases) instead of running: the answer is then the new run, already
+   * DONE, with `reused_from` and that run's outputs (linked or copied, sha256 checked). On a miss
+   * the run goes ahead and `reuse_miss` says why. Null or absent: the server's `reuse_default`, or
+   * true for a pipeline whose manifest says `deterministic: true`. Anything but a boolean is a
+   * `400`.
+   */
+  reuse?: boolean | null;
+}
+
+/**
+ * Why a run was not reused, against the nearest earlier DONE run of the same pipeline name (fewest
+ * differences; among equals, one that ran rather than reused, then the newest).
+ */
+export interface ReuseMiss {
+  /** That run (null when there is none). */
+  against: Id | null;
+  /** The image fingerprints differ. */
+  image: boolean;
+  /** Config keys whose values differ (or that only one has). */
+  config: string[];
+  /** Input names whose content differs (or that only one has). */
+  inputs: string[];
+  /** Reference databases that changed, appeared or went. */
+  databases: string[];
+  /** An identical run's outputs that changed or are gone since (so it was not reused). */
+  outputs: string[];
+  /** The same in a sentence. */
+  message: string;
+}
+
+/** A value of run `a` and of run `b`; a side without the key has no value. */
+export interface ValueChange {
+  key: string;
+  a?: unknown;
+  b?: unknown;
+}
+
+export interface FileChange {
+  name: string;
+  /** The sha256 in run `a`; null when it has no such file. */
+  a: Sha256 | null;
+  b: Sha256 | null;
+}
+
+export interface RunDiff {
+  a: Id;
+  b: Id;
+  /** Same image, config, inputs and outputs. */
+  same: boolean;
+  /** The two image fingerprints, when they differ. */
+  image: ValueChange | null;
+  /** "name version" of each, when they differ. */
+  pipeline: ValueChange | null;
+  config: ValueChange[];
+  inputs: FileChange[];
+  outputs: FileChange[];
+  metrics: ValueChange[];
+  status: ValueChange | null;
+  /** Seconds from start to end (null while not ended, or never started). */
+  duration: {
+    a: number | null;
+    b: number | null;
+  };
+}
+
+export interface LineageNode {
+  id: Id;
+  name: string;
+  pipeline_name: string | null;
+  pipeline_version: string | null;
+  status: RunStatus;
+  created: Timestamp;
+  reused_from: Id | null;
+}
+
+export interface RunLineage {
+  run: Id;
+  /** The run, its ancestors and descendants, by id. */
+  nodes: LineageNode[];
+  edges: {
+    from: Id;
+    to: Id;
+    /** The inputs of `to` that are outputs of `from`. */
+    files: string[];
+  }[];
+  /** More runs are linked than the 200 listed. */
+  truncated: boolean;
 }
 
 export interface File {
@@ -316,6 +412,12 @@ export interface UploadFields {
   file: File | null;
   /** The pipeline record of a pipeline upload. */
   pipeline_id: Id | null;
+  /**
+   * The finished input's bytes equal an existing file's (same sha256 and size): the upload became
+   * that file (`file`) and no new file was made. Upload-Metadata `copy` (any value but `false`, `0`
+   * or `no`) asks for a new file regardless.
+   */
+  deduplicated: boolean;
 }
 
 /** An upload as sent in `upload.created`/`upload.updated` events (no `url`). */

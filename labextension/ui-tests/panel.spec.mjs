@@ -473,6 +473,28 @@ try {
     await shot('13-docs-panel');
   });
 
+  await step('an identical run asked to reuse is DONE at once, badged "reused"', async () => {
+    const run = await page.evaluate(() => {
+      const { api, model } = window.pirusJupyter;
+      const source = model.runList().find(r => r.name === 'browser run' && r.status === 'DONE');
+      return api.request('POST', ['runs'], {
+        body: {
+          pipeline_id: source.pipeline_id,
+          name: 'reused in the browser',
+          config: source.config,
+          inputs: source.inputs.map(i => i.path),
+          reuse: true
+        }
+      });
+    });
+    assert(run.status === 'DONE' && run.reused_from !== null, `reused at once: ${JSON.stringify(run)}`);
+    await page.evaluate(id => window.pirusJupyter.router.show({ kind: 'run', id }), run.id);
+    const details = panel.locator(`.jp-pirus-details[data-run-id="${run.id}"]`);
+    await details.locator('[data-testid="pirus-run-reused"]').waitFor();
+    await details.locator('[data-testid="pirus-run-reused-from"]', { hasText: `run #${run.reused_from}` }).waitFor();
+    await shot('14-run-reused', panel);
+  });
+
   await step('reconnects: state is re-read after the socket drops', async () => {
     await page.evaluate(() => window.pirusJupyter.events.reconnect());
     await panel.locator('.jp-pirus-connection[data-state="open"]').waitFor();

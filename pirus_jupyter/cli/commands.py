@@ -283,7 +283,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     with _connect(args) as client:
         pipeline = client.pipeline(args.pipeline, args.version)
         inputs = _input_refs(client, args.input or [], args.quiet)
-        run = pipeline.run(config=config, inputs=inputs, name=args.name)
+        run = pipeline.run(config=config, inputs=inputs, name=args.name, reuse=args.reuse)
+        if not args.quiet and not args.json:
+            if run.reused_from is not None:
+                _err(f"Run {run.id} reused run {run.reused_from}: no container ran")
+            elif run.reuse_miss:
+                _err(f"Run {run.id} not reused: {run.reuse_miss['message']}")
         if not args.wait:
             if args.json:
                 _print_json(run.data)

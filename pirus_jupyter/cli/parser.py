@@ -167,6 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config-file", metavar="FILE", help="a JSON object of form values")
     p.add_argument("--name", help="the run's name")
     p.add_argument("--version", help="which version of PIPELINE, when several are installed")
+    p.add_argument("--reuse", action=argparse.BooleanOptionalAction, default=None,
+                   help="take an identical earlier DONE run's outputs instead of running "
+                   "(default: the server's, or on for a deterministic pipeline)")
     p.add_argument("--wait", action="store_true", help="follow the run until it ends")
     p.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
                    help="with --wait: give up after this long (the run goes on)")

@@ -1,4 +1,5 @@
-"""Runs: create (queued), list, read, pause/resume/cancel, logs, outputs, delete, notify."""
+"""Runs: create (queued), list, read, pause/resume/cancel, logs, outputs, delete, notify,
+diff, lineage."""
 
 from __future__ import annotations
 
@@ -31,7 +32,8 @@ class RunsHandler(PirusHandler):
     @authorized
     async def post(self) -> None:
         body = self.read_json()
-        unknown = set(body) - {"pipeline_id", "name", "config", "inputs", "target"}
+        unknown = set(body) - {"pipeline_id", "name", "config", "inputs", "target",
+                              "reuse"}
         if unknown:
             raise InvalidRequest(f"unknown field(s): {', '.join(sorted(unknown))}")
         inputs = body.get("inputs")
@@ -41,7 +43,7 @@ class RunsHandler(PirusHandler):
                       for i in inputs]
         run = await self.services.runs.create(
             json_id(body.get("pipeline_id"), "pipeline_id"), body.get("name"), body.get("config"),
-            inputs, body.get("target"))
+            inputs, body.get("target"), body.get("reuse"))
         self.set_header("Location", self.api_url("runs", run["id"]))
         self.send_json(run, status=201)
 
@@ -86,6 +88,21 @@ class RunOutputsHandler(PirusHandler):
         self.send_json({"items": run["outputs"], "total": len(run["outputs"])})
 
 
+class RunDiffHandler(PirusHandler):
+    @web.authenticated
+    @authorized
+    async def get(self, run_id: str, other_id: str) -> None:
+        self.send_json(await self.services.runs.diff(path_id(run_id, "run"),
+                                                     path_id(other_id, "run")))
+
+
+class RunLineageHandler(PirusHandler):
+    @web.authenticated
+    @authorized
+    async def get(self, run_id: str) -> None:
+        self.send_json(await self.services.runs.lineage(path_id(run_id, "run")))
+
+
 class RunNotifyHandler(PirusHandler):
     """Progress posted by a pipeline from inside its container. It has no Jupyter token: it is
     authenticated by the run's own secret, which stops working when the run ends."""
@@ -115,4 +132,6 @@ handlers = [
     (rf"/pirus/api/v1/runs/{ID}/logs/(?P<which>[^/]+)", RunLogHandler),
     (rf"/pirus/api/v1/runs/{ID}/outputs", RunOutputsHandler),
     (rf"/pirus/api/v1/runs/{ID}/notify", RunNotifyHandler),
+    (rf"/pirus/api/v1/runs/{ID}/diff/(?P<other_id>{ID_SEGMENT})", RunDiffHandler),
+    (rf"/pirus/api/v1/runs/{ID}/lineage", RunLineageHandler),
 ]

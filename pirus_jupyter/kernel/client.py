@@ -31,6 +31,7 @@ import requests
 from ..hashing import sha256_file
 from .errors import PirusAPIError, PirusConnectionError, api_error
 from .events import EventSubscriber
+from .lineage import Lineage, RunDiff
 from .progress import progress_reporter
 from .records import File, Pipeline, Run, pipelines_named
 from .servers import root_for, with_slash
@@ -179,6 +180,17 @@ class Client:
         return Run(self, self._request("GET", f"runs/{int(run_id)}"))
 
     # -- files --------------------------------------------------------------------------
+    def diff(self, run_a: Run | int, run_b: Run | int) -> RunDiff:
+        """What differs between two runs: image, pipeline, config keys, inputs and outputs (by
+        name and sha256), metrics, status, duration."""
+        a, b = (r if isinstance(r, int) else r.id for r in (run_a, run_b))
+        return RunDiff(self._request("GET", f"runs/{a}/diff/{b}"))
+
+    def lineage(self, run: Run | int) -> Lineage:
+        """The runs whose outputs fed ``run`` and those it fed; displayed, an SVG graph."""
+        run_id = run if isinstance(run, int) else run.id
+        return Lineage(self._request("GET", f"runs/{run_id}/lineage"))
+
     def files(self, run: Run | int | None = None, limit: int = 1000) -> list[File]:
         """File records: uploaded inputs and run outputs (only those of ``run`` when given)."""
         params: dict[str, Any] = {"limit": str(limit)}

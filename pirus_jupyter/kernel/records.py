@@ -28,6 +28,7 @@ from .errors import PirusAPIError
 
 if TYPE_CHECKING:
     from .client import Client
+    from .lineage import Lineage, RunDiff
 
 #: The statuses a run ends in (DONE, ERROR, CANCELED), as the server sends them.
 FINAL_STATUSES = frozenset(status.value for status in FINAL_RUN_STATUSES)
@@ -151,7 +152,7 @@ class Pipeline(Record):
         return views.view(views.FORM)(self, inputs=list(inputs or []), **kwargs)
 
     def run(self, config: Mapping[str, Any] | None = None, inputs: Iterable[Any] | None = None,
-            name: str | None = None, form: Any = None) -> Run:
+            name: str | None = None, form: Any = None, reuse: bool | None = None) -> Run:
         """Start a run (it is queued: ``WAITING`` first) and return it.
 
         ``config`` is the form's values (defaults are filled by the server, which validates
@@ -159,7 +160,9 @@ class Pipeline(Record):
         paths under it, file ids, :class:`File` records or upload records. ``form`` takes
         config and inputs from a :class:`ConfigForm` instead. An invalid config raises
         :class:`PirusAPIError` with ``code == "invalid_config"`` and the per-field errors in
-        ``details``."""
+        ``details``. ``reuse=True`` takes an identical earlier DONE run's outputs instead of
+        running (the run comes back DONE with ``reused_from``), or says why not
+        (``reuse_miss``); None: the server's default for this pipeline."""
         if form is not None:
             config = form.value if config is None else config
             inputs = form.inputs if inputs is None else inputs
@@ -167,6 +170,8 @@ class Pipeline(Record):
                                 "inputs": self._client._input_refs(inputs or [])}
         if name:
             body["name"] = name
+        if reuse is not None:
+            body["reuse"] = reuse
         return Run(self._client, self._client._request("POST", "runs", json=body))
 
     def runs(self, status: str | Iterable[str] | None = None) -> list[Run]:
@@ -366,6 +371,15 @@ class Run(Record):
         if pipeline.fingerprint != self.pipeline_fingerprint:
             return {}
         return dict(pipeline.provenance or {})
+
+    def lineage(self) -> Lineage:
+        """The runs whose outputs fed this one and those it fed; displayed, an SVG graph that
+        stays in the saved notebook."""
+        return self._client.lineage(self)
+
+    def diff(self, other: Run | int) -> RunDiff:
+        """What differs between this run and ``other``."""
+        return self._client.diff(self, other)
 
     def widget(self, log_lines: int = 10) -> Any:
         """A live widget (status, progress, elapsed time, last log lines, pause/resume/cancel)

@@ -87,6 +87,8 @@ class RunsCore:
     # A run writing more output files, or more bytes of outputs, ends in ERROR (outputs.py).
     max_outputs: int = 1000
     max_output_bytes: int = 1024**4
+    # Whether a run asked for without "reuse" reuses an identical DONE run (reuse.py).
+    reuse_default: bool = False
     # Seconds without a heartbeat (and no exit code) after which a RUNNING run is lost.
     heartbeat_timeout: float = field(default=6 * HEARTBEAT_INTERVAL, init=False)
 

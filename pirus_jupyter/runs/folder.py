@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any, BinaryIO
 
 from ..errors import Forbidden, RuleBroken
 from ..files import is_within, open_in_folder, resolve_under, sha256_file
+from ..hashing import recorded_sha256
 from .wrapper import LOG_NAMES
 
 
@@ -44,6 +46,12 @@ class RunPaths:
 TAIL_MAX_BYTES = 1024 * 1024
 # The most read of an exit code file (a number and a newline).
 EXIT_CODE_MAX_BYTES = 64
+
+
+def run_folder_name(run_id: int, name: str) -> str:
+    """A run folder's name: its id and a slug of the run's name."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.")[:40] or "run"
+    return f"{run_id}-{slug}"
 
 
 def open_log(paths: RunPaths, which: str, *, write: bool = False) -> BinaryIO | None:
@@ -171,7 +179,7 @@ def read_state_file(paths: RunPaths, name: str, max_bytes: int) -> bytes | None:
 
 
 def prepare_folder(row: dict[str, Any], paths: RunPaths, runs_dir: Path, root_dir: Path,
-                   known: dict[str, tuple[str, int]]) -> list[dict[str, Any]]:
+                   known: dict[str, tuple[str, int, str]]) -> list[dict[str, Any]]:
     """Create the run folder: inputs linked (or copied when the container could not read
     them), config.json, empty outputs/logs/state folders. Returns the inputs with their
     sha256 (``known`` holds hashes of file records, so uploads are not hashed twice)."""
@@ -201,9 +209,8 @@ def prepare_folder(row: dict[str, Any], paths: RunPaths, runs_dir: Path, root_di
             shutil.copyfile(source, target)
             target.chmod(0o644)
         size = target.stat().st_size
-        recorded = known.get(item["path"])
-        # A file record's hash is reused only while the size still matches.
-        sha256 = recorded[0] if recorded and recorded[1] == size else sha256_file(target)
+        # A file record's hash is reused only while it holds (same size, not written since).
+        sha256 = recorded_sha256(known.get(item["path"]), source.stat()) or sha256_file(target)
         inputs.append(dict(item, size=size, sha256=sha256))
     (paths.inputs / "config.json").write_text(json.dumps(row["config"], indent=2))
     (paths.inputs / "config.json").chmod(0o644)

@@ -31,7 +31,6 @@ from ..errors import (
 from ..models import FINAL_RUN_STATUSES, RunStatus, check_run_move, public_run
 from ..store import now_iso
 from . import wrapper
-from .core import RunsCore
 from .data import RunData
 from .folder import (
     RunPaths,
@@ -42,6 +41,7 @@ from .folder import (
     truncate_logs,
 )
 from .outputs import OutputLimits, secure_run_folder
+from .reuse import Reuse
 
 S = RunStatus
 STATE_CHECK_INTERVAL = 2.0
@@ -99,24 +99,19 @@ def merge_reports(reports: list[Any]) -> dict[str, Any]:
     return merged
 
 
-class Lifecycle(RunsCore):
+class Lifecycle(Reuse):
     # -- launch ---------------------------------------------------------------------------
     async def _execute(self, run_id: int) -> None:
         row = await self.store.get("runs", run_id)
         pipeline = await self.pipelines.row(row["pipeline_id"])
         row = await self._save(run_id, {"transfer": self.data_transfer})
-        paths_in = [i["path"] for i in row["inputs"]]
-        known = {}
-        if paths_in:
-            records = await self.store.select(
-                "files", f"path IN ({','.join('?' * len(paths_in))}) AND sha256 IS NOT NULL",
-                paths_in)
-            known = {r["path"]: (r["sha256"], r["size"]) for r in records}
+        known = await self.known_hashes([i["path"] for i in row["inputs"]])
         inputs = await asyncio.to_thread(prepare_folder, row, RunPaths.of(row), self.runs_dir,
                                          self.root_dir, known)
         # Kept in the row: the monitor checks the logs are still these, also after a restart.
         identity = await asyncio.to_thread(log_identity, RunPaths.of(row))
         row = await self._save(run_id, {"inputs": inputs, "log_identity": identity})
+        row = await self.record_key(row)
         limits = dict(self.default_limits)
         limits.update(pipeline.get("limits") or {})
         limits.update(row.get("run_limits") or {})  # a TES task's resources

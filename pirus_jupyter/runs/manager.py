@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import re
 import secrets
 import shutil
 from pathlib import Path
@@ -30,17 +29,15 @@ from ..forms import validate_config
 from ..models import FINAL_RUN_STATUSES, PipelineStatus, RunStatus, check_run_move, public_run
 from ..store import now_iso
 from .cluster import Cluster
+from .compare import Compare
 from .core import FRESH_PROGRESS
-from .folder import RunPaths, last_lines, read_host_log
+from .folder import RunPaths, last_lines, read_host_log, run_folder_name
 from .lifecycle import FINISHING_NAMES, Lifecycle
 from .queue import Queue
+from .reuse import remove_staging
 from .wrapper import LOG_NAMES
 
 S = RunStatus
-
-
-def _slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.")[:40] or "run"
 
 
 def _clean_progress(raw: Any, previous: dict[str, Any] | None) -> dict[str, Any]:
@@ -62,11 +59,12 @@ def _clean_progress(raw: Any, previous: dict[str, Any] | None) -> dict[str, Any]
     return out
 
 
-class RunManager(Queue, Lifecycle, Cluster):
+class RunManager(Queue, Lifecycle, Cluster, Compare):
     """The runs of one server. Built by ``Services.build``; see core.RunsCore for settings."""
 
     async def start(self) -> None:
         await asyncio.to_thread(self.runs_dir.mkdir, parents=True, exist_ok=True)
+        await asyncio.to_thread(remove_staging, self.runs_dir)
         await self.pipelines.resume_installs()
         self._reconcile_task = asyncio.get_running_loop().create_task(self._reconcile_loop())
 
@@ -153,7 +151,8 @@ class RunManager(Queue, Lifecycle, Cluster):
         return resolved
 
     async def create(self, pipeline_id: Any, name: Any = None, config: Any = None,
-                     inputs: Any = None, target: Any = None) -> dict[str, Any]:
+                     inputs: Any = None, target: Any = None, reuse: Any = None
+                     ) -> dict[str, Any]:
         if not isinstance(pipeline_id, int) or isinstance(pipeline_id, bool):
             raise InvalidRequest("pipeline_id (an integer) is required")
         pipeline = await self.pipelines.row(pipeline_id)
@@ -162,13 +161,27 @@ class RunManager(Queue, Lifecycle, Cluster):
                            code="pipeline_not_ready")
         if name is not None and not isinstance(name, str):
             raise InvalidRequest("name must be a string")
+        reuse = await self.reuse_wanted(reuse, pipeline)
         target = await self._check_target(target)
         resolved = await self._resolve_inputs(inputs if inputs is not None else [])
         schema = await self.pipelines.form(pipeline_id, [i["name"] for i in resolved])
         # In a thread: a form's patterns may take up to forms.PATTERN_BUDGET to check.
         config = await asyncio.to_thread(validate_config, schema,
                                          config if config is not None else {})
-        return public_run(await self._insert(pipeline, name, config, resolved, target))
+        name = (name or "").strip() or f"{pipeline['name']} run"
+        reuse_values: dict[str, Any] = {}
+        if reuse:
+            basis, hashed = await self.basis_now(pipeline, config, resolved)
+            sources, miss = await self.find_reusable(pipeline, basis)
+            for source in sources:  # newest first, until one's outputs are intact
+                reused = await self.reuse_run(source, name, basis, hashed)
+                if "miss" not in reused:
+                    return public_run(reused)
+                miss = miss or reused["miss"]  # why the newest could not be reused
+            # Recorded again, from the inputs as the run gets them, once its folder is made.
+            reuse_values = {"reuse_miss": miss}
+        return public_run(await self._insert(pipeline, name, config, resolved, target,
+                                             **reuse_values))
 
     async def create_task(self, pipeline_id: int, name: str, inputs: list[dict[str, Any]],
                           command: str, origin: str, limits: dict[str, str],
@@ -205,7 +218,7 @@ class RunManager(Queue, Lifecycle, Cluster):
             "created": now_iso(), "timings": [[S.WAITING.value, now_iso()]],
             "notify_token": secrets.token_urlsafe(24), "target": target,
         } | extra, then=lambda new: {
-            "root_path": str(self.runs_dir / f"{new['id']}-{_slug(new['name'])}")})
+            "root_path": str(self.runs_dir / run_folder_name(new["id"], new["name"]))})
         self.events.publish("run.created", public_run(row))
         if row["status"] == S.WAITING:
             asyncio.get_running_loop().create_task(self.schedule())

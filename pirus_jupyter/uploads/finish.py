@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING, Any
 from ..errors import Forbidden, PirusError
 from ..files import FileService, is_within, to_api_path
 from ..store import Store
+from .identical import identical_file, wants_copy
 from .parts import PartStore
-from .protocol import is_disk_full, is_partial
+from .protocol import decode_metadata, is_disk_full, is_partial
 from .records import COMPLETE, ERROR, UPLOADING, UploadRecords
 
 if TYPE_CHECKING:
@@ -76,7 +77,7 @@ class UploadFinisher:
                                                   sha256=digest)
                 values: dict[str, Any] = {}
             else:
-                values = {"file_id": await self._place_input(row, digest)}
+                values = await self._place_input(row, digest)
         except OSError as e:
             if is_disk_full(e):
                 return await self._wait_for_space(row, e)
@@ -109,8 +110,18 @@ class UploadFinisher:
         await self.records.publish("upload.updated", row)
         return row
 
-    async def _place_input(self, row: Mapping[str, Any], digest: str) -> int:
+    async def _place_input(self, row: Mapping[str, Any], digest: str) -> dict[str, Any]:
+        """The file the upload becomes: an identical existing one (identical.py), else its
+        own bytes placed in the uploads folder."""
         root = self.files.root_dir.resolve()
+        if not wants_copy(decode_metadata(row.get("metadata") or {})):
+            same = await identical_file(self.store, root, digest, row["length"])
+            if same is not None:
+                await self.parts.delete(row["id"])
+                return {"file_id": same, "deduplicated": 1}
+        return {"file_id": await self._new_input(row, digest, root), "deduplicated": 0}
+
+    async def _new_input(self, row: Mapping[str, Any], digest: str, root: Path) -> int:
         folder = self.uploads_dir
         if not is_within(folder.resolve(), root):
             raise Forbidden(f"uploads_dir {folder} is outside the Jupyter root")

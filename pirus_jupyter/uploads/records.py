@@ -163,7 +163,7 @@ class UploadRecords:
             "created": row["created"], "expires": row["expires"], "concat": concat,
             "parts": row["parts"] or None, "metadata": decode_metadata(row["metadata"]),
             "sha256": row["sha256_state"], "error": row["error"], "file": file,
-            "pipeline_id": row["pipeline_id"],
+            "pipeline_id": row["pipeline_id"], "deduplicated": bool(row.get("deduplicated")),
         }
         # In the order, and with exactly the fields, of the one public list.
         return {name: record[name] for name in UPLOAD_PUBLIC}

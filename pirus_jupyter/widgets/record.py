@@ -52,6 +52,14 @@ STATUS_COLOURS = {"WAITING": "#57606a", "INITIALIZING": "#0969da", "RUNNING": "#
                   "ERROR": "#cf222e", "CANCELED": "#6e7781"}
 
 
+
+def _reuse_text(run: Mapping[str, Any]) -> str:
+    """"reused from run N" or why an asked reuse missed; "" when reuse played no part."""
+    if run.get("reused_from") is not None:
+        return f"reused from run {run['reused_from']} (no container ran)"
+    miss = run.get("reuse_miss") or {}
+    return f"not reused: {miss['message']}" if miss.get("message") else ""
+
 class RunRecord:
     """The reproducible record of one run.
 
@@ -108,7 +116,8 @@ class RunRecord:
             "format_version": RECORD_VERSION,
             "pipeline": pipeline,
             "run": {k: data.get(k) for k in ("id", "name", "status", "exit_code", "error",
-                                             "created", "start", "end", "location", "origin")},
+                                             "created", "start", "end", "location", "origin",
+                                             "reused_from", "reuse_miss")},
             "config": data.get("config") or {},
             "inputs": _inputs_with_hashes(client, data),
             "outputs": [{k: o.get(k) for k in ("name", "path", "size", "sha256")}
@@ -268,6 +277,9 @@ class RunRecord:
         ]
         if r.get("error"):
             lines.append(f"  error: {r['error']}")
+        reuse = _reuse_text(r)
+        if reuse:
+            lines.append(f"  reuse: {reuse}")
         lines.append(f"  config: {json.dumps(self._data['config'], sort_keys=True)}")
         lines.append("  inputs:" if self._data["inputs"] else "  inputs: none")
         for item in self._data["inputs"]:
@@ -340,6 +352,8 @@ class RunRecord:
         if r.get("error"):
             rows.append(row("Error", f'<pre style="margin:0;white-space:pre-wrap">'
                                      f'{e(str(r["error"]))}</pre>'))
+        if _reuse_text(r):
+            rows.append(row("Reuse", e(_reuse_text(r))))
         rows += [
             row("Config", f'<pre style="margin:0;{mono}">'
                           f'{e(json.dumps(self._data["config"], indent=2, sort_keys=True))}'

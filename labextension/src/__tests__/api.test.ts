@@ -125,6 +125,17 @@ describe('PirusAPI', () => {
     expect(await api.pipelineIcon(4)).toBeNull();
   });
 
+  it('reads a run lineage and a diff of two runs', async () => {
+    const { settings, requests } = fakeSettings(() => json({ run: 4, nodes: [], edges: [], truncated: false }));
+    const api = new PirusAPI(settings);
+    expect((await api.runLineage(4)).run).toBe(4);
+    await api.diffRuns(4, 7);
+    expect(requests.map(r => pathOf(r.url).path)).toEqual([
+      '/lab-base/pirus/api/v1/runs/4/lineage',
+      '/lab-base/pirus/api/v1/runs/4/diff/7'
+    ]);
+  });
+
   it('posts run actions', async () => {
     const { settings, requests } = fakeSettings(() => json({ id: 2, status: 'CANCELED' }));
     const run = await new PirusAPI(settings).runAction(2, 'cancel');

@@ -16,6 +16,7 @@ import {
 import React, { useEffect, useRef, useState } from 'react';
 
 import { dirName, errorMessage, IRun, IRunFile, RUN_STATUSES } from '../api';
+import type { RunLineage } from '../schema';
 import {
   allowedActions,
   elapsedLabel,
@@ -171,6 +172,88 @@ function FileList(props: { ctx: IPanelContext; files: IRunFile[]; label: string;
         </li>
       ))}
     </ul>
+  );
+}
+
+/** "Reused from #N" (a link to it), or why a run asked to reuse ran instead. */
+function ReuseNote(props: { ctx: IPanelContext; run: IRun }): JSX.Element | null {
+  const { ctx, run } = props;
+  if (run.reused_from !== null && run.reused_from !== undefined) {
+    const from = run.reused_from;
+    return (
+      <p className="jp-pirus-muted jp-pirus-reuse" data-testid="pirus-run-reused-from">
+        Reused from{' '}
+        <button className="jp-pirus-link" onClick={() => ctx.router.show({ kind: 'run', id: from })}>
+          run #{from}
+        </button>{' '}
+        (same image, config, inputs and databases): no container ran.
+      </p>
+    );
+  }
+  if (run.reuse_miss) {
+    return (
+      <p className="jp-pirus-muted jp-pirus-reuse" data-testid="pirus-run-reuse-miss">
+        Not reused: {run.reuse_miss.message}
+      </p>
+    );
+  }
+  return null;
+}
+
+/** The runs whose outputs fed this run and those it fed, as two lists of links. */
+function LineageView(props: { ctx: IPanelContext; run: IRun }): JSX.Element | null {
+  const { ctx, run } = props;
+  const [lineage, setLineage] = useState<RunLineage | null>(null);
+  const final = isFinal(run.status);
+  useEffect(() => {
+    let live = true;
+    ctx.api
+      .runLineage(run.id)
+      .then(l => live && setLineage(l))
+      .catch(() => live && setLineage(null));
+    return () => {
+      live = false;
+    };
+  }, [run.id, final]);
+  if (!lineage || lineage.edges.length === 0) {
+    return null;
+  }
+  const names = new Map(lineage.nodes.map(n => [n.id, n]));
+  const link = (id: number, files: string[]) => {
+    const node = names.get(id);
+    return (
+      <li key={id} className="jp-pirus-list-item">
+        <button className="jp-pirus-link" onClick={() => ctx.router.show({ kind: 'run', id })}>
+          #{id} {node?.name ?? ''}
+        </button>
+        <span className="jp-pirus-muted">
+          {' '}
+          {node?.status ?? ''} · {files.join(', ')}
+        </span>
+      </li>
+    );
+  };
+  const from = lineage.edges.filter(e => e.to === run.id);
+  const into = lineage.edges.filter(e => e.from === run.id);
+  return (
+    <section className="jp-pirus-section" data-testid="pirus-run-lineage">
+      <h3>Lineage</h3>
+      {from.length ? (
+        <>
+          <p className="jp-pirus-muted">Made from the outputs of</p>
+          <ul className="jp-pirus-list">{from.map(e => link(e.from, e.files))}</ul>
+        </>
+      ) : null}
+      {into.length ? (
+        <>
+          <p className="jp-pirus-muted">Its outputs fed</p>
+          <ul className="jp-pirus-list">{into.map(e => link(e.to, e.files))}</ul>
+        </>
+      ) : null}
+      <p className="jp-pirus-muted">
+        {lineage.nodes.length} runs linked in all{lineage.truncated ? ' (more not shown)' : ''}.
+      </p>
+    </section>
   );
 }
 
@@ -346,6 +429,18 @@ export function RunDetails(props: { ctx: IPanelContext; id: number }): JSX.Eleme
         <div>
           <h2 className="jp-pirus-details-title">{run.name}</h2>
           <StatusBadge status={run.status} />
+          {run.reused_from !== null && run.reused_from !== undefined ? (
+            <>
+              {' '}
+              <span
+                className="jp-pirus-status jp-pirus-status-muted jp-pirus-reused"
+                data-testid="pirus-run-reused"
+                title={`No container ran: the outputs are those of run #${run.reused_from}, an identical run`}
+              >
+                reused
+              </span>
+            </>
+          ) : null}
           <span className="jp-pirus-muted">
             {' '}
             #{run.id} · {run.pipeline_name} {run.pipeline_version ?? ''}
@@ -361,6 +456,7 @@ export function RunDetails(props: { ctx: IPanelContext; id: number }): JSX.Eleme
       />
       <ErrorBanner message={run.error} title={run.status === 'ERROR' ? 'Run failed' : undefined} />
       <ErrorBanner message={action.error} onDismiss={() => action.setError(null)} />
+      <ReuseNote ctx={ctx} run={run} />
       <div className="jp-pirus-toolbar jp-pirus-toolbar-wrap">
         {allowed.has('pause') ? (
           <ActionButton label="Pause" icon={pauseIcon} busy={action.busy === 'pause'} onClick={() => act('pause')} testId="pirus-run-pause" />
@@ -443,6 +539,7 @@ export function RunDetails(props: { ctx: IPanelContext; id: number }): JSX.Eleme
       </section>
       <LogTail ctx={ctx} run={run} />
       <Metrics run={run} />
+      <LineageView ctx={ctx} run={run} />
       <details className="jp-pirus-section jp-pirus-code">
         <summary>Notebook code</summary>
         <pre data-testid="pirus-run-code">{code}</pre>
