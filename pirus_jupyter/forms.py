@@ -266,9 +266,11 @@ def field_errors(schema: dict[str, Any], config: Any) -> list[dict[str, str]]:
         path = ".".join(str(p) for p in error.absolute_path)
         if error.validator == "required" and isinstance(error.instance, dict):
             missing = [r for r in error.validator_value if r not in error.instance]
-            for name in missing:
-                errors.append({"field": f"{path}.{name}" if path else name,
-                               "message": f"{name} is required"})
+            for name in missing:  # jsonschema reports each missing name: said once each
+                found_one = {"field": f"{path}.{name}" if path else name,
+                             "message": f"{name} is required"}
+                if found_one not in errors:
+                    errors.append(found_one)
             continue
         message = custom_message(error.schema, str(error.validator)) or error.message
         if {"field": path, "message": message} not in errors:  # one errorMessage, said once
