@@ -88,6 +88,7 @@ def _clean_property(prop: Any) -> Any:
     if not isinstance(prop, dict):
         return prop
     prop = dict(prop)
+    prop.pop(HELP_HTML, None)  # ours only: a package's own would reach the page unrendered
     types = prop.get("type")
     nullable = types == "null" or (isinstance(types, list) and "null" in types)
     if "default" in prop and prop["default"] is None and not nullable:
@@ -98,20 +99,11 @@ def _clean_property(prop: Any) -> Any:
     return prop
 
 
-def is_grouped(form: dict[str, Any]) -> bool:
-    """Whether ``form`` has nf-core's shape: groups in ``$defs``/``definitions`` merged by
-    ``allOf``, or the draft 2020-12 keywords."""
-    defs = {**(form.get("definitions") or {}), **(form.get("$defs") or {})} \
-        if all(isinstance(form.get(k) or {}, dict) for k in _DEFS) else {}
-    return "$defs" in form or any(
-        _group_name(e, defs) for e in form.get("allOf") or [] if isinstance(form.get("allOf"),
-                                                                            list))
-
-
 def flatten_groups(form: dict[str, Any]) -> dict[str, Any]:
     """``form`` with its ``allOf``-merged groups flattened to top-level properties (see the
     module); a form without groups only has its 2020-12 keywords respelled."""
     form = dict(form)
+    form.pop(GROUPS, None)  # ours only, computed below
     form.pop("$id", None)  # no longer names this document; references stay "#/..." only
     defs: dict[str, Any] = {}
     for key in _DEFS:
@@ -143,7 +135,7 @@ def flatten_groups(form: dict[str, Any]) -> dict[str, Any]:
         groups.append({"id": name, "title": str(group.get("title") or name),
                        "description": str(group.get("description") or ""),
                        "fa_icon": str(group.get("fa_icon") or ""), "properties": names})
-    if groups or "properties" in form:
+    if isinstance(form.get("properties"), dict) or groups:
         form["properties"] = {k: _clean_property(v) for k, v in properties.items()}
     if required:
         form["required"] = required

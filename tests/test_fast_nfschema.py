@@ -76,6 +76,12 @@ def test_help_text_is_rendered_markdown_without_raw_html() -> None:
     assert "href=\"javascript" not in rendered
 
 
+def test_a_form_cannot_bring_its_own_rendered_help_or_groups() -> None:
+    schema = normalize_form({"type": "object", GROUPS: [{"id": "x", "properties": ["a"]}],
+                             "properties": {"a": {"type": "string", HELP_HTML: "<img onerror=1>"}}})
+    assert GROUPS not in schema and HELP_HTML not in schema["properties"]["a"]
+
+
 def test_error_message_replaces_the_generic_message() -> None:
     schema = normalize_form(template_schema(error_message=True))
     assert field_errors(schema, {"input": "my samples.txt", "outdir": "o"}) == [

@@ -134,6 +134,32 @@ try {
     await shot('nfcore-04-run-done', panel);
   });
 
+  await step('the notebook form: sections, the hidden toggle, the errorMessage', async () => {
+    await page.evaluate(() => window.jupyterapp.commands.execute('notebook:create-new', { kernelName: 'python3' }));
+    const notebook = page.locator('.jp-NotebookPanel:visible');
+    const editor = notebook.locator('.jp-Cell .cm-content').first();
+    await editor.waitFor({ timeout: 60000 });
+    await editor.click();
+    await page.keyboard.insertText(
+      'import pirus_jupyter as pirus\n' +
+        `form = pirus.connect().pipeline(${PIPELINE_ID}).form(inputs=["samples.csv"])\n` +
+        'form'
+    );
+    await page.evaluate(() => window.jupyterapp.commands.execute('notebook:run-cell'));
+    const output = notebook.locator('.jp-OutputArea-output').first();
+    await output.locator('.widget-html', { hasText: 'Reference genome options' }).waitFor({ timeout: 120000 });
+    const checkbox = name => output.locator('.widget-checkbox', { hasText: name });
+    assert(!(await checkbox('igenomes_ignore').isVisible()), 'hidden parameter hidden in the notebook');
+    await output.locator('button', { hasText: 'Show hidden parameters' }).click();
+    await checkbox('igenomes_ignore').waitFor();
+    await output.locator('button', { hasText: 'Show hidden parameters' }).click();
+    await checkbox('igenomes_ignore').waitFor({ state: 'hidden' });
+    const input = output.locator('.widget-text', { has: page.locator('label', { hasText: /^input \*$/ }) }).locator('input');
+    await input.fill('my samples.csv');
+    await output.locator('.widget-html', { hasText: INPUT_ERROR }).waitFor();
+    await shot('nfcore-05-notebook-form', notebook);
+  });
+
   assert(pageErrors.length === 0, `page errors: ${pageErrors.join('\n')}`);
   console.log('PIRUS:NFCORE-OK');
   await browser.close();
