@@ -135,7 +135,10 @@ try {
   });
 
   await step('the notebook form: sections, the hidden toggle, the errorMessage', async () => {
-    await page.evaluate(() => window.jupyterapp.commands.execute('notebook:create-new', { kernelName: 'python3' }));
+    // (The command's result, the notebook widget, stays in the page.)
+    await page.evaluate(async () => {
+      await window.jupyterapp.commands.execute('notebook:create-new', { kernelName: 'python3' });
+    });
     const notebook = page.locator('.jp-NotebookPanel:visible');
     const editor = notebook.locator('.jp-Cell .cm-content').first();
     await editor.waitFor({ timeout: 60000 });
@@ -145,7 +148,10 @@ try {
         `form = pirus.connect().pipeline(${PIPELINE_ID}).form(inputs=["samples.csv"])\n` +
         'form'
     );
-    await page.evaluate(() => window.jupyterapp.commands.execute('notebook:run-cell'));
+    // Run it as a person would, once the kernel is there (a run asked earlier may be lost).
+    await page.locator('.jp-StatusBar-Item', { hasText: /\| Idle/ }).first().waitFor({ timeout: 120000 });
+    await editor.click();
+    await page.keyboard.press('Shift+Enter');
     const output = notebook.locator('.jp-OutputArea-output').first();
     await output.locator('.widget-html', { hasText: 'Reference genome options' }).waitFor({ timeout: 120000 });
     const checkbox = name => output.locator('.widget-checkbox', { hasText: name });
@@ -155,6 +161,9 @@ try {
     await output.locator('button', { hasText: 'Show hidden parameters' }).click();
     await checkbox('igenomes_ignore').waitFor({ state: 'hidden' });
     const input = output.locator('.widget-text', { has: page.locator('label', { hasText: /^input \*$/ }) }).locator('input');
+    const help = output.locator('.widget-html details', { hasText: 'Help' }).first();
+    await help.locator('summary').click();
+    await help.locator('a', { hasText: 'usage docs' }).waitFor();
     await input.fill('my samples.csv');
     await output.locator('.widget-html', { hasText: INPUT_ERROR }).waitFor();
     await shot('nfcore-05-notebook-form', notebook);

@@ -29,6 +29,7 @@ __all__ = ["Sections", "accepts"]
 _SECTION = "margin:10px 0 2px;padding-top:4px;border-top:1px solid #d0d7de"
 _MUTED = "color:#57606a;font-size:90%"
 _PICK = "choose one of the run's inputs…"
+_HELP = "color:#57606a;font-size:90%"
 
 
 def accepts(schema: Mapping[str, Any], name: str) -> bool:
@@ -117,11 +118,11 @@ class Sections:
                 extra.append(picker)
         help_html = field.schema.get(HELP_HTML)
         if isinstance(help_html, str) and help_html:
-            # Safe HTML: rendered by the server from Markdown without raw HTML.
-            panel = widgets.Accordion(children=[widgets.HTML(help_html)],
-                                      titles=("Help",), selected_index=None,
-                                      layout=widgets.Layout(margin=f"0 0 4px {LABEL_WIDTH}"))
-            extra.append(panel)
+            # Safe HTML: rendered by the server from Markdown without raw HTML. A <details>
+            # folds it with no widget state (and is lighter than an Accordion).
+            extra.append(widgets.HTML(
+                f'<details style="{_HELP}"><summary style="cursor:pointer">Help</summary>'
+                f"{help_html}</details>", layout=widgets.Layout(margin=f"0 0 4px {LABEL_WIDTH}")))
         if extra:
             children = list(field.box.children)
             field.box.children = [*children[:-1], *extra, children[-1]]  # error line last
@@ -134,9 +135,9 @@ class Sections:
             visible = shown or any(n not in self.hidden for n in members)
             self.headers[gid].layout.display = "" if visible else "none"
 
-    def help_panel(self, name: str) -> widgets.Accordion | None:
+    def help_panel(self, name: str) -> widgets.HTML | None:
         """The collapsed help of the top-level field ``name``, if it has one."""
         for child in self.root.children[name].box.children:
-            if isinstance(child, widgets.Accordion):
+            if isinstance(child, widgets.HTML) and child.value.startswith("<details"):
                 return child
         return None
