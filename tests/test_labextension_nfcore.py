@@ -1,7 +1,8 @@
 """The panel's new-run form on a real nf-core schema, in a real headless Chromium against a real
 ``jupyter lab`` + Pirus server + LXD: the template's groups as titled sections, its hidden
 parameters behind the toggle, help text collapsed, the sample-sheet field offered the input it
-accepts, the schema's errorMessage for a value breaking its pattern, and the run (a busybox
+accepts, the schema's errorMessage for a value breaking its pattern, a refused hidden parameter
+brought into sight, the notebook form (sections, toggle, help, errorMessage), and the run (a busybox
 pipeline whose form.json is the nf-core schema) to DONE. Screenshots: ``nfcore-*.png`` in the
 test artifacts folder (``$PIRUS_SCREENSHOTS``, default ``test-artifacts/screenshots/``).
 
@@ -96,4 +97,5 @@ def test_nfcore_form_in_browser(lab: LabProcess, tmp_path: Path):
     assert run["status"] == "DONE", run
     assert run["config"]["input"] == "samples.csv" and run["config"]["outdir"] == "results"
     assert run["config"]["publish_dir_mode"] == "copy"
+    assert run["config"]["max_multiqc_email_size"] == "10.MB"  # a hidden one, corrected
     assert [o["name"] for o in run["outputs"]] == ["samplesheet.csv"]

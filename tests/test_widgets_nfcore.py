@@ -73,6 +73,23 @@ def test_plugin_test_schema_hides_its_hidden_parameters() -> None:
     assert form.errors == [{"field": "outdir", "message": "outdir is required"}]
 
 
+def test_a_hidden_parameter_with_a_problem_comes_into_sight() -> None:
+    form = ConfigForm(template_schema())
+    sections = form.sections
+    assert sections is not None
+    field = form.field("max_multiqc_email_size")
+    assert field.schema.get("hidden") is True and not shown(field.box)
+    field.set("a lot")
+    field.changed()
+    assert field.messages and shown(field.box)
+    field.set("25.MB")
+    field.changed()
+    assert not field.messages and shown(field.box)  # not gone while being corrected
+    sections.toggle.value = True
+    sections.toggle.value = False
+    assert not shown(field.box)
+
+
 def test_a_form_without_groups_keeps_its_plain_layout() -> None:
     form = ConfigForm({"type": "object", "properties": {"a": {"type": "string"},
                                                          "b": {"type": "integer"}}})

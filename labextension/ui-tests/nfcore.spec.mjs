@@ -117,9 +117,17 @@ try {
   await step("a value breaking the pattern shows the schema's errorMessage", async () => {
     await form.locator('#pirus-config_input').fill('my samples.csv');
     await form.locator('#pirus-config_outdir').fill('results');
+    // A hidden parameter with a bad value: out of sight when the run is asked for.
+    const toggle = form.locator('[data-testid="pirus-newrun-show-hidden"]');
+    await toggle.check();
+    await form.locator('#pirus-config_max_multiqc_email_size').fill('a lot');
+    await toggle.uncheck();
+    await form.locator('#pirus-config_max_multiqc_email_size').waitFor({ state: 'detached' });
     await panel.locator('[data-testid="pirus-newrun-submit"]').click();
     const error = form.locator('[data-property="input"] .validationErrors', { hasText: INPUT_ERROR });
     await error.waitFor();
+    // The refused hidden parameter comes into sight with its message.
+    await form.locator('[data-property="max_multiqc_email_size"] .validationErrors', { hasText: 'does not match' }).waitFor();
     const text = await form.locator('[data-property="input"]').innerText();
     assert(!text.includes('does not match'), `no generic message: ${text}`);
     await form.locator('#pirus-config_input').scrollIntoViewIfNeeded();
@@ -128,6 +136,7 @@ try {
 
   await step('a valid config runs to DONE', async () => {
     await form.locator('#pirus-config_input').fill('samples.csv');
+    await form.locator('#pirus-config_max_multiqc_email_size').fill('10.MB'); // still in sight
     await panel.locator('[data-testid="pirus-newrun-submit"]').click();
     await panel.locator('.jp-pirus-details[data-run-id][data-status="DONE"]').waitFor({ timeout: 180000 });
     await panel.locator('[data-testid="pirus-outputs"] .jp-pirus-file', { hasText: 'samplesheet.csv' }).waitFor();

@@ -239,6 +239,8 @@ class ConfigForm(widgets.VBox):
         for key, field in self.fields_by_key.items():
             if key:
                 field.show_errors(per_field.get(key, []))
+        if self.sections is not None:
+            self.sections.refresh()  # a hidden field with a problem comes into sight
         loose += per_field.get("", [])
         self.form_errors.value = "".join(
             f'<div style="color:#cf222e">⚠ {html.escape(m)}</div>' for m in loose)

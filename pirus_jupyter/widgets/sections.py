@@ -65,6 +65,7 @@ class Sections:
             tooltip="parameters the pipeline marks as hidden (advanced)",
             layout=widgets.Layout(width="auto", display="" if self.hidden else "none"))
         self.toggle.observe(lambda _: self._show_hidden(), names="value")
+        self.revealed: set[str] = set()
         self.headers: dict[str, widgets.HTML] = {}
         self.group_members: dict[str, list[str]] = {}
         self.pickers: dict[str, widgets.Dropdown] = {}
@@ -128,12 +129,22 @@ class Sections:
             field.box.children = [*children[:-1], *extra, children[-1]]  # error line last
 
     def _show_hidden(self) -> None:
+        self.revealed.clear()
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Show the hidden fields when toggled, and any hidden field with a problem (a value
+        the user cannot see must not block the run unexplained)."""
         shown = self.toggle.value
-        for field in self.hidden.values():
-            field.box.layout.display = "" if shown else "none"
+        # Once shown for a problem, a field stays until the toggle is used: it must not vanish
+        # while its value is being corrected.
+        self.revealed |= {n for n, f in self.hidden.items() if f.messages}
+        visible = {n for n in self.hidden if shown or n in self.revealed}
+        for name, field in self.hidden.items():
+            field.box.layout.display = "" if name in visible else "none"
         for gid, members in self.group_members.items():
-            visible = shown or any(n not in self.hidden for n in members)
-            self.headers[gid].layout.display = "" if visible else "none"
+            seen = any(n not in self.hidden or n in visible for n in members)
+            self.headers[gid].layout.display = "" if seen else "none"
 
     def help_panel(self, name: str) -> widgets.HTML | None:
         """The collapsed help of the top-level field ``name``, if it has one."""

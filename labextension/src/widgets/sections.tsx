@@ -7,7 +7,7 @@
  */
 import { Sanitizer } from '@jupyterlab/apputils';
 import { ObjectFieldTemplateProps } from '@rjsf/utils';
-import React, { useState } from 'react';
+import React, { useEffect, useState } from 'react';
 
 import { formGroups, hiddenProperties } from '../forms';
 
@@ -28,9 +28,23 @@ export function SectionsTemplate(props: ObjectFieldTemplateProps): JSX.Element {
   const groups = formGroups(schema);
   const hidden = new Set(hiddenProperties(schema));
   const byName = new Map(props.properties.map(p => [p.name, p]));
+  // A hidden parameter the server refused is shown: a value out of sight must not block the
+  // run unexplained.
+  // Once shown for a problem, it stays until the toggle is used: it must not vanish while its
+  // value is being corrected.
+  const errors = (props.errorSchema || {}) as Record<string, any>;
+  const erring = [...hidden].filter(name => errors[name]?.__errors?.length);
+  const [revealed, setRevealed] = useState<string[]>([]);
+  useEffect(() => {
+    if (erring.some(name => !revealed.includes(name))) {
+      setRevealed(current => [...new Set([...current, ...erring])]);
+    }
+  }, [erring.join('\n')]);
+  const visible = (name: string) =>
+    showHidden || !hidden.has(name) || revealed.includes(name) || erring.includes(name);
   const field = (name: string) => {
     const prop = byName.get(name);
-    if (!prop || prop.hidden || (hidden.has(name) && !showHidden)) {
+    if (!prop || prop.hidden || !visible(name)) {
       return null;
     }
     const help = schema.properties?.[name]?.['x-pirus-help-html'];
@@ -48,7 +62,7 @@ export function SectionsTemplate(props: ObjectFieldTemplateProps): JSX.Element {
       {props.description ? <p className="jp-pirus-muted">{props.description}</p> : null}
       {props.properties.filter(p => !grouped.has(p.name)).map(p => field(p.name))}
       {groups.map(group => {
-        const shown = group.properties.filter(n => byName.has(n) && (showHidden || !hidden.has(n)));
+        const shown = group.properties.filter(n => byName.has(n) && visible(n));
         if (!shown.length) {
           return null;
         }
@@ -67,7 +81,10 @@ export function SectionsTemplate(props: ObjectFieldTemplateProps): JSX.Element {
             type="checkbox"
             checked={showHidden}
             data-testid="pirus-newrun-show-hidden"
-            onChange={e => setShowHidden(e.currentTarget.checked)}
+            onChange={e => {
+              setShowHidden(e.currentTarget.checked);
+              setRevealed([]);
+            }}
           />
           <span>Show hidden parameters ({hidden.size})</span>
         </label>
