@@ -65,6 +65,21 @@ def test_plugin_test_schema_keeps_its_hidden_parameters() -> None:
     assert validate_config(schema, {"outdir": "out"})["validate_params"] is True
 
 
+def test_quirks_of_published_pipeline_schemas() -> None:
+    """What published draft-07 pipeline schemas write (nf-core/rnaseq 3.x does all of it): a
+    group with ``"default": ""`` and its own help_text, a parameter with ``"default": null``."""
+    schema = normalize_form({
+        "$schema": "http://json-schema.org/draft-07/schema", "type": "object",
+        "definitions": {"umi_options": {
+            "title": "UMI options", "type": "object", "default": "", "help_text": "About UMIs.",
+            "properties": {"umitools_bc_pattern2": {"type": "string", "default": None},
+                           "with_umi": {"type": "boolean"}}}},
+        "allOf": [{"$ref": "#/definitions/umi_options"}]})
+    assert "allOf" not in schema and "definitions" not in schema
+    assert "default" not in schema["properties"]["umitools_bc_pattern2"]
+    assert validate_config(schema, {}) == {}  # no null filled in for a string
+
+
 def test_help_text_is_rendered_markdown_without_raw_html() -> None:
     schema = normalize_form({"type": "object", "properties": {"x": {
         "type": "string", "help_text": "Use **this** [docs](https://nf-co.re) "
