@@ -5,8 +5,8 @@ nf-core writes its parameters as groups (``$defs`` in draft 2020-12, ``definitio
 draft-07) merged at the top by ``allOf: [{"$ref": "#/$defs/group"}]``, while the values are flat
 (``{"input": ..., "outdir": ...}``). :func:`flatten_groups` moves every group's properties and
 ``required`` to the top level and lists the groups, in order, under :data:`GROUPS` —
-``[{"id", "title", "description", "fa_icon", "properties": [names]}]`` — for the renderers'
-titled sections. nf-core's own keywords stay on each property and mean:
+``[{"id", "title", "description", "help_html", "fa_icon", "properties": [names]}]`` — for the
+renderers' titled sections (``help_html``: the group's ``help_text``, rendered as below). nf-core's own keywords stay on each property and mean:
 
 * ``hidden: true``: shown only behind the renderers' "show hidden parameters" toggle;
 * ``help_text``: Markdown, rendered here once into :data:`HELP_HTML` (raw HTML in it is
@@ -132,8 +132,11 @@ def flatten_groups(form: dict[str, Any]) -> dict[str, Any]:
         rules = {k: v for k, v in group.items() if k not in _GROUP_ONLY}
         if rules:
             rest.append(rules)
+        help_text = group.get("help_text")
         groups.append({"id": name, "title": str(group.get("title") or name),
                        "description": str(group.get("description") or ""),
+                       "help_html": _MARKDOWN.render(help_text) if isinstance(help_text, str)
+                       and help_text.strip() else "",
                        "fa_icon": str(group.get("fa_icon") or ""), "properties": names})
     if isinstance(form.get("properties"), dict) or groups:
         form["properties"] = {k: _clean_property(v) for k, v in properties.items()}

@@ -41,6 +41,8 @@ def test_template_schema_is_flattened_into_titled_groups(flavour) -> None:
         "Generic options"]
     assert groups[0]["fa_icon"] == "fas fa-terminal"
     assert groups[0]["description"].startswith("Define where the pipeline")
+    assert groups[0]["help_html"] == ""
+    assert groups[-1]["help_html"].startswith("<p>These options are common to all nf-core")
     # Every parameter at the top level, in exactly one group; no group left to resolve.
     names = [n for g in groups for n in g["properties"]]
     assert sorted(names) == sorted(schema["properties"]) and len(set(names)) == len(names)

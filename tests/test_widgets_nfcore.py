@@ -27,6 +27,8 @@ def test_template_schema_renders_in_sections_with_hidden_parameters(flavour) -> 
     assert titles == ["Input/output options", "Reference genome options",
                       "Institutional config options", "Generic options"]
     assert "Define where the pipeline" in sections.headers["input_output_options"].value
+    assert "<details" not in sections.headers["input_output_options"].value
+    assert "<code>~/.nextflow/config</code>" in sections.headers["generic_options"].value
     # Hidden parameters are out of sight, and so is a section with nothing else.
     assert not shown(form.field("igenomes_ignore").box)
     assert shown(form.field("input").box) and shown(form.field("genome").box)

@@ -83,6 +83,7 @@ export interface IFormGroup {
   id: string;
   title: string;
   description: string;
+  help_html?: string;
   fa_icon: string;
   properties: string[];
 }

@@ -155,6 +155,8 @@ export interface FormGroup {
   id: string;
   title: string;
   description: string;
+  /** The group's help_text as safe HTML (Markdown rendered without raw HTML) */
+  help_html: string;
   /** nf-core's Font Awesome name ("fas fa-terminal"), or "". */
   fa_icon: string;
   /** The names of the group's parameters (top-level properties), in order. */

@@ -89,6 +89,8 @@ try {
     const io = form.locator('section[data-group="input_output_options"]');
     assert((await io.innerText()).includes('Define where the pipeline'), 'group description shown');
     assert((await io.locator('#pirus-config_input').count()) === 1, 'input in its section');
+    const groupHelp = form.locator('section[data-group="generic_options"] > details.jp-pirus-form-help');
+    assert((await groupHelp.count()) === 1, "the group's own help text");
     assert((await form.locator('#pirus-config_igenomes_ignore').count()) === 0, 'hidden parameter hidden');
     // help_text: collapsed Markdown under its field.
     const help = form.locator('[data-property="genome"] details.jp-pirus-form-help');

@@ -93,8 +93,11 @@ class Sections:
         # fa_icon names a Font Awesome glyph the page may not have: the title alone is shown.
         title = html.escape(str(group.get("title") or group.get("id") or ""))
         description = html.escape(str(group.get("description") or ""))
+        help_html = group.get("help_html")  # safe HTML, rendered by the server
         return (f'<div style="{_SECTION}"><b>{title}</b>'
                 + (f'<div style="{_MUTED}">{description}</div>' if description else "")
+                + (f'<details style="{_HELP}"><summary style="cursor:pointer">Help</summary>'
+                   f"{help_html}</details>" if isinstance(help_html, str) and help_html else "")
                 + "</div>")
 
     def _decorate(self, field: Field) -> None:

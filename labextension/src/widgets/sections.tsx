@@ -71,6 +71,7 @@ export function SectionsTemplate(props: ObjectFieldTemplateProps): JSX.Element {
           <section key={group.id} className="jp-pirus-form-section" data-group={group.id} aria-label={group.title}>
             <h4 className="jp-pirus-form-section-title">{group.title}</h4>
             {group.description ? <p className="jp-pirus-muted">{group.description}</p> : null}
+            {group.help_html ? <HelpText html={group.help_html} /> : null}
             {shown.map(field)}
           </section>
         );
