@@ -6,7 +6,8 @@ draft-07) merged at the top by ``allOf: [{"$ref": "#/$defs/group"}]``, while the
 (``{"input": ..., "outdir": ...}``). :func:`flatten_groups` moves every group's properties and
 ``required`` to the top level and lists the groups, in order, under :data:`GROUPS` —
 ``[{"id", "title", "description", "help_html", "fa_icon", "properties": [names]}]`` — for the
-renderers' titled sections (``help_html``: the group's ``help_text``, rendered as below). nf-core's own keywords stay on each property and mean:
+renderers' titled sections (``help_html``: the group's ``help_text``, rendered as below).
+nf-core's own keywords stay on each property and mean:
 
 * ``hidden: true``: shown only behind the renderers' "show hidden parameters" toggle;
 * ``help_text``: Markdown, rendered here once into :data:`HELP_HTML` (raw HTML in it is
