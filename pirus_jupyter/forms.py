@@ -1,5 +1,7 @@
-"""Run-configuration forms: normalise a pipeline's form.json to JSON Schema draft-07, fill the
-Pirus placeholders, and validate a config with per-field messages.
+"""Run-configuration forms: normalise a pipeline's form.json to JSON Schema draft-07 (draft-03,
+draft-07, and nf-core schemas in draft-07 or 2020-12 through :mod:`.nfschema`), fill the Pirus
+placeholders, and validate a config with per-field messages (a node's ``errorMessage`` instead
+of the generic one).
 
 The server validates with exactly the schema the widgets and the panel render.
 
@@ -19,7 +21,7 @@ from __future__ import annotations
 import contextvars
 import copy
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import regex
@@ -29,6 +31,7 @@ from referencing import Registry
 from referencing.exceptions import Unresolvable
 
 from .errors import InvalidRequest
+from .nfschema import custom_message, flatten_groups
 
 INPUT_FILES = "__PIRUS_INPUT_FILES__"
 DB_ALL = "__PIRUS_DB_ALL__"
@@ -117,7 +120,8 @@ def form_validator(schema: dict[str, Any]) -> Any:
 
 
 # Keywords whose value maps names to schemas: a key there named "$ref" is a name.
-_NAME_MAPS = ("properties", "patternProperties", "definitions", "dependencies")
+_NAME_MAPS = ("properties", "patternProperties", "definitions", "$defs", "dependencies",
+              "dependentSchemas")
 # Keywords whose value is data, not schema: a "$ref" inside is never resolved.
 _DATA = ("enum", "const", "default", "examples")
 
@@ -170,7 +174,7 @@ def _normalize_node(node: Any) -> Any:
 def _fill(node: Any, replacements: dict[str, list[str]]) -> Any:
     """Replace placeholder strings (as enum, default or a bare value) by the allowed choices."""
     if isinstance(node, list):
-        if len(node) == 1 and node[0] in replacements:
+        if len(node) == 1 and isinstance(node[0], str) and node[0] in replacements:
             return list(replacements[node[0]])
         return [_fill(n, replacements) for n in node]
     if not isinstance(node, dict):
@@ -214,7 +218,7 @@ def normalize_form(form: dict[str, Any] | None, input_names: list[str] | None = 
 def _normalize_form(form: dict[str, Any], input_names: list[str] | None,
                     databases: list[str] | None) -> dict[str, Any]:
     _refuse_outside_references(form)
-    schema = _normalize_node(copy.deepcopy(form))
+    schema = _normalize_node(flatten_groups(copy.deepcopy(form)))
     schema["$schema"] = DRAFT7
     schema.setdefault("type", "object")
     dbs = list(databases or [])
@@ -262,20 +266,29 @@ def field_errors(schema: dict[str, Any], config: Any) -> list[dict[str, str]]:
         path = ".".join(str(p) for p in error.absolute_path)
         if error.validator == "required" and isinstance(error.instance, dict):
             missing = [r for r in error.validator_value if r not in error.instance]
-            for name in missing:
-                errors.append({"field": f"{path}.{name}" if path else name,
-                               "message": f"{name} is required"})
+            for name in missing:  # jsonschema reports each missing name: said once each
+                found_one = {"field": f"{path}.{name}" if path else name,
+                             "message": f"{name} is required"}
+                if found_one not in errors:
+                    errors.append(found_one)
             continue
-        errors.append({"field": path, "message": error.message})
+        message = custom_message(error.schema, str(error.validator)) or error.message
+        if {"field": path, "message": message} not in errors:  # one errorMessage, said once
+            errors.append({"field": path, "message": message})
     return errors
 
 
-def validate_config(schema: dict[str, Any], config: Any) -> dict[str, Any]:
-    """The config with defaults applied, or InvalidRequest listing the failing fields."""
+def validate_config(schema: dict[str, Any], config: Any,
+                    more_checks: Callable[[dict[str, Any]], list[dict[str, str]]] | None = None
+                    ) -> dict[str, Any]:
+    """The config with defaults applied, or InvalidRequest listing the failing fields (those of
+    the schema, then those ``more_checks`` finds in a schema-valid config)."""
     if not isinstance(config, dict):
         raise InvalidRequest("config must be a JSON object", code="invalid_config")
     config = apply_defaults(schema, config)
     errors = field_errors(schema, config)
+    if not errors and more_checks is not None:
+        errors = more_checks(config)
     if errors:
         summary = "; ".join(f"{e['field'] or '(config)'}: {e['message']}" for e in errors)
         raise InvalidRequest(f"invalid config: {summary}", code="invalid_config", details=errors)

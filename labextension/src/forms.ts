@@ -77,3 +77,91 @@ export function pruneConfig(
   }
   return out;
 }
+
+/** One titled section of an nf-core schema, as the server lists it (`x-pirus-groups`). */
+export interface IFormGroup {
+  id: string;
+  title: string;
+  description: string;
+  help_html?: string;
+  fa_icon: string;
+  properties: string[];
+}
+
+/** The sections of a normalised form (none for a form without nf-core groups). */
+export function formGroups(schema: Record<string, any> | null | undefined): IFormGroup[] {
+  const groups = schema?.['x-pirus-groups'];
+  return Array.isArray(groups) ? groups.filter(g => g && Array.isArray(g.properties)) : [];
+}
+
+/** The names of the top-level properties marked `hidden: true`. */
+export function hiddenProperties(schema: Record<string, any> | null | undefined): string[] {
+  const props = schema?.properties || {};
+  return Object.keys(props).filter(name => props[name] && props[name].hidden === true);
+}
+
+// By extension, as Python's mimetypes guesses them (the kernel's form uses that): a file whose
+// type is known and differs is not offered (two text/* types are close enough).
+const MIME_BY_EXTENSION: Record<string, string> = {
+  csv: 'text/csv',
+  tsv: 'text/tab-separated-values',
+  txt: 'text/plain',
+  json: 'application/json',
+  html: 'text/html',
+  xml: 'text/xml',
+  pdf: 'application/pdf',
+  png: 'image/png',
+  jpg: 'image/jpeg',
+  jpeg: 'image/jpeg',
+  svg: 'image/svg+xml',
+  zip: 'application/zip',
+  tar: 'application/x-tar'
+};
+
+/** Whether a file named `name` fits a path field: its `pattern` and its `mimetype`. */
+export function acceptsFile(schema: Record<string, any>, name: string): boolean {
+  if (typeof schema.pattern === 'string') {
+    try {
+      if (!new RegExp(schema.pattern, 'u').test(name)) {
+        return false;
+      }
+    } catch {
+      return false; // a pattern this browser cannot read fits nothing
+    }
+  }
+  if (typeof schema.mimetype === 'string' && schema.mimetype) {
+    const extension = name.includes('.') ? name.split('.').pop()!.toLowerCase() : '';
+    const guessed = MIME_BY_EXTENSION[extension];
+    if (guessed && guessed !== schema.mimetype && !(guessed.startsWith('text/') && schema.mimetype.startsWith('text/'))) {
+      return false;
+    }
+  }
+  return true;
+}
+
+const FILE_FORMATS = ['file-path', 'path'];
+
+/**
+ * The schema to draw: each top-level file field (`format: file-path|path`) offered, as
+ * suggestions (`examples`, shown by rjsf as a datalist), the candidate files it accepts.
+ */
+export function withFileSuggestions(schema: Record<string, any>, candidates: string[]): Record<string, any> {
+  const props = schema.properties;
+  if (!props || typeof props !== 'object') {
+    return schema;
+  }
+  let changed = false;
+  const out: Record<string, any> = {};
+  for (const [name, prop] of Object.entries<any>(props)) {
+    if (prop && prop.type === 'string' && FILE_FORMATS.includes(prop.format) && !prop.enum) {
+      const fitting = [...new Set(candidates)].filter(c => acceptsFile(prop, c.split('/').pop() || c));
+      if (fitting.length) {
+        out[name] = { ...prop, examples: fitting };
+        changed = true;
+        continue;
+      }
+    }
+    out[name] = prop;
+  }
+  return changed ? { ...schema, properties: out } : schema;
+}

@@ -151,6 +151,22 @@ export interface Form {
   $schema: 'http://json-schema.org/draft-07/schema#';
   type: string;
   properties?: Record<string, unknown>;
+  /** The titled sections of an nf-core schema, in order (its values are flat). */
+  'x-pirus-groups'?: FormGroup[];
+}
+
+/** One group of an nf-core schema (a `$defs`/`definitions` entry). */
+export interface FormGroup {
+  /** The group's name under `$defs`/`definitions`. */
+  id: string;
+  title: string;
+  description: string;
+  /** The group's help_text as safe HTML (Markdown rendered without raw HTML) */
+  help_html: string;
+  /** nf-core's Font Awesome name ("fas fa-terminal"), or "". */
+  fa_icon: string;
+  /** The names of the group's parameters (top-level properties), in order. */
+  properties: string[];
 }
 
 /**

@@ -27,6 +27,7 @@ from ..errors import Conflict, Forbidden, InvalidRequest, NotFound
 from ..files import is_within, resolve_under, to_api_path, unique_input_names
 from ..forms import validate_config
 from ..models import FINAL_RUN_STATUSES, PipelineStatus, RunStatus, check_run_move, public_run
+from ..nfschema import path_errors
 from ..store import now_iso
 from .cluster import Cluster
 from .compare import Compare
@@ -164,10 +165,13 @@ class RunManager(Queue, Lifecycle, Cluster, Compare):
         reuse = await self.reuse_wanted(reuse, pipeline)
         target = await self._check_target(target)
         resolved = await self._resolve_inputs(inputs if inputs is not None else [])
-        schema = await self.pipelines.form(pipeline_id, [i["name"] for i in resolved])
-        # In a thread: a form's patterns may take up to forms.PATTERN_BUDGET to check.
-        config = await asyncio.to_thread(validate_config, schema,
-                                         config if config is not None else {})
+        names = [i["name"] for i in resolved]
+        schema = await self.pipelines.form(pipeline_id, names)
+        # In a thread: a form's patterns may take up to forms.PATTERN_BUDGET to check, and
+        # `exists: true` paths are looked at on disk.
+        config = await asyncio.to_thread(
+            validate_config, schema, config if config is not None else {},
+            lambda checked: path_errors(schema, checked, self.root_dir, names))
         name = (name or "").strip() or f"{pipeline['name']} run"
         reuse_values: dict[str, Any] = {}
         if reuse:

@@ -8,9 +8,11 @@ For a pipeline the server does this (``GET pipelines/{id}/form?inputs=...``) and
 again whenever the chosen inputs change; for a bare schema it is done here.
 
 The fields (one ipywidgets class per schema node kind; titles are labels, ``*`` marks required
-fields, descriptions are help text, defaults are initial values) are :mod:`.fields`; the input
-file picker is :mod:`.picker`. A field that is optional, has no default and was never edited is
-left out of :attr:`ConfigForm.value`. Every change re-validates the whole value with
+fields, descriptions are help text, defaults are initial values) are :mod:`.fields`; their
+layout (nf-core groups as sections, hidden parameters behind a toggle, help text, path fields
+offered the inputs) is :mod:`.sections`; the input file picker is :mod:`.picker`. A field
+that is optional, has no default and was never edited is left out of
+:attr:`ConfigForm.value`. Every change re-validates the whole value with
 :func:`pirus_jupyter.forms.field_errors` and shows each message under its field.
 """
 
@@ -29,6 +31,7 @@ from ..forms import apply_defaults, field_errors, normalize_form
 from ..kernel.errors import PirusAPIError
 from .fields import STYLE, Field, JSONField, ObjectField
 from .picker import FilePicker, Lister, local_lister
+from .sections import Sections
 
 if TYPE_CHECKING:
     from ..kernel.records import Pipeline, Run
@@ -61,6 +64,7 @@ class ConfigForm(widgets.VBox):
         self.last_run: Run | None = None
         self.fields_by_key: dict[str, Field] = {}
         self.root: ObjectField | None = None
+        self.sections: Sections | None = None
         self.schema: dict[str, Any] = {}
         self._errors: list[dict[str, str]] = []
         self._suspend = 0
@@ -112,7 +116,9 @@ class ConfigForm(widgets.VBox):
         self._suspend += 1
         try:
             self.root = ObjectField(self, None, None, self.schema, True, top=True)
-            self.fields_box.children = [self.root.box]
+            # nf-core groups as sections, hidden parameters behind a toggle (.sections).
+            self.sections = Sections(self, self.root, self.schema)
+            self.fields_box.children = [self.sections.box]
             if previous:
                 self._restore(previous, touched)
         finally:
@@ -233,6 +239,8 @@ class ConfigForm(widgets.VBox):
         for key, field in self.fields_by_key.items():
             if key:
                 field.show_errors(per_field.get(key, []))
+        if self.sections is not None:
+            self.sections.refresh()  # a hidden field with a problem comes into sight
         loose += per_field.get("", [])
         self.form_errors.value = "".join(
             f'<div style="color:#cf222e">⚠ {html.escape(m)}</div>' for m in loose)

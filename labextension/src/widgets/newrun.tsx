@@ -8,9 +8,17 @@ import validator from '@rjsf/validator-ajv8';
 import React, { useEffect, useMemo, useState } from 'react';
 
 import { baseName, errorMessage, IFieldError, PirusRequestError } from '../api';
-import { errorSchemaFromDetails, hasFields, IErrorSchema, pruneConfig, unplacedErrors } from '../forms';
+import {
+  errorSchemaFromDetails,
+  hasFields,
+  IErrorSchema,
+  pruneConfig,
+  unplacedErrors,
+  withFileSuggestions
+} from '../forms';
 import { INewRunView } from '../router';
 import { ActionButton, EmptyState, ErrorBanner, IPanelContext, useSignal } from './common';
+import { FORM_UI_SCHEMA } from './sections';
 
 export function NewRunForm(props: { ctx: IPanelContext; view: INewRunView }): JSX.Element {
   const { ctx, view } = props;
@@ -65,6 +73,11 @@ export function NewRunForm(props: { ctx: IPanelContext; view: INewRunView }): JS
 
   const pipeline = pipelineId !== undefined ? ctx.model.pipelines.get(pipelineId) : undefined;
   const files = ctx.model.uploadedFiles().filter(f => !inputs.includes(f.path));
+  // File fields are offered the run's inputs (by name) and the uploaded files (by path).
+  const drawn = useMemo(
+    () => (schema ? withFileSuggestions(schema, [...inputs.map(baseName), ...ctx.model.uploadedFiles().map(f => f.path)]) : null),
+    [schema, inputsKey, files.length]
+  );
   const unplaced = useMemo(() => (schema ? unplacedErrors(fieldErrors, schema) : fieldErrors), [fieldErrors, schema]);
 
   const addInputs = (paths: string[]) => {
@@ -252,7 +265,8 @@ export function NewRunForm(props: { ctx: IPanelContext; view: INewRunView }): JS
         {schema && hasFields(schema) ? (
           <div className="jp-pirus-form" data-testid="pirus-newrun-form">
             <FormComponent
-              schema={schema}
+              schema={drawn || schema}
+              uiSchema={FORM_UI_SCHEMA}
               formData={formData as any}
               onChange={e => {
                 const next = (e.formData || {}) as Record<string, unknown>;
