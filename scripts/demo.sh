@@ -12,8 +12,14 @@ jupyter pirus build examples/pipelines/fastq-count -o "$root/packages/fastq-coun
 jupyter pirus build examples/pipelines/fastq-stats -o "$root/packages/fastq-stats.tar.gz"
 jupyter pirus build examples/pipelines/vcf-filter -o "$root/packages/vcf-filter.tar.gz"
 jupyter pirus build examples/pipelines/fail-on-demand -o "$root/packages/fail-on-demand.tar.gz"
+# Real tools: one Debian base (mmdebstrap, from this machine's apt sources) built by the first
+# of these and cached in ~/.cache/pirus/bases for the others and for the next start.
+jupyter pirus build examples/pipelines/vcf-stats -o "$root/packages/vcf-stats.tar.gz"
+jupyter pirus build examples/pipelines/fastq-stats-seqkit -o "$root/packages/fastq-stats-seqkit.tar.gz"
+jupyter pirus build examples/pipelines/bam-stats -o "$root/packages/bam-stats.tar.gz"
+examples/pipelines/bam-stats/make_data.sh
 cp examples/pipelines/fastq-stats/data/small.fastq examples/pipelines/vcf-filter/data/small.vcf \
-  "$root/data/"
+  examples/pipelines/bam-stats/data/small.bam "$root/data/"
 cp -n notebooks/*.ipynb "$root/" 2>/dev/null || true
 python3 - "$root/data" <<'PY'
 import sys, random

@@ -102,3 +102,37 @@ def test_cache_key() -> None:
     assert key != cache_key("bookworm", ["a1"], "Types: deb\n")
     assert key != cache_key("trixie", ["a1", "b1"], "Types: deb\n")
     assert key != cache_key("bookworm", ["a1", "b1"], "Types: deb\nURIs: x\n")
+
+
+@pytest.mark.parametrize(("spec", "problems"), [
+    ({"base": "debian:bookworm", "packages": ["bcftools"]}, []),
+    ({"base": "debian:bookworm", "packages": "bcftools"},
+     ["pirus.yaml: packages: must be a list of Debian package names"]),
+    ({"base": "busybox", "packages": ["bcftools"]},
+     ["pirus.yaml: packages: only a debian:<suite> base installs packages"]),
+])
+def test_validate_folder_without_build(tmp_path, spec, problems) -> None:
+    import yaml
+
+    from pirus_jupyter.packaging.validate import validate_folder
+
+    (tmp_path / "pirus.yaml").write_text(yaml.safe_dump({"name": "n", "run": "true", **spec}))
+    assert [str(p) for p in validate_folder(tmp_path, build=False)] == problems
+
+
+@pytest.mark.parametrize(("lines", "message"), [
+    (["I: running apt-get update...", "E: Unable to locate package nope",
+      "E: apt-get install failed"],
+     "base debian:bookworm: unknown package nope (not in the apt sources for this suite)"),
+    (["E: Failed to fetch http://h.invalid/debian/dists/bookworm/InRelease  Could not "
+      "resolve 'h.invalid'", "E: Unable to locate package bcftools"],
+     "base debian:bookworm: apt source unreachable "
+     "(http://h.invalid/debian/dists/bookworm/InRelease)"),
+    (["I: x", "E: something else", "E: later"],
+     "base debian:bookworm: mmdebstrap failed: something else"),
+    ([], "base debian:bookworm: mmdebstrap failed: no output"),
+])
+def test_mmdebstrap_failure_in_one_line(lines, message) -> None:
+    from pirus_jupyter.packaging.debian import _failure
+
+    assert _failure("bookworm", lines) == message

@@ -48,3 +48,27 @@ def test_pipeline_record_shows_the_installed_provenance() -> None:
         "provenance"] == provenance
     assert public_pipeline({"id": 1, "manifest": None})["provenance"] == {}
     assert "manifest" not in public_pipeline({"id": 1, "manifest": {}})
+
+
+def test_run_provenance_from_its_pipeline_while_the_fingerprint_matches() -> None:
+    from pirus_jupyter.kernel.errors import PirusAPIError
+    from pirus_jupyter.kernel.records import Pipeline, Run
+
+    provenance = {"base": "debian:bookworm", "packages": {"bcftools": "1.16-1"}}
+
+    class Stub:
+        installed: dict[str, object] | None = {"id": 3, "fingerprint": "a" * 64,
+                                               "provenance": provenance}
+
+        def pipeline(self, pipeline_id: int) -> Pipeline:
+            if self.installed is None:
+                raise PirusAPIError(404, "not_found", "no such pipeline")
+            return Pipeline(self, self.installed)  # type: ignore[arg-type]
+
+    stub = Stub()
+    run = Run(stub, {"id": 1, "pipeline_id": 3, "pipeline_fingerprint": "a" * 64})  # type: ignore[arg-type]
+    assert run.provenance() == provenance
+    stub.installed = {"id": 3, "fingerprint": "b" * 64, "provenance": provenance}
+    assert run.provenance() == {}  # reinstalled from another package since
+    stub.installed = None
+    assert run.provenance() == {}  # uninstalled

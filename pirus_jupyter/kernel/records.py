@@ -365,7 +365,7 @@ class Run(Record):
         a Debian base), read from its pipeline; empty if the pipeline was removed or
         reinstalled from another package since (its fingerprint is no longer the run's)."""
         try:
-            pipeline = self.pipeline()
+            pipeline = self.pipeline
         except PirusAPIError:
             return {}
         if pipeline.fingerprint != self.pipeline_fingerprint:

@@ -354,9 +354,6 @@ def validate_folder(source_dir: Path, *, build: bool = True,
         problem = package_list_problem(spec.get("packages"))
         if problem:
             problems.append(Problem("pirus.yaml", problem))
-    elif spec.get("packages"):
-        problems.append(Problem("pirus.yaml", "packages: only a debian:<suite> base installs "
-                                              "packages"))
     elif oci:
         problem = oci_problem(base)
         if problem is None and not image_path(absolute_reference(base, source_dir)).exists():
@@ -365,6 +362,9 @@ def validate_folder(source_dir: Path, *, build: bool = True,
             problems.append(Problem("pirus.yaml", problem))
     elif not base.startswith("lxd:") and not (source_dir / base).is_file():
         problems.append(Problem("pirus.yaml", f"base: {base} not found"))
+    if spec.get("packages") and not (isinstance(base, str) and base.startswith("debian:")):
+        problems.append(Problem("pirus.yaml", "packages: only a debian:<suite> base installs "
+                                              "packages"))
     if base_paths is not None:
         base_paths |= set(DIRECTORY_DEFAULTS.values())
 
