@@ -128,7 +128,8 @@ class PirusApp(ExtensionApp):
         "bind-mounted (LXD on this host). push: inputs are pushed into the container and "
         "outputs and logs pulled back through the LXD file API (no shared filesystem: remote "
         "LXD, cluster members on other machines). auto: push for an https:// endpoint, "
-        "mounts otherwise.",
+        "mounts otherwise. A mounted run folder's host path shows in the container's "
+        "/proc/self/mountinfo; push shows none (docs/reliability.md).",
     )
     tes_shared_folders = List(
         Unicode(), [], config=True,

@@ -4,7 +4,9 @@ Every request to LXD has a timeout (backend/lxd_session.py), the unix socket too
 LXD is the "LXD unreachable" case of tests/test_faults.py: ``GET /pirus/api/v1`` answers
 (``lxd.connected`` false), past the grace period the run ends in ERROR saying so, the queue
 holds its runs. Without the timeout the monitor's thread waited for ever and the run stayed
-RUNNING. A *private* LXD daemon (tests/private_lxd.py), never the shared one.
+RUNNING. Waiting on an LXD operation is done in short slices, so a daemon that falls silent
+mid-operation is noticed within one slice, not after the operation's ten-minute deadline.
+A *private* LXD daemon (tests/private_lxd.py), never the shared one.
 """
 
 from __future__ import annotations
@@ -14,11 +16,13 @@ import signal
 from typing import Any
 
 import pytest
+import requests
 from conftest import FINAL, requires_lxd, wait_for
 from pkgbuild import build_pipeline, progress_script
 from private_lxd import private_daemon
 
 from pirus_jupyter.backend import lxd_session
+from pirus_jupyter.backend.lxd import LXDBackend
 from pirus_jupyter.runs import lifecycle
 
 GRACE = 3.0
@@ -77,3 +81,58 @@ async def test_hung_lxd_is_unreachable_and_ends_the_run_in_error(hung_lxd_env, t
         assert code == 200, body
     finally:
         os.kill(pid, signal.SIGCONT)
+
+
+@pytest.fixture
+def sleeper(daemon, tmp_path, monkeypatch):
+    """A running container on the private daemon, and a backend talking to that daemon with
+    one-second wait slices."""
+    monkeypatch.setattr(lxd_session, "WAIT_SLICE", 1.0)
+    monkeypatch.setattr(lxd_session, "WAIT_SLACK", 2.0)
+    monkeypatch.setenv("LXD_DIR", str(daemon.lxd_dir))
+    package = build_pipeline(tmp_path / "sleeper.tar.gz", name="sleeper", form={},
+                             script="#!/bin/sh\n")
+    daemon.lxc("image", "import", str(package), "--alias", "sleeper")
+    daemon.lxc("launch", "sleeper", "sleeper")
+    try:
+        yield LXDBackend().client
+    finally:
+        if daemon.pid is not None:
+            os.kill(daemon.pid, signal.SIGCONT)
+        daemon.lxc("delete", "--force", "sleeper", check=False)
+        daemon.lxc("image", "delete", "sleeper", check=False)
+
+
+def _start_sleep(client: Any, seconds: int) -> Any:
+    """An exec operation that lasts ``seconds``; its ``/wait`` node."""
+    response = client.api.instances["sleeper"].exec.post(json={
+        "command": ["sleep", str(seconds)], "wait-for-websocket": False,
+        "record-output": False, "interactive": False})
+    operation_id = response.json()["operation"].rsplit("/", 1)[-1]
+    return client.api.operations[operation_id].wait
+
+
+@pytest.mark.lxd
+@requires_lxd
+def test_an_operation_longer_than_a_wait_slice_is_waited_for_to_its_end(sleeper):
+    answer = _start_sleep(sleeper, 4).get().json()
+    assert answer["metadata"]["status"] == "Success", answer
+
+
+@pytest.mark.lxd
+@requires_lxd
+@pytest.mark.timeout(120)
+def test_waiting_on_a_hung_lxd_fails_within_a_slice_not_the_deadline(sleeper, daemon):
+    # The deadline stays at its ten minutes: only the slices can end this wait in time.
+    wait = _start_sleep(sleeper, 600)
+    os.kill(daemon.pid, signal.SIGSTOP)
+    with pytest.raises(requests.ReadTimeout):
+        wait.get()
+
+
+@pytest.mark.lxd
+@requires_lxd
+def test_an_operation_outliving_its_deadline_is_an_unreachable_lxd(sleeper, monkeypatch):
+    monkeypatch.setattr(lxd_session, "OPERATION_DEADLINE", 2.0)
+    with pytest.raises(requests.ReadTimeout, match="still running after 2 s"):
+        _start_sleep(sleeper, 600).get()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import posixpath
+import re
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,6 +89,29 @@ def check_form(raw: bytes) -> None:
         normalize_form(form)
     except InvalidRequest as e:
         raise InvalidPackage(e.message, code="invalid_form") from None
+
+
+# LXD renders an image's templates into the container at creation or start with, among
+# others, ``devices`` (every disk device's host ``source``: the run folder's host path) and
+# ``config`` (``config_get``). Templates may use the instance's own facts (``instance``,
+# ``container``, ``trigger``, ``path``, ``properties``), never these.
+_TEMPLATE_TAG = re.compile(r"\{\{.*?\}\}|\{%.*?%\}", re.DOTALL)
+_HOST_FACTS = re.compile(r"\b(devices|config|config_get)\b")
+
+
+def check_templates(templates: dict[str, bytes]) -> None:
+    """Refuse templates that would write the host's device sources or the instance's
+    configuration into the container (the host paths behind its mounts)."""
+    for name, body in sorted(templates.items()):
+        text = body.decode("utf-8", errors="replace")
+        for tag in _TEMPLATE_TAG.finditer(text):
+            fact = _HOST_FACTS.search(tag.group())
+            if fact:
+                raise InvalidPackage(
+                    f"template {name!r} uses {fact.group(1)!r}, which would show the host's "
+                    "mount sources or the container's configuration inside the container: "
+                    "templates may use instance, container, trigger, path and properties",
+                    code="template_exposes_host")
 
 
 def _refuse_member_under_symlink(name: str, symlinks: set[str]) -> None:
@@ -186,5 +210,7 @@ def inspect_package(path: Path, max_size: int, *, sha256: str | None = None) -> 
             info.icon = rootfs_file(manifest["icon"], "icon")
         for doc in manifest["documents"]:
             info.documents[posixpath.basename(doc)] = rootfs_file(doc, "documents")
+        check_templates({name: read(member, name) for name, member in regular.items()
+                         if name.startswith("templates/")})
     info.fingerprint = sha256 or sha256_file(path)
     return info
