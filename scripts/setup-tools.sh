@@ -30,16 +30,19 @@ make_venv nf-core "nf-core==4.2.1"
 # from it with Pirus's builder, adding examples/tes/snakemake-runner/): Debian bookworm with
 # python3, bash and rsync (mmdebstrap, from the Debian mirror), and the venv's own Snakemake
 # and fs storage plugin pip-installed into it from PyPI: Snakemake 9 is not in bookworm, and
-# the containers have no network to install it themselves.
+# the containers have no network to install it themselves. Its Python bytecode is compiled
+# as unchecked-hash .pyc: Pirus's builder gives every file one fixed mtime, which would make
+# timestamp-checked .pyc stale, and every job would compile Snakemake again at each start.
 sm_version=$("$tools_dir/snakemake/bin/python" -c 'import snakemake; print(snakemake.__version__)')
 rootfs="$tools_dir/snakemake-rootfs.tar"
-stamp="bookworm python3 python-is-python3 bash rsync coreutils snakemake==$sm_version snakemake-storage-plugin-fs==1.1.3"
+stamp="bookworm python3 python-is-python3 bash rsync coreutils snakemake==$sm_version snakemake-storage-plugin-fs==1.1.3 unchecked-hash"
 if [ ! -s "$rootfs" ] || [ "$(cat "$rootfs.stamp" 2>/dev/null)" != "$stamp" ]; then
   mmdebstrap --variant=essential --format=tar \
     --include=python3,python-is-python3,bash,rsync,coreutils \
     --customize-hook="'$tools_dir/snakemake/bin/python' -m pip install -q --no-cache-dir \
 --no-compile --target \"\$1/usr/local/lib/python3.11/dist-packages\" \
 snakemake==$sm_version snakemake-storage-plugin-fs==1.1.3" \
+    --customize-hook='chroot "$1" python3 -m compileall -q -f --invalidation-mode unchecked-hash /usr/lib/python3.11 /usr/local/lib/python3.11/dist-packages >/dev/null' \
     bookworm "$rootfs.part"
   mv "$rootfs.part" "$rootfs"
   printf '%s' "$stamp" > "$rootfs.stamp"
