@@ -11,10 +11,11 @@ rootfs tarball) straight into the output: a multi-gigabyte rootfs never sits in 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import platform
 import posixpath
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,9 @@ from .tarwriter import build_epoch, compression_for, write_package
 
 # BuildError is raised by every step of a build: importable from here, where it is used.
 __all__ = ["BuildError", "build_package", "build_package_from_parts"]
+
+NOTIFY_VARIABLE = b"PIRUS_NOTIFY_URL"
+NOTIFY_SCAN_MAX = 4 * 1024**2
 
 
 def _architecture() -> str:
@@ -73,6 +77,26 @@ def _deep_merge(into: dict[str, Any], extra: Mapping[str, Any]) -> None:
             _deep_merge(into[key], value)
         else:
             into[key] = value
+
+
+def names_notify_url(run: str, sources: Iterable[bytes | Path]) -> bool:
+    """Whether the run command or a file the build adds (host folders walked) names
+    ``PIRUS_NOTIFY_URL``: only such pipelines get the notify proxy, which costs a second of
+    every run's start. Files past ``NOTIFY_SCAN_MAX`` bytes (data, not scripts) are skipped."""
+    if NOTIFY_VARIABLE.decode() in run:
+        return True
+    for source in sources:
+        if isinstance(source, bytes):
+            if NOTIFY_VARIABLE in source:
+                return True
+            continue
+        paths = sorted(source.rglob("*")) if source.is_dir() else [source]
+        for path in paths:
+            with contextlib.suppress(OSError):
+                if path.is_file() and path.stat().st_size <= NOTIFY_SCAN_MAX and \
+                        NOTIFY_VARIABLE in path.read_bytes():
+                    return True
+    return False
 
 
 def build_package_from_parts(
@@ -111,6 +135,8 @@ def build_package_from_parts(
     pirus, problems = built_manifest(manifest, normalised_files)
     if problems:
         raise BuildError("invalid manifest: " + "; ".join(problems))
+    if pirus.get("notify") is None:
+        pirus["notify"] = names_notify_url(pirus["run"], normalised_files.values())
     output.parent.mkdir(parents=True, exist_ok=True)  # temporary base copies go there too
     with ExitStack() as stack:
         base_image = open_base(base, stack, output.parent.resolve())

@@ -320,6 +320,8 @@ def normalize_manifest(metadata: Any) -> dict[str, Any]:
         raise InvalidPackage("pirus.developers must be a list of names")
     manifest["developers"] = [str(d) for d in developers]
     manifest["limits"] = _installed_limits(manifest.get("limits"))
+    if manifest.get("notify") is not None and not isinstance(manifest["notify"], bool):
+        raise InvalidPackage("pirus.notify must be true or false", code="invalid_manifest")
     documents = manifest.get("documents") or []
     if not isinstance(documents, list) or not all(isinstance(d, str) for d in documents):
         raise InvalidPackage("pirus.documents must be a list of paths")
