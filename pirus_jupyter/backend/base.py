@@ -100,6 +100,11 @@ class Backend:
         """Start ``command`` in the container and return at once; it outlives this process."""
         raise NotImplementedError
 
+    def add_proxy(self, name: str, port: int) -> None:
+        """Expose this host's TCP ``port`` inside the running container on 127.0.0.1:``port``
+        (what ``ContainerSpec.proxy_port`` does at creation, plugged in later)."""
+        raise NotImplementedError
+
     def freeze(self, name: str) -> None:
         raise NotImplementedError
 

@@ -31,6 +31,8 @@ from ..store import Store, now_iso
 from .data import RunData, open_run_data
 from .wrapper import HEARTBEAT_INTERVAL
 
+# Seconds before a container deletion LXD refused is tried again (doubling up to a minute).
+REMOVAL_RETRY = 5.0
 # A run's progress before its pipeline reports any.
 FRESH_PROGRESS: dict[str, Any] = {"value": 0, "min": 0, "max": 100, "label": None}
 
@@ -103,6 +105,10 @@ class RunsCore:
         self._locks: dict[int, asyncio.Lock] = {}
         self._lxd_lost: dict[int, float] = {}  # run id -> when LXD was first found unreachable
         self._removals: dict[str, asyncio.Task[None]] = {}  # container deletions to retry
+        # Containers of ended runs being deleted, off the run's slot (lifecycle._remove_later).
+        self._cleanups: set[asyncio.Task[None]] = set()
+        # Notify proxies being added to started containers, by container (lifecycle.py).
+        self._plugs: dict[str, asyncio.Task[None]] = {}
         self._queue_retry: asyncio.Task[None] | None = None  # the queue held while LXD is down
         self._schedule_lock = asyncio.Lock()
         self._stopping = False
@@ -200,6 +206,10 @@ class RunsCore:
         name = row.get("lxd_container")
         if not name:
             return
+        plug = self._plugs.pop(name, None)
+        if plug is not None and plug is not asyncio.current_task():
+            # A device being added while the container goes: LXD would fail one of the two.
+            await asyncio.wait({plug})
         try:
             await asyncio.to_thread(self.backend.delete_container, name)
         except PirusError as e:
@@ -211,7 +221,7 @@ class RunsCore:
                     self._retry_removal(name))
 
     async def _retry_removal(self, name: str) -> None:
-        delay = 5.0
+        delay = REMOVAL_RETRY
         try:
             while not self._stopping:
                 await asyncio.sleep(delay)

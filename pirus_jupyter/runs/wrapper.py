@@ -47,16 +47,29 @@ def output_manifest(outputs: str) -> str:
             f"mv -f {tmp} {MANIFEST_FILE}\n")
 
 
+def wait_for_listener(port: int, tries: int = 500) -> str:
+    """Wait (about 10 s at most) until something listens on 127.0.0.1:``port`` in the
+    container: the notify proxy, plugged in while the wrapper starts. Plain sh reading
+    /proc/net/tcp (local address, remote address, state 0A = LISTEN), so any image will do."""
+    listening = f"0100007F:{port:04X} 00000000:0000 0A"
+    return (f"i=0; while [ $i -lt {tries} ] && [ -r /proc/net/tcp ]; do "
+            f"while read -r _ l r s _; do [ \"$l $r $s\" = '{listening}' ] && break 2; "
+            f"done </proc/net/tcp; i=$((i+1)); sleep 0.02; done\n")
+
+
 def wrapper_script(pipeline: dict[str, Any], *, loopback: bool, heartbeat: str,
-                   before_exit: str) -> str:
+                   before_exit: str, proxy_port: int | None = None) -> str:
     """The script around the pipeline's command. ``heartbeat`` and ``before_exit`` come from
-    the run's data (data.py): how the beat is kept and what is done before the exit code."""
+    the run's data (data.py): how the beat is kept and what is done before the exit code.
+    With ``proxy_port`` the command starts once the notify proxy listens."""
     # Manifest paths are absolute and free of '..', but may hold spaces: quote them.
     logs = shlex.quote(pipeline["lxd_logs_path"])
     outputs = shlex.quote(pipeline["lxd_outputs_path"])
     # Containers have no network but loopback, which nothing brings up without an init
     # system: the notify proxy listens there.
     script = "ip link set lo up 2>/dev/null || ifconfig lo up 2>/dev/null\n" if loopback else ""
+    if proxy_port:
+        script += wait_for_listener(proxy_port)
     # A heartbeat beside the command: if this wrapper dies without writing an exit code (its
     # LXD exec helper killed, say), the heartbeat stops and the run is ended in ERROR instead
     # of waiting forever on a container that stays up.
