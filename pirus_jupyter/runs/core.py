@@ -206,10 +206,12 @@ class RunsCore:
         name = row.get("lxd_container")
         if not name:
             return
-        plug = self._plugs.pop(name, None)
+        plug = self._plugs.get(name)
         if plug is not None and plug is not asyncio.current_task():
             # A device being added while the container goes: LXD would fail one of the two.
+            # (Left in _plugs meanwhile, so that a server stop still cancels it.)
             await asyncio.wait({plug})
+        self._plugs.pop(name, None)
         try:
             await asyncio.to_thread(self.backend.delete_container, name)
         except PirusError as e:
