@@ -36,6 +36,7 @@ class ContainerState:
     cpu_seconds: float | None = None
     memory_peak: int | None = None
     location: str | None = None  # cluster member holding the container
+    processes: int | None = None  # processes in the container, its init included
 
 
 @dataclass

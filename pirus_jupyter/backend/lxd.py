@@ -344,9 +344,11 @@ class LXDBackend(Backend):
             raise _lxd_error(f"read the state of {name}", e) from e
         cpu = (state.get("cpu") or {}).get("usage")
         memory = (state.get("memory") or {}).get("usage_peak")
+        processes = state.get("processes")
         return ContainerState(
             status=str(state.get("status")), cpu_seconds=cpu / 1e9 if cpu else None,
             memory_peak=int(memory) if memory else None,
+            processes=processes if isinstance(processes, int) and processes > 0 else None,
         )
 
     @_reachable

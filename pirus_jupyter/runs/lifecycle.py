@@ -415,9 +415,13 @@ class Lifecycle(RunsCore):
             check_run_move(row["status"], S.DONE)
             # Freeze (milliseconds, where a stop takes most of a second) so nothing left
             # running in the container writes to outputs while they are hashed; deleting the
-            # container waits until the run is recorded DONE.
+            # container waits until the run is recorded DONE. Not needed when its init is
+            # all that is left (the wrapper and its heartbeat have ended): on a busy host
+            # LXD's freeze can take a whole second (liblxc polls the cgroup v1 freezer each
+            # second).
             try:
-                await asyncio.to_thread(self.backend.freeze, row["lxd_container"])
+                if state is None or state.processes != 1:
+                    await asyncio.to_thread(self.backend.freeze, row["lxd_container"])
             except PirusError as e:  # LXD down or shutting down: the command has ended, and
                 # hashing without the freeze is still right
                 self.log.warning("pirus: run %s: could not freeze before hashing: %s", run_id,
