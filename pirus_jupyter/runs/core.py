@@ -109,6 +109,7 @@ class RunsCore:
         self._cleanups: set[asyncio.Task[None]] = set()
         # Notify proxies being added to started containers, by container (lifecycle.py).
         self._plugs: dict[str, asyncio.Task[None]] = {}
+        self._deleting: dict[str, asyncio.Task[None]] = {}  # deletions under way, by container
         self._queue_retry: asyncio.Task[None] | None = None  # the queue held while LXD is down
         self._schedule_lock = asyncio.Lock()
         self._stopping = False
@@ -212,6 +213,16 @@ class RunsCore:
             # (Left in _plugs meanwhile, so that a server stop still cancels it.)
             await asyncio.wait({plug})
         self._plugs.pop(name, None)
+        # One deletion per container at a time: a cancel and the woken run's task both remove
+        # it, and LXD refuses the second while the first stops it ("busy").
+        deleting = self._deleting.get(name)
+        if deleting is None:
+            deleting = asyncio.get_running_loop().create_task(self._delete_container(name))
+            self._deleting[name] = deleting
+            deleting.add_done_callback(lambda _: self._deleting.pop(name, None))
+        await asyncio.shield(deleting)  # a caller cancelled does not stop the deletion
+
+    async def _delete_container(self, name: str) -> None:
         try:
             await asyncio.to_thread(self.backend.delete_container, name)
         except PirusError as e:
