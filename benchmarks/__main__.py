@@ -24,7 +24,7 @@ HERE = Path(__file__).resolve().parent
 ITEMS: dict[str, list[str]] = {
     "upload": ["--size-mib", "256", "--rounds", "1"],
     "run_overhead": ["-n", "3"],
-    "queue": ["--runs", "12", "--single", "3"],
+    "queue": ["--runs", "12", "--single", "3", "--sleep-runs", "6"],
     "api_scale": ["--runs", "2000", "--requests", "100", "--seconds", "3"],
     "load": ["--seconds", "15"],  # optional: runs only when benchmarks/load.py exists
     "placement": ["-n", "2"],  # starts its own 3-member LXD cluster on loopback

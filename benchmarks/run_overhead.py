@@ -2,7 +2,10 @@
 API (latency: the container's deletion after DONE is not counted), median of N runs, against a
 raw pylxd cycle (create, start, exec, stop, delete) of the same image measured in the same
 process run. Prints the ratio and where Pirus spends its time (median
-seconds per status). Run with and without the notify proxy device."""
+seconds per status). Two pipelines on a server with the default settings: ``default``, the
+no-op package as built (its manifest says ``notify: false``: nothing in it names
+$PIRUS_NOTIFY_URL, so no proxy device), and ``notify-pipeline``, the same command in a package
+that asks for the notify URL (``notify: true``, as original Pirus packages are taken to)."""
 
 from __future__ import annotations
 
@@ -15,13 +18,30 @@ from pathlib import Path
 import pylxd
 
 from benchmarks.common import LXD_PREFIX, ROOT, Server, median, report
-from pirus_jupyter.packaging import build_package
+from pirus_jupyter.packaging import build_package, build_package_from_parts
 
 
 def build_noop() -> Path:
     package = Path(tempfile.mkdtemp(prefix="pirus-bench-pkg-")) / "noop.tar.gz"
     build_package(ROOT / "examples" / "pipelines" / "noop", package)
     return package
+
+
+def build_noop_notify(folder: Path) -> Path:
+    """The no-op command in a package whose manifest asks for $PIRUS_NOTIFY_URL."""
+    return build_package_from_parts(
+        {"name": "noop-notify", "version": "1.0.0", "run": "true", "notify": True,
+         "description": "Does nothing, with the notify URL offered.", "license": "CC0-1.0",
+         "developers": ["Pirus developers"]}, {}, folder / "noop-notify.tar.gz")
+
+
+def containers_gone(client: pylxd.Client, timeout: float = 60) -> None:
+    """Wait until this benchmark's run containers are deleted (after DONE, in the background)."""
+    deadline = time.monotonic() + timeout
+    while any(i.name.startswith(f"{LXD_PREFIX}-run-") for i in client.instances.all()):
+        if time.monotonic() > deadline:
+            raise TimeoutError("run containers still there")
+        time.sleep(0.02)
 
 
 def raw_pylxd_cycle(client: pylxd.Client, fingerprint: str, n: int
@@ -57,9 +77,13 @@ def pirus_cycle(server: Server, pipeline_id: int, n: int) -> tuple[list[float], 
         # The container is deleted after DONE is recorded: let it go before the next run so
         # runs do not overlap (this benchmark measures latency, not throughput).
         server.wait("", lambda b: b["active_runs"] == 0, interval=0.01)
+        containers_gone(LXD)
         for status, seconds in run["metrics"]["phases"].items():
             phases.setdefault(status, []).append(seconds)
     return times, {k: median(v) for k, v in phases.items()}
+
+
+LXD = pylxd.Client()
 
 
 def main() -> None:
@@ -67,6 +91,7 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=10, help="runs per measurement (default 10)")
     args = parser.parse_args()
     package = build_noop()
+    build_noop_notify(package.parent)
     try:
         measure(package, args.n)
     finally:
@@ -74,28 +99,29 @@ def main() -> None:
 
 
 def measure(package: Path, n: int) -> None:
-    client = pylxd.Client()
-    for notify in (False, True):
-        label = "notify" if notify else "no-notify"
-        with Server(max_parallel_runs=1, poll_interval=0.05, notify_enabled=notify) as server:
-            pipeline = server.install(package)
+    packages = {"default": package, "notify-pipeline": package.parent / "noop-notify.tar.gz"}
+    with Server(max_parallel_runs=1, poll_interval=0.05) as server:
+        for label, path in packages.items():
+            pipeline = server.install(path)
             assert pipeline["status"] == "READY", pipeline
             # The image by fingerprint: its aliases belong to the servers that installed it.
             fingerprint = pipeline["fingerprint"]
             pirus_cycle(server, pipeline["id"], 1)  # warm-up: first start shifts the rootfs
-            raw_pylxd_cycle(client, fingerprint, 1)
-            raw_exec, raw_total = raw_pylxd_cycle(client, fingerprint, n)
+            raw_pylxd_cycle(LXD, fingerprint, 1)
+            raw_exec, raw_total = raw_pylxd_cycle(LXD, fingerprint, n)
             pirus, phases = pirus_cycle(server, pipeline["id"], n)
             server.session.delete(server.api(f"pipelines/{pipeline['id']}"))
-        report(f"run_overhead[{label}].pirus_median_s", f"{median(pirus):.3f}")
-        report(f"run_overhead[{label}].raw_pylxd_to_exec_median_s", f"{median(raw_exec):.3f}")
-        report(f"run_overhead[{label}].raw_pylxd_full_cycle_median_s", f"{median(raw_total):.3f}")
-        report(f"run_overhead[{label}].ratio_to_raw_exec",
-               f"{median(pirus) / median(raw_exec):.2f}")
-        report(f"run_overhead[{label}].ratio_to_raw_full_cycle",
-               f"{median(pirus) / median(raw_total):.2f}")
-        report(f"run_overhead[{label}].phases_median_s",
-               " ".join(f"{k}={v:.3f}" for k, v in phases.items()))
+            report(f"run_overhead[{label}].pirus_median_s", f"{median(pirus):.3f}")
+            report(f"run_overhead[{label}].raw_pylxd_to_exec_median_s",
+                   f"{median(raw_exec):.3f}")
+            report(f"run_overhead[{label}].raw_pylxd_full_cycle_median_s",
+                   f"{median(raw_total):.3f}")
+            report(f"run_overhead[{label}].ratio_to_raw_exec",
+                   f"{median(pirus) / median(raw_exec):.2f}")
+            report(f"run_overhead[{label}].ratio_to_raw_full_cycle",
+                   f"{median(pirus) / median(raw_total):.2f}")
+            report(f"run_overhead[{label}].phases_median_s",
+                   " ".join(f"{k}={v:.3f}" for k, v in phases.items()))
 
 
 if __name__ == "__main__":

@@ -123,7 +123,8 @@ class PirusApp(ExtensionApp):
     notify_enabled = Bool(
         True, config=True,
         help="Expose the server inside run containers (LXD proxy device) so pipelines can "
-        "POST progress to $PIRUS_NOTIFY_URL.",
+        "POST progress to $PIRUS_NOTIFY_URL (those whose manifest says notify: false never "
+        "get it).",
     )
     poll_interval = Float(
         0.25, config=True, help="Seconds between checks of a running pipeline's progress file."

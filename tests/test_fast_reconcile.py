@@ -28,7 +28,7 @@ async def test_run_that_ended_while_the_server_was_down_is_finished(
     assert done["status"] == "DONE", done
     assert [(o["name"], o["sha256"]) for o in done["outputs"]] == [
         ("result.txt", hashlib.sha256(b"finished\n").hexdigest())]
-    assert not fake.containers
+    await wait_for(api, "", until=lambda b: not fake.containers, timeout=15)
 
 
 async def test_run_that_failed_while_the_server_was_down_ends_in_error(

@@ -45,8 +45,9 @@ async def test_run_goes_to_done_with_progress_logs_and_outputs(api, fake, instal
         "sub/status.txt": hashlib.sha256(b"done\n").hexdigest()}
     code, text = await api("GET", "runs", run["id"], "logs", "out")
     assert (code, text) == (200, "counted 12 reads\n")
+    # deleted after DONE, off the run's slot
+    await wait_for(api, "", until=lambda b: container not in fake.containers, timeout=15)
     assert container in fake.called("delete_container")
-    assert container not in fake.containers
 
 
 async def test_nonzero_exit_ends_in_error_quoting_the_error_log(api, fake, install, fake_package):
@@ -265,3 +266,53 @@ async def test_target_without_a_cluster_is_refused(api, fake, install, fake_pack
     code, body = await api("POST", "runs", body={"pipeline_id": pipeline["id"], "target": "m1"})
     assert code == 400, body
     assert body["error"]["message"] == "target needs an LXD cluster; this LXD is not clustered"
+
+
+@settings(max_parallel_runs=1)
+async def test_slot_is_free_at_done_while_the_container_is_deleted(
+        api, fake, install, fake_package, runs_timing):
+    """The next run starts while the ended run's container is still being deleted; a deletion
+    LXD refuses is tried again until the container is gone."""
+    runs_timing(REMOVAL_RETRY=0.05)
+    pipeline = await install(fake_package)
+    first = await start_run(api, pipeline)
+    second = await start_run(api, pipeline, "WAITING")
+    container = fake.container(first["id"]).spec.name
+    held = fake.hold("delete_container")
+    fake.finish(first["id"])
+    await wait_run(api, first["id"], "DONE")
+    await wait_run(api, second["id"], "RUNNING")
+    assert container in fake.containers  # its deletion is still held
+    fake.broken["delete_container"] = BackendError("LXD failed to delete: busy")
+    held.set()
+    await wait_for(api, "", until=lambda b: fake.called("delete_container").count(container) > 1,
+                   timeout=15)
+    assert container in fake.containers
+    del fake.broken["delete_container"]
+    await wait_for(api, "", until=lambda b: container not in fake.containers, timeout=15)
+
+
+async def test_notify_proxy_only_for_pipelines_that_name_the_url(
+        api, fake, install, fake_package, tmp_path):
+    """A package whose files never name $PIRUS_NOTIFY_URL (the builder says notify: false)
+    gets neither the proxy nor the variable; one that does gets both, the proxy plugged into
+    the started container and the wrapper waiting for it before the command."""
+    from pirus_jupyter.packaging import build_package_from_parts
+
+    quiet = await install(fake_package)
+    run = await start_run(api, quiet)
+    box = fake.container(run["id"])
+    assert "PIRUS_NOTIFY_URL" not in box.environment and box.spec.proxy_port is None
+    assert "add_proxy" not in [method for method, _ in fake.calls]
+    fake.finish(run["id"])
+
+    talker = build_package_from_parts(
+        {"name": "talker", "run": "/pipeline/run.sh", "version": "1.0"},
+        {"/pipeline/run.sh": b'#!/bin/sh\nwget -q --post-data {} "$PIRUS_NOTIFY_URL"\n'},
+        tmp_path / "talker.tar.gz", base=fake_package.parent / "rootfs.tar")
+    run = await start_run(api, await install(talker))
+    box = fake.container(run["id"])
+    await wait_for(api, "", until=lambda b: box.spec.proxy_port is not None, timeout=15)
+    assert box.environment["PIRUS_NOTIFY_URL"].startswith(
+        f"http://127.0.0.1:{box.spec.proxy_port}/")
+    assert f"0100007F:{box.spec.proxy_port:04X} 00000000:0000 0A" in box.script

@@ -170,3 +170,16 @@ def test_event_bus_cuts_off_slow_subscribers() -> None:
 def test_configuration_doc_is_current() -> None:
     doc = Path(__file__).parent.parent / "docs" / "configuration.md"
     assert doc.read_text() == render(), "regenerate: python -m pirus_jupyter.settings_doc"
+
+
+def test_builder_offers_the_notify_url_only_to_packages_that_name_it(tmp_path: Path) -> None:
+    from pirus_jupyter.packaging.build import names_notify_url
+
+    script = tmp_path / "bin" / "report.sh"
+    script.parent.mkdir()
+    script.write_text('wget --post-data "$1" "$PIRUS_NOTIFY_URL"\n')
+    assert names_notify_url('curl -d {} "$PIRUS_NOTIFY_URL"', [])
+    assert names_notify_url("/pipeline/run.sh", [b"x", b"echo $PIRUS_NOTIFY_URL"])
+    assert names_notify_url("/pipeline/run.sh", [tmp_path])  # a host folder, walked
+    script.write_text('echo "{}" >>"$PIRUS_PROGRESS_FILE"\n')
+    assert not names_notify_url("/pipeline/run.sh", [tmp_path, b"echo hi"])

@@ -36,6 +36,7 @@ class ContainerState:
     cpu_seconds: float | None = None
     memory_peak: int | None = None
     location: str | None = None  # cluster member holding the container
+    processes: int | None = None  # processes in the container, its init included
 
 
 @dataclass
@@ -98,6 +99,11 @@ class Backend:
 
     def exec_detached(self, name: str, command: list[str], environment: dict[str, str]) -> None:
         """Start ``command`` in the container and return at once; it outlives this process."""
+        raise NotImplementedError
+
+    def add_proxy(self, name: str, port: int) -> None:
+        """Expose this host's TCP ``port`` inside the running container on 127.0.0.1:``port``
+        (what ``ContainerSpec.proxy_port`` does at creation, plugged in later)."""
         raise NotImplementedError
 
     def freeze(self, name: str) -> None:

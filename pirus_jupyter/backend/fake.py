@@ -200,6 +200,11 @@ class FakeBackend(Backend):
         with self._lock:
             self._box("start", name).status = "Running"
 
+    def add_proxy(self, name: str, port: int) -> None:
+        self._check("add_proxy", name)
+        with self._lock:
+            self._box("add_proxy", name).spec.proxy_port = port
+
     def exec_detached(self, name: str, command: list[str], environment: dict[str, str]) -> None:
         self._check("exec_detached", name)
         with self._lock:

@@ -34,6 +34,15 @@ MEMBER_UNREACHABLE = ("unable to connect", "missing event connection", "connecti
                       "connection reset", "context deadline exceeded", "cluster member is")
 
 
+PROXY_DEVICE = "pirus-notify"
+
+
+def proxy_device(port: int) -> dict[str, str]:
+    """An LXD proxy device listening in the container, connecting to this host's ``port``."""
+    return {"type": "proxy", "bind": "instance", "listen": f"tcp:127.0.0.1:{port}",
+            "connect": f"tcp:127.0.0.1:{port}"}
+
+
 def _member_unreachable(exc: Exception) -> bool:
     text = str(exc).lower()
     return any(marker in text for marker in MEMBER_UNREACHABLE)
@@ -245,11 +254,7 @@ class LXDBackend(Backend):
             for name, m in spec.mounts.items()
         }
         if spec.proxy_port:
-            devices["pirus-notify"] = {
-                "type": "proxy", "bind": "instance",
-                "listen": f"tcp:127.0.0.1:{spec.proxy_port}",
-                "connect": f"tcp:127.0.0.1:{spec.proxy_port}",
-            }
+            devices[PROXY_DEVICE] = proxy_device(spec.proxy_port)
         config = {f"limits.{k}": str(v) for k, v in spec.limits.items() if v not in ("", None)}
         config["security.privileged"] = "false"
         config["security.nesting"] = "false"
@@ -312,6 +317,16 @@ class LXDBackend(Backend):
             raise BackendError(f"LXD did not start the command in {name}")
 
     @_reachable
+    def add_proxy(self, name: str, port: int) -> None:
+        # PATCH merges devices by name: the disks stay. LXD answers once it has polled the
+        # proxy process's start (about a second), though it listens much sooner.
+        try:
+            self.client.api.instances[name].patch(
+                json={"devices": {PROXY_DEVICE: proxy_device(port)}})
+        except LXDAPIException as e:
+            raise _lxd_error(f"add the notify proxy to {name}", e) from e
+
+    @_reachable
     def freeze(self, name: str) -> None:
         self._change_state(name, "freeze")
 
@@ -329,9 +344,11 @@ class LXDBackend(Backend):
             raise _lxd_error(f"read the state of {name}", e) from e
         cpu = (state.get("cpu") or {}).get("usage")
         memory = (state.get("memory") or {}).get("usage_peak")
+        processes = state.get("processes")
         return ContainerState(
             status=str(state.get("status")), cpu_seconds=cpu / 1e9 if cpu else None,
             memory_peak=int(memory) if memory else None,
+            processes=processes if isinstance(processes, int) and processes > 0 else None,
         )
 
     @_reachable

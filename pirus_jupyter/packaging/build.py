@@ -11,10 +11,11 @@ rootfs tarball) straight into the output: a multi-gigabyte rootfs never sits in 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import platform
 import posixpath
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,9 @@ from .tarwriter import build_epoch, compression_for, write_package
 
 # BuildError is raised by every step of a build: importable from here, where it is used.
 __all__ = ["BuildError", "build_package", "build_package_from_parts"]
+
+NOTIFY_VARIABLE = b"PIRUS_NOTIFY_URL"
+NOTIFY_SCAN_MAX = 4 * 1024**2
 
 
 def _architecture() -> str:
@@ -89,6 +93,26 @@ def _with_defaults(manifest: Mapping[str, Any], defaults: Mapping[str, Any]) -> 
     if isinstance(defaults.get("env"), Mapping) and isinstance(block.get("env"), Mapping):
         merged["env"] = {**defaults["env"], **block["env"]}
     return merged
+
+
+def names_notify_url(run: str, sources: Iterable[bytes | Path]) -> bool:
+    """Whether the run command or a file the build adds (host folders walked) names
+    ``PIRUS_NOTIFY_URL``: only such pipelines get the notify proxy, which costs a second of
+    every run's start. Files past ``NOTIFY_SCAN_MAX`` bytes (data, not scripts) are skipped."""
+    if NOTIFY_VARIABLE.decode() in run:
+        return True
+    for source in sources:
+        if isinstance(source, bytes):
+            if NOTIFY_VARIABLE in source:
+                return True
+            continue
+        paths = sorted(source.rglob("*")) if source.is_dir() else [source]
+        for path in paths:
+            with contextlib.suppress(OSError):
+                if path.is_file() and path.stat().st_size <= NOTIFY_SCAN_MAX and \
+                        NOTIFY_VARIABLE in path.read_bytes():
+                    return True
+    return False
 
 
 def build_package_from_parts(
@@ -150,6 +174,9 @@ def build_package_from_parts(
                 raise BuildError("invalid manifest: " + "; ".join(problems))
         if base_image.provenance:
             pirus["provenance"] = base_image.provenance
+        if pirus.get("notify") is None:  # once the run is known (an OCI image may supply it)
+            pirus["notify"] = names_notify_url(pirus.get("run") or "",
+                                               normalised_files.values())
         entries = base_image.entries
         original = dict(entries)
         add_parents(entries)

@@ -326,6 +326,8 @@ def normalize_manifest(metadata: Any) -> dict[str, Any]:
     manifest["env"] = _installed_env(manifest.get("env"))
     if not isinstance(manifest.get("provenance"), dict):
         manifest.pop("provenance", None)
+    if manifest.get("notify") is not None and not isinstance(manifest["notify"], bool):
+        raise InvalidPackage("pirus.notify must be true or false", code="invalid_manifest")
     documents = manifest.get("documents") or []
     if not isinstance(documents, list) or not all(isinstance(d, str) for d in documents):
         raise InvalidPackage("pirus.documents must be a list of paths")

@@ -31,6 +31,8 @@ from ..store import Store, now_iso
 from .data import RunData, open_run_data
 from .wrapper import HEARTBEAT_INTERVAL
 
+# Seconds before a container deletion LXD refused is tried again (doubling up to a minute).
+REMOVAL_RETRY = 5.0
 # A run's progress before its pipeline reports any.
 FRESH_PROGRESS: dict[str, Any] = {"value": 0, "min": 0, "max": 100, "label": None}
 
@@ -105,6 +107,11 @@ class RunsCore:
         self._locks: dict[int, asyncio.Lock] = {}
         self._lxd_lost: dict[int, float] = {}  # run id -> when LXD was first found unreachable
         self._removals: dict[str, asyncio.Task[None]] = {}  # container deletions to retry
+        # Containers of ended runs being deleted, off the run's slot (lifecycle._remove_later).
+        self._cleanups: set[asyncio.Task[None]] = set()
+        # Notify proxies being added to started containers, by container (lifecycle.py).
+        self._plugs: dict[str, asyncio.Task[None]] = {}
+        self._deleting: dict[str, asyncio.Task[None]] = {}  # deletions under way, by container
         self._queue_retry: asyncio.Task[None] | None = None  # the queue held while LXD is down
         self._schedule_lock = asyncio.Lock()
         self._stopping = False
@@ -202,6 +209,22 @@ class RunsCore:
         name = row.get("lxd_container")
         if not name:
             return
+        plug = self._plugs.get(name)
+        if plug is not None and plug is not asyncio.current_task():
+            # A device being added while the container goes: LXD would fail one of the two.
+            # (Left in _plugs meanwhile, so that a server stop still cancels it.)
+            await asyncio.wait({plug})
+        self._plugs.pop(name, None)
+        # One deletion per container at a time: a cancel and the woken run's task both remove
+        # it, and LXD refuses the second while the first stops it ("busy").
+        deleting = self._deleting.get(name)
+        if deleting is None:
+            deleting = asyncio.get_running_loop().create_task(self._delete_container(name))
+            self._deleting[name] = deleting
+            deleting.add_done_callback(lambda _: self._deleting.pop(name, None))
+        await asyncio.shield(deleting)  # a caller cancelled does not stop the deletion
+
+    async def _delete_container(self, name: str) -> None:
         try:
             await asyncio.to_thread(self.backend.delete_container, name)
         except PirusError as e:
@@ -213,7 +236,7 @@ class RunsCore:
                     self._retry_removal(name))
 
     async def _retry_removal(self, name: str) -> None:
-        delay = 5.0
+        delay = REMOVAL_RETRY
         try:
             while not self._stopping:
                 await asyncio.sleep(delay)

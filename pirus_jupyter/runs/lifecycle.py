@@ -99,6 +99,12 @@ def merge_reports(reports: list[Any]) -> dict[str, Any]:
     return merged
 
 
+def wants_notify(pipeline: dict[str, Any]) -> bool:
+    """False only for packages whose manifest says they never POST to $PIRUS_NOTIFY_URL
+    (the builder records it); original Pirus packages, which do not say, get the proxy."""
+    return (pipeline.get("manifest") or {}).get("notify") is not False
+
+
 class Lifecycle(Reuse):
     # -- launch ---------------------------------------------------------------------------
     async def _execute(self, run_id: int) -> None:
@@ -142,12 +148,14 @@ class Lifecycle(Reuse):
         moved away (canceled) meanwhile."""
         run_id, name = row["id"], row["lxd_container"]
         data = await self._run_data(row, pipeline)
-        # The notify proxy connects to this host's loopback: only when the container is here.
+        # The notify proxy connects to this host's loopback: only when the container is here,
+        # and only for pipelines that may POST to it (it adds a second to the start).
         proxy_port = ((self.server_port() or None) if self.notify_enabled and
-                      data.on_this_host else None)
+                      data.on_this_host and wants_notify(pipeline) else None)
+        # The proxy is plugged in once the container runs, beside the wrapper's start (LXD
+        # takes a second to confirm it, at creation as later): the wrapper waits for it.
         spec = ContainerSpec(name=name, image_alias=pipeline["lxd_alias"], limits=limits,
-                             proxy_port=proxy_port, mounts=data.mounts(),
-                             target=row.get("location"))
+                             mounts=data.mounts(), target=row.get("location"))
         uid, gid = await asyncio.to_thread(self.backend.create_container, spec)
         if not await self._still(run_id, S.INITIALIZING):
             return False
@@ -155,9 +163,12 @@ class Lifecycle(Reuse):
         await asyncio.to_thread(self.backend.start, name)
         if not await self._still(run_id, S.INITIALIZING):
             return False
+        if proxy_port:
+            self._plug_proxy(run_id, name, proxy_port)
         script = wrapper.wrapper_script(pipeline, loopback=bool(proxy_port),
                                         heartbeat=data.heartbeat_script(),
-                                        before_exit=data.before_exit_script())
+                                        before_exit=data.before_exit_script(),
+                                        proxy_port=proxy_port)
         notify_url = (f"http://127.0.0.1:{proxy_port}{self.base_url}pirus/api/v1/runs/{run_id}/"
                       f"notify?token={row['notify_token']}") if proxy_port else None
         await asyncio.to_thread(self.backend.exec_detached, name,
@@ -168,6 +179,17 @@ class Lifecycle(Reuse):
                 return False
             await self._move(run_id, S.RUNNING)
         return True
+
+    def _plug_proxy(self, run_id: int, name: str, port: int) -> None:
+        """Add the notify proxy to the started container in a task of its own; the run ends
+        in ERROR if LXD refuses it. Removing the container waits for it (core.py)."""
+        async def plug() -> None:
+            try:
+                await asyncio.to_thread(self.backend.add_proxy, name, port)
+            except PirusError as e:
+                await self._fail(run_id, e.message)
+
+        self._plugs[name] = asyncio.get_running_loop().create_task(plug())
 
     async def _still(self, run_id: int, status: RunStatus) -> bool:
         """False (after freeing the container) if the run was moved away, e.g. canceled."""
@@ -385,17 +407,20 @@ class Lifecycle(Reuse):
                     reason += f": {err_tail.strip()[-2000:]}"
                 await self._move(run_id, S.ERROR, exit_code=exit_code, error=reason,
                                  end=now_iso(), metrics=metrics)
-                await self._remove_container(row)
-                await self._secure_folder(row)
+                self._remove_later(row, secure=True)
                 return
             if row["status"] == S.RUNNING:
                 row = await self._move(run_id, S.FINISHING, exit_code=0, metrics=metrics)
             check_run_move(row["status"], S.DONE)
             # Freeze (milliseconds, where a stop takes most of a second) so nothing left
             # running in the container writes to outputs while they are hashed; deleting the
-            # container waits until the run is recorded DONE.
+            # container waits until the run is recorded DONE. Not needed when its init is
+            # all that is left (the wrapper and its heartbeat have ended): on a busy host
+            # LXD's freeze can take a whole second (liblxc polls the cgroup v1 freezer each
+            # second).
             try:
-                await asyncio.to_thread(self.backend.freeze, row["lxd_container"])
+                if state is None or state.processes != 1:
+                    await asyncio.to_thread(self.backend.freeze, row["lxd_container"])
             except PirusError as e:  # LXD down or shutting down: the command has ended, and
                 # hashing without the freeze is still right
                 self.log.warning("pirus: run %s: could not freeze before hashing: %s", run_id,
@@ -423,7 +448,7 @@ class Lifecycle(Reuse):
             if problem is not None:
                 await self._move(run_id, S.ERROR, error=problem, end=now_iso(),
                                  metrics=await self._metrics(row, state))
-                await self._remove_container(row)
+                self._remove_later(row)
                 return
             timings = [*(row.get("timings") or []), [S.DONE.value, now_iso()]]
             metrics = await self._metrics(dict(row, timings=timings), state)
@@ -440,4 +465,21 @@ class Lifecycle(Reuse):
                 self.events.publish("file.created", {k: record[k] for k in (
                     "id", "name", "path", "size", "sha256", "source", "run_id", "created")})
         self.events.publish("run.updated", public_run(done))
-        await self._remove_container(done)
+        self._remove_later(done)
+
+    def _remove_later(self, row: dict[str, Any], secure: bool = False) -> None:
+        """Delete an ended run's container (stopping it takes most of a second) in a task of
+        its own, so the run's slot is free at once; then make its folder safe if ``secure``.
+        A deletion LXD refuses is retried (core._remove_container); one cut short by a server
+        stop is done by the next start's reconciliation (a final run's leftover container)."""
+        async def clean_up() -> None:
+            try:
+                await self._remove_container(row)
+                if secure:
+                    await self._secure_folder(row)
+            except Exception:  # nothing awaits this task: say what went wrong
+                self.log.exception("pirus: run %s: clean-up failed", row["id"])
+
+        task = asyncio.get_running_loop().create_task(clean_up())
+        self._cleanups.add(task)
+        task.add_done_callback(self._cleanups.discard)

@@ -73,7 +73,8 @@ class RunManager(Queue, Lifecycle, Cluster, Compare):
         """Stop watching; containers keep running and are reconciled at the next start."""
         self._stopping = True
         tasks = [run.task for run in self._active.values() if run.task]
-        tasks += [*self._removals.values()]
+        tasks += [*self._removals.values(), *self._cleanups, *self._plugs.values(),
+                  *self._deleting.values()]
         tasks += [t for t in (self._queue_retry, self._reconcile_task, self._member_watch) if t]
         for task in tasks:
             task.cancel()

@@ -21,10 +21,22 @@ LOG_NAMES = ("out", "err")
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
+def _beating(beat: str) -> str:
+    """``beat`` every HEARTBEAT_INTERVAL in the background while the wrapper lives, as
+    ``$hb``. Its sleep is a child it kills when told to stop (TERM): once the wrapper has
+    stopped it (stop_heartbeat), only what the pipeline left behind runs in the container."""
+    return (f"( trap 'kill $s 2>/dev/null; exit 0' TERM; while kill -0 $$ 2>/dev/null; do "
+            f"{beat}; sleep {HEARTBEAT_INTERVAL:g} & s=$!; wait $s; done ) "
+            f"</dev/null >/dev/null 2>&1 &\nhb=$!\n")
+
+
+def stop_heartbeat() -> str:
+    return "kill $hb 2>/dev/null; wait $hb 2>/dev/null\n"
+
+
 def touch_heartbeat() -> str:
     """The heartbeat of a run whose state folder is mounted: the file's mtime is the beat."""
-    return (f"( while kill -0 $$ 2>/dev/null; do touch {HEARTBEAT_FILE}; "
-            f"sleep {HEARTBEAT_INTERVAL:g}; done ) </dev/null >/dev/null 2>&1 &\n")
+    return _beating(f"touch {HEARTBEAT_FILE}")
 
 
 def counting_heartbeat(logs: str) -> str:
@@ -32,10 +44,9 @@ def counting_heartbeat(logs: str) -> str:
     host and the member say) and the sizes of both logs (the log cap is checked from it,
     without reading the logs over the API)."""
     tmp = f"{HEARTBEAT_FILE}.tmp"
-    return (f"( n=0; while kill -0 $$ 2>/dev/null; do n=$((n+1)); "
-            f"echo \"$n $(wc -c <{logs}/out.log) $(wc -c <{logs}/err.log)\" >{tmp} && "
-            f"mv -f {tmp} {HEARTBEAT_FILE}; sleep {HEARTBEAT_INTERVAL:g}; done ) "
-            f"</dev/null >/dev/null 2>&1 &\n")
+    return "n=0\n" + _beating(
+        f"n=$((n+1)); echo \"$n $(wc -c <{logs}/out.log) $(wc -c <{logs}/err.log)\" >{tmp} "
+        f"&& mv -f {tmp} {HEARTBEAT_FILE}")
 
 
 def output_manifest(outputs: str) -> str:
@@ -54,10 +65,21 @@ def shell(pipeline: dict[str, Any]) -> str:
     return named if isinstance(named, str) and named.startswith("/") else "/bin/sh"
 
 
+def wait_for_listener(port: int, tries: int = 500) -> str:
+    """Wait (about 10 s at most) until something listens on 127.0.0.1:``port`` in the
+    container: the notify proxy, plugged in while the wrapper starts. Plain sh reading
+    /proc/net/tcp (local address, remote address, state 0A = LISTEN), so any image will do."""
+    listening = f"0100007F:{port:04X} 00000000:0000 0A"
+    return (f"i=0; while [ $i -lt {tries} ] && [ -r /proc/net/tcp ]; do "
+            f"while read -r _ l r s _; do [ \"$l $r $s\" = '{listening}' ] && break 2; "
+            f"done </proc/net/tcp; i=$((i+1)); sleep 0.02; done\n")
+
+
 def wrapper_script(pipeline: dict[str, Any], *, loopback: bool, heartbeat: str,
-                   before_exit: str) -> str:
+                   before_exit: str, proxy_port: int | None = None) -> str:
     """The script around the pipeline's command. ``heartbeat`` and ``before_exit`` come from
-    the run's data (data.py): how the beat is kept and what is done before the exit code."""
+    the run's data (data.py): how the beat is kept and what is done before the exit code.
+    With ``proxy_port`` the command starts once the notify proxy listens."""
     # Manifest paths are absolute and free of '..', but may hold spaces: quote them.
     logs = shlex.quote(pipeline["lxd_logs_path"])
     outputs = shlex.quote(pipeline["lxd_outputs_path"])
@@ -66,6 +88,8 @@ def wrapper_script(pipeline: dict[str, Any], *, loopback: bool, heartbeat: str,
     # ifconfig, only the busybox binary that is its init.
     script = ("ip link set lo up 2>/dev/null || ifconfig lo up 2>/dev/null || "
               "busybox ip link set lo up 2>/dev/null\n") if loopback else ""
+    if proxy_port:
+        script += wait_for_listener(proxy_port)
     # A heartbeat beside the command: if this wrapper dies without writing an exit code (its
     # LXD exec helper killed, say), the heartbeat stops and the run is ended in ERROR instead
     # of waiting forever on a container that stays up.
@@ -77,7 +101,9 @@ def wrapper_script(pipeline: dict[str, Any], *, loopback: bool, heartbeat: str,
     script += (f"cd {start} || exit 125\n"
                f"{{ {pipeline['lxd_run_cmd']}\n}} >>{logs}/out.log 2>>{logs}/err.log "
                f"</dev/null\n")
-    return (f"{script}code=$?\n{before_exit}"
+    # The heartbeat stops before the exit code is written: a container left with its init
+    # alone then needs no freeze before its outputs are hashed (lifecycle._finish).
+    return (f"{script}code=$?\n{before_exit}{stop_heartbeat()}"
             f"echo $code >{EXIT_FILE}.tmp && mv {EXIT_FILE}.tmp {EXIT_FILE}\n")
 
 
