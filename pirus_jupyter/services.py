@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .backend.base import Backend
+from .crate import CrateService
 from .databases import DatabaseService
 from .events import EventBus
 from .files import FileService
@@ -34,6 +35,7 @@ class Services:
     pipelines: PipelineService
     runs: RunManager
     uploads: UploadService
+    crates: CrateService
     looplag: LoopLagMonitor = field(default_factory=LoopLagMonitor)
 
     @classmethod
@@ -66,8 +68,9 @@ class Services:
             uploads_dir=root_dir / app.uploads_dir, max_size=app.upload_max_size,
             expiration=app.upload_expiration, log=app.log,
         )
+        crates = CrateService(store, root_dir, spool_dir=data_dir / "crates")
         return cls(app=app, root_dir=root_dir, data_dir=data_dir, store=store, events=events,
-                   databases=databases,
+                   databases=databases, crates=crates,
                    backend=backend, files=files, pipelines=pipelines, runs=runs, uploads=uploads)
 
     async def start(self) -> None:

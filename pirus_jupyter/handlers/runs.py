@@ -1,13 +1,17 @@
-"""Runs: create (queued), list, read, pause/resume/cancel, logs, outputs, delete, notify."""
+"""Runs: create (queued), list, read, pause/resume/cancel, logs, outputs, crate, delete, notify."""
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 from jupyter_server.auth.decorator import allow_unauthenticated, authorized
+from jupyter_server.utils import url_path_join
 from tornado import web
 
 from ..errors import Forbidden, InvalidRequest, NotFound
 from ..models import RunStatus
 from .base import ID_SEGMENT, PirusHandler, json_id, parse_json, path_id
+from .streaming import send_file
 
 ID = rf"(?P<run_id>{ID_SEGMENT})"
 NOTIFY_MAX_BODY = 1024 * 1024  # one progress report from a pipeline
@@ -86,6 +90,32 @@ class RunOutputsHandler(PirusHandler):
         self.send_json({"items": run["outputs"], "total": len(run["outputs"])})
 
 
+class RunCrateHandler(PirusHandler):
+    """The run as a Process Run Crate (zip), built off the loop into a temporary file, then
+    streamed. ``?data=false``: the metadata only, no output bytes."""
+
+    @web.authenticated
+    @authorized
+    async def get(self, run_id: str) -> None:
+        data = self.get_query_argument("data", "true").lower()
+        if data not in ("true", "false", "1", "0"):
+            raise InvalidRequest("data must be true or false")
+        request = self.request
+        origin = f"{request.protocol}://{request.host}"
+
+        def url_for(path: str) -> str:  # Jupyter's own files handler serves root paths
+            return origin + url_path_join(self.base_url, "files", quote(path))
+
+        user = self.current_user
+        agent = {"id": getattr(user, "username", None) or str(user),
+                 "name": getattr(user, "display_name", None) or getattr(user, "name", None)}
+        spool, filename = await self.services.crates.crate(
+            path_id(run_id, "run"), data=data in ("true", "1"), url_for=url_for,
+            package_url=lambda pid: origin + self.api_url("pipelines", pid, "package"),
+            server_id=origin + self.base_url, agent=agent)
+        await send_file(self, spool, "application/zip", filename=filename)
+
+
 class RunNotifyHandler(PirusHandler):
     """Progress posted by a pipeline from inside its container. It has no Jupyter token: it is
     authenticated by the run's own secret, which stops working when the run ends."""
@@ -114,5 +144,6 @@ handlers = [
     (rf"/pirus/api/v1/runs/{ID}/(?P<action>pause|resume|cancel)", RunActionHandler),
     (rf"/pirus/api/v1/runs/{ID}/logs/(?P<which>[^/]+)", RunLogHandler),
     (rf"/pirus/api/v1/runs/{ID}/outputs", RunOutputsHandler),
+    (rf"/pirus/api/v1/runs/{ID}/crate", RunCrateHandler),
     (rf"/pirus/api/v1/runs/{ID}/notify", RunNotifyHandler),
 ]

@@ -345,6 +345,18 @@ class Run(Record):
         names = ", ".join(o.get("name", "?") for o in self.outputs or []) or "none"
         raise KeyError(f"run {self.id} has no output {name!r} (outputs: {names})")
 
+    def export_crate(self, target: str | os.PathLike[str], *, data: bool = True) -> Path:
+        """Save the run (it must have ended) as a Workflow Run RO-Crate of the Process Run
+        Crate profile: a zip with ``ro-crate-metadata.json`` and, unless ``data=False``, the
+        output files under ``outputs/``. Returns ``target``."""
+        target = Path(target)
+        response = self._client._request("GET", f"runs/{self.id}/crate", raw=True, stream=True,
+                                         params={"data": "true" if data else "false"})
+        with open(target, "wb") as out:
+            for chunk in response.iter_content(1024 * 1024):
+                out.write(chunk)
+        return target
+
     def read_output(self, name: str) -> bytes:
         """The content of the output ``name``, downloaded from the server."""
         item = self.output(name)
