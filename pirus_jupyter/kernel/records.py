@@ -8,10 +8,11 @@ Records that show something in a notebook (``Pipeline.form()``, ``Run.widget()``
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
@@ -241,14 +242,31 @@ class Run(Record):
 
     def _update(self, data: Mapping[str, Any]) -> bool:
         """Take a newer server record; a final status is never replaced by a non-final one
-        (an answer that raced a pushed event). True if the record changed."""
+        (an answer that raced a pushed event). True if the record changed; the watchers are
+        then called, in this thread, before it returns."""
         with self._lock:
             current = self._data.get("status")
             if current in FINAL_STATUSES and data.get("status") not in FINAL_STATUSES:
                 return False
             changed = dict(data) != self._data
             self._data = dict(data)
-            return changed
+            watchers = list(self.__dict__.get("_watchers", ())) if changed else []
+        for watcher in watchers:
+            watcher(self)
+        return changed
+
+    def watch(self, callback: Callable[[Run], None]) -> Callable[[], None]:
+        """Call ``callback(run)`` after every change of this record, in the thread that made
+        it (so :meth:`wait` returns only after its watchers saw the final state). Returns the
+        function that stops watching."""
+        with self._lock:
+            self.__dict__.setdefault("_watchers", []).append(callback)
+
+        def stop() -> None:
+            with self._lock, contextlib.suppress(ValueError):
+                self.__dict__["_watchers"].remove(callback)
+
+        return stop
 
     def refresh(self) -> Run:
         """Re-read the run from the server; returns self."""
