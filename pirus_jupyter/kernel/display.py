@@ -7,13 +7,13 @@ widgets) the fallback is all a reader sees, so it must be the widget's last stat
 first. :class:`LiveFallback` displays a bundle under a display id and sends
 ``update_display_data`` when the state changes.
 
-Who applies an update, and why it is sent twice: JupyterLab routes an iopub message to the
-output area of the cell whose request is its parent, and only that area knows the display id;
-nbclient (nbconvert's executor) only reads messages whose parent is the cell executing now, and
-updates any cell's output by display id. A change made by another cell or by a background
-thread (the events websocket) is therefore published once with the parent of the cell that
-displayed the widget (JupyterLab, the classic notebook) and once with the current parent
-(nbclient); each frontend ignores the copy it cannot place.
+Both frontends apply an update to every output with that display id, whichever cell sent it:
+JupyterLab's kernel connection forwards it to the cells that displayed the id
+(``_handleDisplayId`` in @jupyterlab/services), and nbclient (nbconvert's executor) reads the
+messages of the cell executing now and updates any cell's output by display id. An update made
+by a background thread (the events websocket) carries the parent of the cell executing then
+(ipykernel's fallback for threads), so it is applied too; one made while no cell runs reaches
+JupyterLab, not an nbclient run, which has ended.
 """
 
 from __future__ import annotations
@@ -28,27 +28,11 @@ log = logging.getLogger(__name__)
 __all__ = ["LiveFallback"]
 
 
-def _display_publisher() -> Any:
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return None
-    shell = get_ipython()
-    return getattr(shell, "display_pub", None) if shell is not None else None
-
-
-def _parent_now(publisher: Any) -> dict[str, Any]:
-    try:
-        return dict(getattr(publisher, "parent_header", None) or {})
-    except Exception:  # a publisher without a parent (a terminal IPython)
-        return {}
-
-
 class LiveFallback:
     """The places one widget was displayed in, to bring their static fallback up to date."""
 
     def __init__(self) -> None:
-        self._places: list[tuple[str, dict[str, Any]]] = []
+        self._places: list[str] = []
         self._lock = threading.Lock()
 
     @property
@@ -61,7 +45,7 @@ class LiveFallback:
 
         display_id = uuid.uuid4().hex
         with self._lock:
-            self._places.append((display_id, _parent_now(_display_publisher())))
+            self._places.append(display_id)
         display(bundle, raw=True, display_id=display_id)
 
     def update(self, bundle: dict[str, Any]) -> None:
@@ -70,17 +54,8 @@ class LiveFallback:
 
         with self._lock:
             places = list(self._places)
-        publisher = _display_publisher()
-        for display_id, parent in places:
+        for display_id in places:
             try:
-                current = _parent_now(publisher).get("msg_id")
-                setter = getattr(publisher, "set_thread_parent", None)
-                if parent.get("msg_id") and parent.get("msg_id") != current and setter:
-                    token = setter(parent)  # this thread only (a context variable)
-                    try:
-                        update_display(bundle, raw=True, display_id=display_id)
-                    finally:
-                        publisher.reset_thread_parent(token)
                 update_display(bundle, raw=True, display_id=display_id)
             except Exception:  # a kernel shutting down: the live widget is all there is
                 log.debug("pirus: widget fallback not updated", exc_info=True)
