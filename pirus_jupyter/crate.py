@@ -21,8 +21,11 @@ referenced by their URL on the Jupyter server, with the sha256 the run recorded.
 from __future__ import annotations
 
 import asyncio
+import getpass
 import hashlib
 import json
+import re
+import socket
 import tempfile
 import zipfile
 from collections.abc import Callable, Mapping
@@ -45,6 +48,7 @@ STATUS_COMPLETED = "http://schema.org/CompletedActionStatus"
 STATUS_FAILED = "http://schema.org/FailedActionStatus"
 
 LICENSE_ID = "#license-not-specified"
+_ANONYMOUS_ID = re.compile(r"[0-9a-f]{32}")
 
 UrlFor = Callable[[str], str]
 
@@ -65,6 +69,18 @@ def crate_member(name: str) -> str | None:
     if not name or path.is_absolute() or any(p in ("", ".", "..") for p in path.parts):
         return None
     return f"{OUTPUTS_FOLDER}/{path}"
+
+
+def agent_of(user: Any) -> dict[str, str]:
+    """Who ran the runs, for the crate's agent: the Jupyter user when Jupyter knows them (a
+    JupyterHub or a configured identity), else the account running this single-user server
+    (the anonymous "Anonymous Io" jupyter_server makes up for a token login names nobody)."""
+    username = str(getattr(user, "username", None) or "")
+    name = str(getattr(user, "display_name", None) or getattr(user, "name", None) or "")
+    if username and not (_ANONYMOUS_ID.fullmatch(username) and name.startswith("Anonymous ")):
+        return {"id": username, "name": name or username}
+    account = f"{getpass.getuser()}@{socket.gethostname()}"
+    return {"id": account, "name": f"{account} (the account running the Jupyter server)"}
 
 
 def _packages(manifest: Mapping[str, Any] | None) -> list[dict[str, str]]:

@@ -5,10 +5,17 @@ from __future__ import annotations
 
 import zipfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-from pirus_jupyter.crate import STATUS_FAILED, build_crate, crate_member, crate_metadata
+from pirus_jupyter.crate import (
+    STATUS_FAILED,
+    agent_of,
+    build_crate,
+    crate_member,
+    crate_metadata,
+)
 
 pytestmark = pytest.mark.fast
 
@@ -53,3 +60,13 @@ def test_output_names_that_leave_the_crate_are_not_copied(tmp_path: Path) -> Non
     with spool, zipfile.ZipFile(spool) as archive:
         assert archive.namelist() == ["ro-crate-metadata.json"]
         assert b"leaves the outputs folder" in archive.read("ro-crate-metadata.json")
+
+
+def test_agent_is_the_jupyter_user_unless_anonymous() -> None:
+    hub = SimpleNamespace(username="alice", name="alice", display_name="Alice Martin")
+    assert agent_of(hub) == {"id": "alice", "name": "Alice Martin"}
+    anonymous = SimpleNamespace(username="b009ead6008f44e3a1771172f1a4f817",
+                                name="Anonymous Pasiphae", display_name="Anonymous Pasiphae")
+    agent = agent_of(anonymous)
+    assert "Anonymous" not in agent["name"] and "@" in agent["id"]
+    assert "account running the Jupyter server" in agent["name"]

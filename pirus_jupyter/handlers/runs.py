@@ -8,6 +8,7 @@ from jupyter_server.auth.decorator import allow_unauthenticated, authorized
 from jupyter_server.utils import url_path_join
 from tornado import web
 
+from ..crate import agent_of
 from ..errors import Forbidden, InvalidRequest, NotFound
 from ..models import RunStatus
 from .base import ID_SEGMENT, PirusHandler, json_id, parse_json, path_id
@@ -106,13 +107,10 @@ class RunCrateHandler(PirusHandler):
         def url_for(path: str) -> str:  # Jupyter's own files handler serves root paths
             return origin + url_path_join(self.base_url, "files", quote(path))
 
-        user = self.current_user
-        agent = {"id": getattr(user, "username", None) or str(user),
-                 "name": getattr(user, "display_name", None) or getattr(user, "name", None)}
         spool, filename = await self.services.crates.crate(
             path_id(run_id, "run"), data=data in ("true", "1"), url_for=url_for,
             package_url=lambda pid: origin + self.api_url("pipelines", pid, "package"),
-            server_id=origin + self.base_url, agent=agent)
+            server_id=origin + self.base_url, agent=agent_of(self.current_user))
         await send_file(self, spool, "application/zip", filename=filename)
 
 
