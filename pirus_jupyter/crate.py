@@ -20,13 +20,11 @@ referenced by their URL on the Jupyter server, with the sha256 the run recorded.
 
 from __future__ import annotations
 
-import asyncio
 import getpass
 import hashlib
 import json
 import re
 import socket
-import tempfile
 import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path, PurePosixPath
@@ -108,11 +106,13 @@ def crate_metadata(run: Mapping[str, Any], pipeline: Mapping[str, Any] | None, *
                    url_for: UrlFor, package_url: str, members: Mapping[str, str],
                    left_out: Mapping[str, str], server_id: str,
                    agent: Mapping[str, Any] | None = None,
+                   found: Mapping[str, tuple[str, str, int]] | None = None,
                    generator: str = "Pirus for Jupyter") -> dict[str, Any]:
     """The ``ro-crate-metadata.json`` of ``run``. ``members``: output name → its path in the
     crate; ``left_out``: output name → why its bytes are not in the crate; ``url_for``: a
     Jupyter-root path → its URL; ``package_url``: where the pipeline's package is served;
-    ``server_id``: the server's URL (the crate's publisher)."""
+    ``server_id``: the server's URL (the crate's publisher); ``found``: output name → (path
+    in the crate, sha256, size) of bytes that changed since the run."""
     run_id = run["id"]
     action_id = f"#run-{run_id}"
     instrument_id = package_url  # the profile wants an absolute URI for the application
@@ -174,6 +174,13 @@ def crate_metadata(run: Mapping[str, Any], pipeline: Mapping[str, Any] | None, *
             entity["sdDatePublished"] = published
         files.append(entity)
         results.append(_ref(entity["@id"]))
+        if name in (found or {}):
+            member, digest, size = (found or {})[name]
+            files.append({"@id": member, "@type": "File", "name": name, "sha256": digest,
+                          "contentSize": size,
+                          "description": f"the output {name} as found when the crate was "
+                                         f"made: changed since the run, which recorded "
+                                         f"sha256 {item.get('sha256')}"})
 
     status = str(run.get("status"))
     action: dict[str, Any] = {
@@ -231,27 +238,34 @@ def crate_metadata(run: Mapping[str, Any], pipeline: Mapping[str, Any] | None, *
                        license_entity, publisher]}
 
 
-def _copy_checked(source: IO[bytes], target: IO[bytes], expected: str | None) -> bool:
+def _copy_hashed(source: IO[bytes], target: IO[bytes]) -> str:
     digest = hashlib.sha256()
     while chunk := source.read(CHUNK):
         digest.update(chunk)
         target.write(chunk)
-    return expected is not None and digest.hexdigest() == expected
+    return digest.hexdigest()
 
 
-def _write_zip(out: IO[bytes], root_dir: Path, outputs: list[Mapping[str, Any]],
-               skip: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
-    """Write the outputs (all but ``skip``) into a zip on ``out``; the members written and the
-    outputs left out, with why. A member whose bytes differ from its sha256 is reported in
-    the second dict although it was written: the caller writes the zip again without it."""
+def write_crate(sink: Any, run: Mapping[str, Any], pipeline: Mapping[str, Any] | None,
+                root_dir: Path, *, data: bool, url_for: UrlFor, package_url: str,
+                server_id: str, agent: Mapping[str, Any] | None = None) -> None:
+    """Write the crate as a zip on ``sink`` (anything with ``write``; it need not seek: the
+    zip is streamed, with data descriptors). Blocking: call it in a thread.
+
+    Each output is hashed as it is copied, and the metadata is written last, so it says
+    what was really copied: an output whose bytes differ from the sha256 the run recorded
+    (edited since) stays the run's result with its recorded sha256, referenced on the
+    server, and the bytes found are in the crate as a separate file that says so."""
     members: dict[str, str] = {}
-    left_out = dict(skip)
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED, allowZip64=True) as archive:
-        for item in outputs:
+    left_out: dict[str, str] = {}
+    found: dict[str, tuple[str, str, int]] = {}  # name -> (member, sha256, size) if changed
+    with zipfile.ZipFile(sink, "w", zipfile.ZIP_DEFLATED, allowZip64=True) as archive:
+        for item in run.get("outputs") or []:
             name = str(item["name"])
-            if name in left_out:
-                continue
             member = crate_member(name)
+            if not data:
+                left_out[name] = "metadata only was asked"
+                continue
             if member is None:
                 left_out[name] = "its name leaves the outputs folder"
                 continue
@@ -261,59 +275,34 @@ def _write_zip(out: IO[bytes], root_dir: Path, outputs: list[Mapping[str, Any]],
                 left_out[name] = "the file is no longer on the server"
                 continue
             with handle, archive.open(member, "w", force_zip64=True) as target:
-                same = _copy_checked(handle, target, item.get("sha256"))
-            if same:
+                digest = _copy_hashed(handle, target)
+                size = handle.tell()
+            if digest == item.get("sha256"):
                 members[name] = member
             else:
-                left_out[name] = "its bytes changed since the run (sha256 differs)"
-    return members, left_out
-
-
-def build_crate(run: Mapping[str, Any], pipeline: Mapping[str, Any] | None, root_dir: Path,
-                *, data: bool, url_for: UrlFor, package_url: str, server_id: str,
-                agent: Mapping[str, Any] | None = None,
-                spool_dir: Path | None = None) -> IO[bytes]:
-    """The crate as a zip in an anonymous temporary file, positioned at its start. Blocking:
-    call it in a thread. Outputs are copied with their hash checked on the way; if any
-    differs, the zip is written again without them (their bytes would contradict the
-    recorded sha256)."""
-    outputs = list(run.get("outputs") or [])
-    skip = {} if data else {str(o["name"]): "metadata only was asked" for o in outputs}
-    spool = tempfile.TemporaryFile(dir=spool_dir)  # noqa: SIM115 - handed to the caller
-    try:
-        while True:
-            spool.seek(0)
-            spool.truncate()
-            members, left_out = _write_zip(spool, root_dir, outputs, skip)
-            changed = {n: why for n, why in left_out.items() if n not in skip and
-                       why.startswith("its bytes changed")}
-            if not changed:
-                break
-            skip = {**skip, **changed}  # each pass leaves out at least one more: it ends
+                left_out[name] = (f"its bytes changed since the run; the file as found when "
+                                  f"the crate was made is {member}")
+                found[name] = (member, digest, size)
         metadata = crate_metadata(run, pipeline, url_for=url_for, package_url=package_url,
                                   members=members, left_out=left_out, server_id=server_id,
-                                  agent=agent)
-        with zipfile.ZipFile(spool, "a", zipfile.ZIP_DEFLATED, allowZip64=True) as archive:
-            archive.writestr(METADATA_NAME, json.dumps(metadata, indent=2, ensure_ascii=False))
-        spool.seek(0)
-        return spool
-    except BaseException:
-        spool.close()
-        raise
+                                  agent=agent, found=found)
+        archive.writestr(METADATA_NAME, json.dumps(metadata, indent=2, ensure_ascii=False))
 
 
 class CrateService:
-    """``GET /runs/{id}/crate``: the crate of a run that ended, built off the event loop."""
+    """``GET /runs/{id}/crate``: the crate of a run that ended, written by a thread as it is
+    sent (handlers/streaming.py's ``send_produced``)."""
 
-    def __init__(self, store: Store, root_dir: Path, spool_dir: Path) -> None:
+    def __init__(self, store: Store, root_dir: Path) -> None:
         self.store = store
         self.root_dir = root_dir
-        self.spool_dir = spool_dir
 
     async def crate(self, run_id: int, *, data: bool, url_for: UrlFor,
                     package_url: Callable[[int], str], server_id: str,
-                    agent: Mapping[str, Any] | None = None) -> tuple[IO[bytes], str]:
-        """The crate (an open temporary file, the caller closes it) and its file name."""
+                    agent: Mapping[str, Any] | None = None
+                    ) -> tuple[Callable[[Any], None], str]:
+        """What writes the crate on a sink (blocking: run it in a thread) and its file name.
+        Checked now, so that a run still active is a 409, not a broken download."""
         row = await self.store.get("runs", run_id)
         if row["status"] not in FINAL_RUN_STATUSES:
             raise Conflict(f"run {run_id} is {row['status']}: a crate records a run that "
@@ -323,9 +312,11 @@ class CrateService:
                                                                    row["pipeline_id"])
         except NotFound:  # removed since: the run's own record still names it
             pipeline = None
-        await asyncio.to_thread(self.spool_dir.mkdir, parents=True, exist_ok=True)
-        spool = await asyncio.to_thread(
-            build_crate, public_run(row), pipeline, self.root_dir, data=data, url_for=url_for,
-            package_url=package_url(int(row["pipeline_id"])), server_id=server_id, agent=agent,
-            spool_dir=self.spool_dir)
-        return spool, f"run-{run_id}-crate.zip"
+        run = public_run(row)
+        package = package_url(int(row["pipeline_id"]))
+
+        def produce(sink: Any) -> None:
+            write_crate(sink, run, pipeline, self.root_dir, data=data, url_for=url_for,
+                        package_url=package, server_id=server_id, agent=agent)
+
+        return produce, f"run-{run_id}-crate.zip"

@@ -68,7 +68,7 @@ class Services:
             uploads_dir=root_dir / app.uploads_dir, max_size=app.upload_max_size,
             expiration=app.upload_expiration, log=app.log,
         )
-        crates = CrateService(store, root_dir, spool_dir=data_dir / "crates")
+        crates = CrateService(store, root_dir)
         return cls(app=app, root_dir=root_dir, data_dir=data_dir, store=store, events=events,
                    databases=databases, crates=crates,
                    backend=backend, files=files, pipelines=pipelines, runs=runs, uploads=uploads)

@@ -33,6 +33,7 @@ async def crate_of(api: Any, run_id: int, folder: Path, **params: str) -> dict[s
     response = await api("GET", "runs", run_id, "crate", params=params or None, raw=True)
     assert response.code == 200, response.body[:300]
     assert response.headers["Content-Type"] == "application/zip"
+    assert "Content-Length" not in response.headers  # streamed as it is written
     assert f"run-{run_id}-crate.zip" in response.headers["Content-Disposition"]
     with zipfile.ZipFile(io.BytesIO(response.body)) as archive:
         archive.extractall(folder)
@@ -107,16 +108,24 @@ async def test_crate_of_a_done_run(api, install, count_package, jp_root_dir, jp_
     outputs = [e for e in metadata["@graph"] if e.get("name") == "counts.tsv"]
     assert outputs[0]["@id"].startswith("http") and "metadata only" in outputs[0]["description"]
 
-    # an output changed since the run: its bytes are left out, its recorded sha256 kept
+    # an output changed since the run: the result keeps its recorded sha256 (referenced on the
+    # server), the bytes found are in the crate as a file of their own that says so
     counts = root / next(o["path"] for o in run["outputs"] if o["name"] == "counts.tsv")
     counts.write_text("edited by hand\n")
     edited = tmp_path / "edited"
     metadata = await crate_of(api, run["id"], edited)
-    assert not (edited / "outputs" / "counts.tsv").exists()
-    (entity,) = [e for e in metadata["@graph"] if e.get("name") == "counts.tsv"]
-    assert entity["sha256"] == results["counts.tsv"]["sha256"]
-    assert "bytes changed" in entity["description"]
-    assert (edited / "outputs" / "sub" / "status.txt").exists()  # the others are in
+    entities = by_id(metadata)
+    action = entities[entities["./"]["mentions"]["@id"]]
+    result = next(entities[ref["@id"]] for ref in as_list(action["result"])
+                  if entities[ref["@id"]]["name"] == "counts.tsv")
+    assert result["sha256"] == results["counts.tsv"]["sha256"]
+    assert result["@id"].startswith("http") and "bytes changed" in result["description"]
+    found = entities["outputs/counts.tsv"]
+    assert found["sha256"] == hashlib.sha256(b"edited by hand\n").hexdigest()
+    assert "changed since the run" in found["description"]
+    assert (edited / "outputs" / "counts.tsv").read_bytes() == b"edited by hand\n"
+    assert (edited / "outputs" / "sub" / "status.txt").exists()  # the others as they were
+    assert validate(edited, validator_cache) == []
 
     # the kernel's export writes the same crate
     url = jp_serverapp.connection_url

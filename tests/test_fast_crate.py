@@ -3,6 +3,9 @@ manifest's ``provenance.packages``, output names that would leave the crate, a c
 
 from __future__ import annotations
 
+import asyncio
+import io
+import threading
 import zipfile
 from pathlib import Path
 from types import SimpleNamespace
@@ -12,10 +15,11 @@ import pytest
 from pirus_jupyter.crate import (
     STATUS_FAILED,
     agent_of,
-    build_crate,
     crate_member,
     crate_metadata,
+    write_crate,
 )
+from pirus_jupyter.handlers.streaming import CHUNK, send_produced
 
 pytestmark = pytest.mark.fast
 
@@ -47,6 +51,18 @@ def test_debian_packages_and_config_values() -> None:
         "http://h/p/2/package"]
 
 
+class Unseekable:
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def write(self, chunk: bytes) -> int:
+        self.data += chunk
+        return len(chunk)
+
+    def flush(self) -> None:
+        return
+
+
 def test_output_names_that_leave_the_crate_are_not_copied(tmp_path: Path) -> None:
     assert crate_member("a/b.txt") == "outputs/a/b.txt"
     for bad in ("../x", "/etc/passwd", "a/../../x", ""):
@@ -55,9 +71,10 @@ def test_output_names_that_leave_the_crate_are_not_copied(tmp_path: Path) -> Non
     (tmp_path / "out" / "x").write_bytes(b"x")
     run = dict(RUN, status="DONE", outputs=[
         {"name": "../x", "path": "out/x", "size": 1, "sha256": "0" * 64, "file_id": 1}])
-    spool = build_crate(run, None, tmp_path, data=True, url_for=lambda p: f"http://h/{p}",
-                        package_url="http://h/p", server_id="http://h/")
-    with spool, zipfile.ZipFile(spool) as archive:
+    sink = Unseekable()  # the zip is streamed: it never seeks back
+    write_crate(sink, run, None, tmp_path, data=True, url_for=lambda p: f"http://h/{p}",
+                package_url="http://h/p", server_id="http://h/")
+    with zipfile.ZipFile(io.BytesIO(bytes(sink.data))) as archive:
         assert archive.namelist() == ["ro-crate-metadata.json"]
         assert b"leaves the outputs folder" in archive.read("ro-crate-metadata.json")
 
@@ -70,3 +87,61 @@ def test_agent_is_the_jupyter_user_unless_anonymous() -> None:
     agent = agent_of(anonymous)
     assert "Anonymous" not in agent["name"] and "@" in agent["id"]
     assert "account running the Jupyter server" in agent["name"]
+
+
+class FakeHandler:
+    """The tornado calls send_produced makes; ``flush`` fails at ``fail_at`` (a client that
+    went away)."""
+
+    def __init__(self, fail_at: int | None = None) -> None:
+        self.headers: dict[str, str] = {}
+        self.body = bytearray()
+        self.flushes = 0
+        self.finished = False
+        self.fail_at = fail_at
+
+    def set_header(self, name: str, value: str) -> None:
+        self.headers[name] = value
+
+    def write(self, chunk: bytes) -> None:
+        self.body += chunk
+
+    async def flush(self) -> None:
+        self.flushes += 1
+        if self.flushes == self.fail_at:
+            raise ConnectionResetError("client gone")
+
+    def finish(self) -> None:
+        self.finished = True
+
+
+def test_a_produced_body_is_sent_in_order_and_a_client_leaving_stops_the_producer() -> None:
+    chunk = b"x" * CHUNK
+
+    def produce(sink) -> None:
+        for i in range(12):
+            sink.write(bytes([i]) + chunk[1:])
+
+    handler = FakeHandler()
+    asyncio.run(send_produced(handler, produce, "application/zip", "a.zip"))
+    assert handler.finished and handler.headers["Content-Type"] == "application/zip"
+    assert bytes(handler.body) == b"".join(bytes([i]) + chunk[1:] for i in range(12))
+
+    stopped = threading.Event()
+    outcome: list[BaseException] = []
+
+    def endless(sink) -> None:
+        try:
+            while True:
+                sink.write(chunk)
+        except BaseException as e:
+            outcome.append(e)
+            raise
+        finally:
+            stopped.set()
+
+    handler = FakeHandler(fail_at=2)
+    with pytest.raises(ConnectionResetError):
+        asyncio.run(send_produced(handler, endless, "application/zip"))
+    assert stopped.wait(60)  # bounded wait, not a timing assertion: it must end at all
+    assert isinstance(outcome[0], BrokenPipeError) and not handler.finished

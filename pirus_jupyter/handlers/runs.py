@@ -12,7 +12,7 @@ from ..crate import agent_of
 from ..errors import Forbidden, InvalidRequest, NotFound
 from ..models import RunStatus
 from .base import ID_SEGMENT, PirusHandler, json_id, parse_json, path_id
-from .streaming import send_file
+from .streaming import send_produced
 
 ID = rf"(?P<run_id>{ID_SEGMENT})"
 NOTIFY_MAX_BODY = 1024 * 1024  # one progress report from a pipeline
@@ -92,8 +92,8 @@ class RunOutputsHandler(PirusHandler):
 
 
 class RunCrateHandler(PirusHandler):
-    """The run as a Process Run Crate (zip), built off the loop into a temporary file, then
-    streamed. ``?data=false``: the metadata only, no output bytes."""
+    """The run as a Process Run Crate (zip), written by a thread as it is sent.
+    ``?data=false``: the metadata only, no output bytes."""
 
     @web.authenticated
     @authorized
@@ -107,11 +107,11 @@ class RunCrateHandler(PirusHandler):
         def url_for(path: str) -> str:  # Jupyter's own files handler serves root paths
             return origin + url_path_join(self.base_url, "files", quote(path))
 
-        spool, filename = await self.services.crates.crate(
+        produce, filename = await self.services.crates.crate(
             path_id(run_id, "run"), data=data in ("true", "1"), url_for=url_for,
             package_url=lambda pid: origin + self.api_url("pipelines", pid, "package"),
             server_id=origin + self.base_url, agent=agent_of(self.current_user))
-        await send_file(self, spool, "application/zip", filename=filename)
+        await send_produced(self, produce, "application/zip", filename=filename)
 
 
 class RunNotifyHandler(PirusHandler):
