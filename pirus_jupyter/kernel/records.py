@@ -370,9 +370,17 @@ class Run(Record):
         target = Path(target)
         response = self._client._request("GET", f"runs/{self.id}/crate", raw=True, stream=True,
                                          params={"data": "true" if data else "false"})
-        with open(target, "wb") as out:
-            for chunk in response.iter_content(1024 * 1024):
-                out.write(chunk)
+        # The server streams the zip as it writes it: a broken stream must leave no zip that
+        # looks whole, so it is written aside and renamed once complete.
+        partial = target.with_name(target.name + ".part")
+        try:
+            with open(partial, "wb") as out:
+                for chunk in response.iter_content(1024 * 1024):
+                    out.write(chunk)
+            partial.replace(target)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
         return target
 
     def read_output(self, name: str) -> bytes:
