@@ -69,7 +69,14 @@ class _QueueSink:
             self._buffer.clear()
 
     def _put(self, item: Any) -> None:
-        future = asyncio.run_coroutine_threadsafe(self._queue.put(item), self._loop)
+        if self._stop.is_set():
+            raise BrokenPipeError("the client went away")
+        put = self._queue.put(item)
+        try:
+            future = asyncio.run_coroutine_threadsafe(put, self._loop)
+        except RuntimeError:  # the loop has closed (the server stopping): nobody reads
+            put.close()
+            raise BrokenPipeError("the server is stopping") from None
         while True:
             if self._stop.is_set():  # the client left: stop producing
                 future.cancel()
