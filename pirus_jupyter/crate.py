@@ -10,9 +10,11 @@ the crates back with it and validate them with ``roc-validator``). What goes in:
   inputs (``File``) and its configuration (one ``PropertyValue`` per key), ``result`` its
   outputs (``File``), ``startTime``/``endTime``, ``actionStatus`` (Completed, or Failed with
   ``error``) and ``agent`` (the Jupyter user, when known);
-- the output files' bytes under ``outputs/`` (unless metadata only was asked). An output
-  whose bytes no longer match the sha256 recorded at the end of the run, or that is gone,
-  is left out of the zip and referenced by its URL on the server, with a note saying why.
+- the output files' bytes under ``outputs/`` (unless metadata only was asked), hashed as
+  they are copied. An output that is gone is referenced by its URL on the server, with a
+  note saying why; one whose bytes no longer match the sha256 recorded at the end of the run
+  stays the run's result that way, and the bytes found are in the zip as a file that says
+  they changed.
 
 Inputs are never copied (they may be large and live under the Jupyter root): they are
 referenced by their URL on the Jupyter server, with the sha256 the run recorded.
@@ -146,6 +148,8 @@ def crate_metadata(run: Mapping[str, Any], pipeline: Mapping[str, Any] | None, *
 
     objects: list[dict[str, str]] = []
     for index, item in enumerate(run.get("inputs") or []):
+        if any(ref["@id"] == url_for(str(item["path"])) for ref in objects):
+            continue  # one file given twice (renamed in the container): one entity
         entity = {"@id": url_for(str(item["path"])), "@type": "File",
                   "name": item.get("name") or PurePosixPath(item["path"]).name,
                   "alternateName": str(item["path"]), "contentSize": item.get("size")}

@@ -63,6 +63,14 @@ class Unseekable:
         return
 
 
+def test_one_file_given_twice_is_one_entity() -> None:
+    inputs = [{"name": "a.fastq", "path": "d/a.fastq", "size": 1, "sha256": "1" * 64},
+              {"name": "a-2.fastq", "path": "d/a.fastq", "size": 1, "sha256": "1" * 64}]
+    graph = metadata(dict(RUN, inputs=inputs))["@graph"]
+    ids = [e["@id"] for e in graph]
+    assert len(ids) == len(set(ids)) and ids.count("http://h/files/d/a.fastq") == 1
+
+
 def test_output_names_that_leave_the_crate_are_not_copied(tmp_path: Path) -> None:
     assert crate_member("a/b.txt") == "outputs/a/b.txt"
     for bad in ("../x", "/etc/passwd", "a/../../x", ""):
