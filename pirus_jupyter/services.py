@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .backend.base import Backend
+from .crate import CrateService
 from .databases import DatabaseService
 from .events import EventBus
 from .files import FileService
@@ -36,6 +37,7 @@ class Services:
     runs: RunManager
     uploads: UploadService
     tes: TesService
+    crates: CrateService
     looplag: LoopLagMonitor = field(default_factory=LoopLagMonitor)
 
     @classmethod
@@ -71,9 +73,10 @@ class Services:
         )
         tes = TesService(store, events, runs, root_dir, log=app.log,
                          shared_folders=list(app.tes_shared_folders))
+        crates = CrateService(store, root_dir)
         return cls(app=app, root_dir=root_dir, data_dir=data_dir, store=store, events=events,
                    databases=databases, backend=backend, files=files, pipelines=pipelines,
-                   runs=runs, uploads=uploads, tes=tes)
+                   runs=runs, uploads=uploads, tes=tes, crates=crates)
 
     async def start(self) -> None:
         """Background work once the loop runs: reconcile runs with LXD, start the queue."""

@@ -16,6 +16,7 @@ import re
 import subprocess
 import sys
 import tarfile
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ FASTQ_COUNT = ROOT / "examples" / "pipelines" / "fastq-count"
 NOOP = ROOT / "examples" / "pipelines" / "noop"
 PNG = (FASTQ_COUNT / "icon.png").read_bytes()
 JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + b"\x00" * 32
-COMMANDS = ["build", "validate", "install", "list", "uninstall", "runs", "run"]
+COMMANDS = ["build", "validate", "install", "list", "uninstall", "runs", "run", "crate"]
 JUPYTER_PIRUS = [sys.executable, "-m", "jupyter", "pirus"]
 
 
@@ -486,6 +487,13 @@ def test_install_list_run_runs(live, fastq_count):
     record = next(r for r in records if r["name"] == "cli run")
     assert record["config"] == {"min_length": 5}
     assert [i["name"] for i in record["inputs"]] == ["a.fastq", "b.fastq"]
+
+    crate = live("crate", str(record["id"]), "-o", str(live.root / "cli-run.zip"))
+    assert crate.returncode == 0, crate.stderr
+    assert crate.stdout.strip() == str(live.root / "cli-run.zip")
+    with zipfile.ZipFile(live.root / "cli-run.zip") as archive:
+        assert sorted(archive.namelist()) == ["outputs/counts.tsv", "ro-crate-metadata.json"]
+        assert archive.read("outputs/counts.tsv") == counts.read_bytes()
 
 
 @pytest.mark.lxd

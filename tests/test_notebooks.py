@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -177,6 +178,8 @@ def test_quickstart_then_reproduce(server: ServerProcess) -> None:
     assert any(">DONE<" in v for v in values), values
     assert any(f"{digest}" in v for v in values)  # outputs shown in the widget
 
+    rendered_without_a_kernel(nbformat.read(folder / "quickstart.ipynb", as_version=4), run)
+
     reproduce = nbformat.read(folder / "reproduce.ipynb", as_version=4)
     execute_in_server_kernel(server, reproduce, "notebooks")
     shown = texts(reproduce)
@@ -189,6 +192,45 @@ def test_quickstart_then_reproduce(server: ServerProcess) -> None:
     variant = run_named(server, "all reads")
     assert variant["status"] == "DONE" and variant["outputs"][0]["sha256"] != digest
     assert "outputs DIFFER" in shown
+
+
+RAW_REPRS = ("ConfigForm(", "RunWidget(", "VBox(children", "HBox(children", "FilePicker(",
+             "FloatProgress(")
+
+
+def rendered_without_a_kernel(saved: Any, run: dict[str, Any]) -> None:
+    """The saved quickstart through nbconvert, as a reader without a kernel sees it: HTML with
+    the widget state nbclient saved, HTML and Markdown without it (JupyterLab's default save):
+    no raw widget repr anywhere, and the run widget's picture is its last state, DONE."""
+    from nbconvert import HTMLExporter, MarkdownExporter
+
+    with_state, _ = HTMLExporter().from_notebook_node(saved)
+    bare = nbformat.from_dict(json.loads(json.dumps(saved)))
+    bare.metadata.pop("widgets", None)
+    without_state, _ = HTMLExporter().from_notebook_node(bare)
+    markdown, _ = MarkdownExporter().from_notebook_node(bare)
+    for document in (with_state, without_state, markdown):
+        for raw in RAW_REPRS:
+            assert raw not in document, raw
+    # nbclient saved the state: the page embeds it, and the widget shows its last state
+    assert "application/vnd.jupyter.widget-state+json" in with_state
+    for document in (without_state, markdown):
+        pictures = re.findall(r"<div class=.pirus-run-widget.>.*?</table></div>", document,
+                              re.DOTALL)
+        assert len(pictures) == 1, document[:2000]
+        (picture,) = pictures
+        assert ">DONE<" in picture and "0/100" not in picture and "WAITING" not in picture
+        assert run["outputs"][0]["sha256"] in picture
+        # the form as it was when the run started: the value set from code
+        form = re.search(r"<div class=.pirus-config-form.>.*?</div></div>", document,
+                         re.DOTALL)
+        assert form and "min_length" in form.group(0) and ">30<" in form.group(0)
+        assert "reads.fastq" in form.group(0)
+        assert "Upload of reads.fastq" in document and "(complete)" in document
+    text = texts(bare)  # text/plain too: no repr, the last state
+    for raw in RAW_REPRS:
+        assert raw not in text, raw
+    assert f"Run {run['id']}: quickstart" in text and "status: DONE" in text
 
 
 def test_connect_from_a_kernel_without_the_variables(server: ServerProcess) -> None:

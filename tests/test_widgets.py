@@ -525,3 +525,53 @@ def test_kernel_never_imports_widgets() -> None:
     # the check sees an import: widgets/ itself imports kernel/
     assert any(name.startswith("pirus_jupyter.kernel") for _, name in _imported_modules(
         kernel_dir.parent / "widgets" / "record.py", "pirus_jupyter.widgets"))
+
+
+# -- static pictures for readers without a kernel ------------------------------------------------
+RAW_REPRS = ("ConfigForm(", "FilePicker(", "VBox(children", "HBox(children", "HTML(value")
+
+
+def test_form_and_picker_carry_their_values_as_html_and_text(tmp_path: Path) -> None:
+    (tmp_path / "a.fastq").write_text("@r\nACGT\n+\nIIII\n")
+    form = ConfigForm(DRAFT7, inputs=["a.fastq"], root_dir=tmp_path)
+    form.value = {"sample_name": "S1", "threads": 8, "advanced": {"kmer": 21}}
+    bundle = form._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle
+    for mime in ("text/plain", "text/html"):
+        assert not any(raw in bundle[mime] for raw in RAW_REPRS), bundle[mime]
+        assert "S1" in bundle[mime] and "a.fastq" in bundle[mime]
+    assert "  threads: 8" in bundle["text/plain"]
+    assert '{"kmer": 21}' in bundle["text/plain"]
+    assert "valid" in bundle["text/html"]
+    form.value = {"sample_name": "bad name!"}
+    assert "does not match" in form._repr_mimebundle_()["text/plain"]
+    assert form.picker._repr_mimebundle_()["text/plain"] == "chosen files: a.fastq"
+
+
+def test_run_watchers_see_each_change_in_the_updating_thread() -> None:
+    run = Run(Client("http://127.0.0.1:9/", "t"), run_data())
+    seen: list[str] = []
+    stop = run.watch(lambda r: seen.append(r.status))
+    assert run._update(run_data(status="RUNNING"))
+    assert not run._update(run_data(status="RUNNING"))  # unchanged: nobody called
+    run._update(run_data(status="DONE"))
+    run._update(run_data(status="RUNNING"))  # refused: a final status stays
+    assert seen == ["RUNNING", "DONE"]
+    stop()
+    run._update(run_data(status="DONE", exit_code=0))
+    assert seen == ["RUNNING", "DONE"]
+
+
+def test_run_widget_drawn_by_a_change_made_elsewhere() -> None:
+    """run.wait() or refresh() in another cell changes the record: the widget follows at once,
+    without an event of its own."""
+    client = Client("http://127.0.0.1:9/", "t")
+    events = FakeSubscriber()
+    client._events = events  # type: ignore[assignment]
+    run = Run(client, run_data())
+    widget = RunWidget(run, log_lines=0)
+    run._update(run_data(status="DONE", end="2026-01-01T00:00:05+00:00",
+                         start="2026-01-01T00:00:00+00:00"))
+    text = widget._repr_mimebundle_()["text/plain"]
+    assert "status: DONE" in text and "WAITING" not in text
+    assert events.listeners == []  # finished: let go of the websocket

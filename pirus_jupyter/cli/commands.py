@@ -329,9 +329,17 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 
+def cmd_crate(args: argparse.Namespace) -> int:
+    target = Path(args.output or f"run-{args.run_id}-crate.zip")
+    with _connect(args) as client:
+        client.run(args.run_id).export_crate(target, data=not args.no_data)
+    print(target)
+    return EXIT_OK
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "build": cmd_build, "validate": cmd_validate, "install": cmd_install, "list": cmd_list,
-    "uninstall": cmd_uninstall, "runs": cmd_runs, "run": cmd_run,
+    "uninstall": cmd_uninstall, "runs": cmd_runs, "run": cmd_run, "crate": cmd_crate,
 }
 
 

@@ -174,6 +174,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
                    help="with --wait: give up after this long (the run goes on)")
     p.add_argument("--json", action="store_true", help="print the run record as JSON")
+
+    p = add("crate", "save a run as an RO-Crate",
+            "Save run RUN_ID (it must have ended) as a Workflow Run RO-Crate of the Process "
+            "Run Crate profile: a zip with ro-crate-metadata.json and the output files "
+            "(docs/crate.md). Prints the file written.", online=True)
+    p.add_argument("run_id", metavar="RUN_ID", type=int, help="the run's id")
+    p.add_argument("-o", "--output", metavar="ZIP",
+                   help="file to write (default: run-<RUN_ID>-crate.zip here)")
+    p.add_argument("--no-data", action="store_true",
+                   help="the metadata only, without the output files' bytes")
     return parser
 
 

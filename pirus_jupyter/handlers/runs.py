@@ -1,14 +1,19 @@
-"""Runs: create (queued), list, read, pause/resume/cancel, logs, outputs, delete, notify,
-diff, lineage."""
+"""Runs: create (queued), list, read, pause/resume/cancel, logs, outputs, crate, delete,
+notify, diff, lineage."""
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 from jupyter_server.auth.decorator import allow_unauthenticated, authorized
+from jupyter_server.utils import url_path_join
 from tornado import web
 
+from ..crate import agent_of
 from ..errors import Forbidden, InvalidRequest, NotFound
 from ..models import RunStatus
 from .base import ID_SEGMENT, PirusHandler, json_id, parse_json, path_id
+from .streaming import send_produced
 
 ID = rf"(?P<run_id>{ID_SEGMENT})"
 NOTIFY_MAX_BODY = 1024 * 1024  # one progress report from a pipeline
@@ -103,6 +108,29 @@ class RunLineageHandler(PirusHandler):
         self.send_json(await self.services.runs.lineage(path_id(run_id, "run")))
 
 
+class RunCrateHandler(PirusHandler):
+    """The run as a Process Run Crate (zip), written by a thread as it is sent.
+    ``?data=false``: the metadata only, no output bytes."""
+
+    @web.authenticated
+    @authorized
+    async def get(self, run_id: str) -> None:
+        data = self.get_query_argument("data", "true").lower()
+        if data not in ("true", "false", "1", "0"):
+            raise InvalidRequest("data must be true or false")
+        request = self.request
+        origin = f"{request.protocol}://{request.host}"
+
+        def url_for(path: str) -> str:  # Jupyter's own files handler serves root paths
+            return origin + url_path_join(self.base_url, "files", quote(path))
+
+        produce, filename = await self.services.crates.crate(
+            path_id(run_id, "run"), data=data in ("true", "1"), url_for=url_for,
+            package_url=lambda pid: origin + self.api_url("pipelines", pid, "package"),
+            server_id=origin + self.base_url, agent=agent_of(self.current_user))
+        await send_produced(self, produce, "application/zip", filename=filename)
+
+
 class RunNotifyHandler(PirusHandler):
     """Progress posted by a pipeline from inside its container. It has no Jupyter token: it is
     authenticated by the run's own secret, which stops working when the run ends."""
@@ -131,6 +159,7 @@ handlers = [
     (rf"/pirus/api/v1/runs/{ID}/(?P<action>pause|resume|cancel)", RunActionHandler),
     (rf"/pirus/api/v1/runs/{ID}/logs/(?P<which>[^/]+)", RunLogHandler),
     (rf"/pirus/api/v1/runs/{ID}/outputs", RunOutputsHandler),
+    (rf"/pirus/api/v1/runs/{ID}/crate", RunCrateHandler),
     (rf"/pirus/api/v1/runs/{ID}/notify", RunNotifyHandler),
     (rf"/pirus/api/v1/runs/{ID}/diff/(?P<other_id>{ID_SEGMENT})", RunDiffHandler),
     (rf"/pirus/api/v1/runs/{ID}/lineage", RunLineageHandler),

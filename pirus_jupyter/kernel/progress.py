@@ -4,10 +4,13 @@ count formatter of the package."""
 
 from __future__ import annotations
 
+import html
 import logging
 import sys
 from collections.abc import Callable
 from typing import Any
+
+from .display import LiveFallback
 
 log = logging.getLogger(__name__)
 
@@ -49,24 +52,33 @@ class TextProgress:
 
 
 class WidgetProgress:
-    """A progress bar and a label, displayed in the notebook when created."""
+    """A progress bar and a label, displayed in the notebook when created. The saved notebook
+    shows, without the widget, a line saying how the upload ended (kernel/display.py)."""
 
     def __init__(self, name: str) -> None:
         import ipywidgets as widgets
-        from IPython.display import display
 
         self.bar = widgets.FloatProgress(value=0.0, min=0.0, max=1.0,
                                          description="Uploading", bar_style="info")
         self.label = widgets.Label(value=name)
         self.name = name
-        display(widgets.HBox([self.bar, self.label]))
+        self.box = widgets.HBox([self.bar, self.label])
+        self.fallback = LiveFallback()
+        self.fallback.show(self._bundle("uploading"))
+
+    def _bundle(self, state: str) -> dict[str, Any]:
+        text = f"Upload of {self.label.value} ({state})"
+        return {**self.box._repr_mimebundle_(), "text/plain": text,
+                "text/html": f"<div class='pirus-upload'>{html.escape(text)}</div>"}
 
     def __call__(self, sent: int, total: int) -> None:
         self.bar.value = sent / total if total else 1.0
         self.label.value = f"{self.name}: {human_size(sent)} / {human_size(total)}"
 
     def close(self) -> None:
-        self.bar.bar_style = "success" if self.bar.value >= 1.0 else "warning"
+        done = self.bar.value >= 1.0
+        self.bar.bar_style = "success" if done else "warning"
+        self.fallback.update(self._bundle("complete" if done else "stopped"))
 
 
 def progress_reporter(name: str, progress: bool | Callable[[int, int], None]

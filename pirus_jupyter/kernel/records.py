@@ -8,10 +8,11 @@ Records that show something in a notebook (``Pipeline.form()``, ``Run.widget()``
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
@@ -246,14 +247,31 @@ class Run(Record):
 
     def _update(self, data: Mapping[str, Any]) -> bool:
         """Take a newer server record; a final status is never replaced by a non-final one
-        (an answer that raced a pushed event). True if the record changed."""
+        (an answer that raced a pushed event). True if the record changed; the watchers are
+        then called, in this thread, before it returns."""
         with self._lock:
             current = self._data.get("status")
             if current in FINAL_STATUSES and data.get("status") not in FINAL_STATUSES:
                 return False
             changed = dict(data) != self._data
             self._data = dict(data)
-            return changed
+            watchers = list(self.__dict__.get("_watchers", ())) if changed else []
+        for watcher in watchers:
+            watcher(self)
+        return changed
+
+    def watch(self, callback: Callable[[Run], None]) -> Callable[[], None]:
+        """Call ``callback(run)`` after every change of this record, in the thread that made
+        it (so :meth:`wait` returns only after its watchers saw the final state). Returns the
+        function that stops watching."""
+        with self._lock:
+            self.__dict__.setdefault("_watchers", []).append(callback)
+
+        def stop() -> None:
+            with self._lock, contextlib.suppress(ValueError):
+                self.__dict__["_watchers"].remove(callback)
+
+        return stop
 
     def refresh(self) -> Run:
         """Re-read the run from the server; returns self."""
@@ -349,6 +367,26 @@ class Run(Record):
                 return dict(item)
         names = ", ".join(o.get("name", "?") for o in self.outputs or []) or "none"
         raise KeyError(f"run {self.id} has no output {name!r} (outputs: {names})")
+
+    def export_crate(self, target: str | os.PathLike[str], *, data: bool = True) -> Path:
+        """Save the run (it must have ended) as a Workflow Run RO-Crate of the Process Run
+        Crate profile: a zip with ``ro-crate-metadata.json`` and, unless ``data=False``, the
+        output files under ``outputs/``. Returns ``target``."""
+        target = Path(target)
+        response = self._client._request("GET", f"runs/{self.id}/crate", raw=True, stream=True,
+                                         params={"data": "true" if data else "false"})
+        # The server streams the zip as it writes it: a broken stream must leave no zip that
+        # looks whole, so it is written aside and renamed once complete.
+        partial = target.with_name(target.name + ".part")
+        try:
+            with open(partial, "wb") as out:
+                for chunk in response.iter_content(1024 * 1024):
+                    out.write(chunk)
+            partial.replace(target)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
+        return target
 
     def read_output(self, name: str) -> bytes:
         """The content of the output ``name``, downloaded from the server."""

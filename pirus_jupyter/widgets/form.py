@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import html
+import json
 import os
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -32,6 +33,7 @@ from ..kernel.errors import PirusAPIError
 from .fields import STYLE, Field, JSONField, ObjectField
 from .picker import FilePicker, Lister, local_lister
 from .sections import Sections
+from .static import StaticFallback
 
 if TYPE_CHECKING:
     from ..kernel.records import Pipeline, Run
@@ -39,7 +41,7 @@ if TYPE_CHECKING:
 __all__ = ["ConfigForm"]
 
 
-class ConfigForm(widgets.VBox):
+class ConfigForm(StaticFallback, widgets.VBox):
     """A run-configuration form: inputs (file picker), run name, the pipeline's options, live
     validation messages and a Run button.
 
@@ -168,6 +170,7 @@ class ConfigForm(widgets.VBox):
         finally:
             self._suspend -= 1
         self._changed()
+        self.refresh_static()
 
     @property
     def inputs(self) -> list[str]:
@@ -182,6 +185,7 @@ class ConfigForm(widgets.VBox):
             self.picker.value = paths  # calls _inputs_changed
         else:
             self._inputs_changed(paths)
+        self.refresh_static()
 
     def _inputs_changed(self, paths: list[str]) -> None:
         old_names = [Path(p).name for p in self._inputs]
@@ -257,6 +261,39 @@ class ConfigForm(widgets.VBox):
         self._reindex()
         self.validate()
 
+    # -- the saved notebook's picture ----------------------------------------------------------
+    # Brought up to date when code sets the value or the inputs and when the run starts; not
+    # at each keystroke (an update re-renders the view in JupyterLab, losing the focus).
+    def static_html(self) -> str:
+        e = html.escape
+        td = "padding:1px 8px;text-align:left;border:none;vertical-align:top"
+        rows = [("inputs", ", ".join(self.inputs) or "none")]
+        if self.name_text.value.strip():
+            rows.append(("run name", self.name_text.value.strip()))
+        rows += [(key, _shown(value)) for key, value in self.value.items()]
+        table = "".join(f"<tr><td style='{td}'>{e(str(k))}</td>"
+                        f"<td style='{td};font-family:monospace'>{e(v)}</td></tr>"
+                        for k, v in rows)
+        problems = "".join(f"<div style='color:#cf222e'>⚠ {e(p['field'] or 'form')}: "
+                           f"{e(p['message'])}</div>" for p in self._errors)
+        state = (f"started run {self.last_run.id}" if self.last_run is not None else
+                 "valid" if not self._errors else f"{len(self._errors)} problem(s)")
+        return (f"<div class='pirus-config-form'>{self.title.value}"
+                f"<table style='border-collapse:collapse'>{table}</table>{problems}"
+                f"<div style='color:#57606a'>{e(state)}</div></div>")
+
+    def static_text(self) -> str:
+        title = self.schema.get("title") or (self.pipeline.name if self.pipeline else "")
+        lines = [f"Run configuration: {title}" if title else "Run configuration",
+                 f"  inputs: {', '.join(self.inputs) or 'none'}"]
+        if self.name_text.value.strip():
+            lines.append(f"  run name: {self.name_text.value.strip()}")
+        lines += [f"  {key}: {_shown(value)}" for key, value in self.value.items()]
+        lines += [f"  problem: {p['field'] or 'form'}: {p['message']}" for p in self._errors]
+        if self.last_run is not None:
+            lines.append(f"  started run {self.last_run.id}")
+        return "\n".join(lines)
+
     # -- running ------------------------------------------------------------------------------
     def submit(self) -> Run | None:
         """Validate and start the run (the Run button). Returns the run, or None when the
@@ -278,6 +315,7 @@ class ConfigForm(widgets.VBox):
             return None
         self.last_run = run
         self.status.value = f"started run {run.id}"
+        self.refresh_static()
         with self.output:
             from IPython.display import display
 
@@ -285,3 +323,7 @@ class ConfigForm(widgets.VBox):
         if self.on_run is not None:
             self.on_run(run)
         return run
+
+
+def _shown(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)

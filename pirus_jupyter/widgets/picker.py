@@ -11,6 +11,8 @@ from typing import Any
 
 import ipywidgets as widgets
 
+from .static import StaticFallback
+
 __all__ = ["FilePicker", "Lister", "local_lister"]
 
 #: ``lister(folder)``: the entries (``name``, ``path``, ``type``, ``size``) of a root folder.
@@ -35,7 +37,7 @@ def local_lister(root: str | os.PathLike[str]) -> Lister:
     return listing
 
 
-class FilePicker(widgets.VBox):
+class FilePicker(StaticFallback, widgets.VBox):
     """Choose input files under the Jupyter root: browse folders on the left (selecting a
     folder opens it, ``..`` goes up), *Add* the selected file; the chosen files are listed on
     the right with *Remove*. ``value`` is the list of root-relative paths."""
@@ -81,6 +83,16 @@ class FilePicker(widgets.VBox):
         self._value = [str(p) for p in paths]
         self.chosen.options = list(self._value)
         self._notify()
+        self.refresh_static()
+
+    def static_html(self) -> str:
+        files = "".join(f"<li style='font-family:monospace'>{html.escape(p)}</li>"
+                        for p in self._value)
+        return ("<div class='pirus-file-picker'><b>chosen files</b>"
+                + (f"<ul style='margin:2px 0'>{files}</ul>" if files else " none") + "</div>")
+
+    def static_text(self) -> str:
+        return "chosen files: " + (", ".join(self._value) or "none")
 
     def _notify(self) -> None:
         if self.on_change is not None:

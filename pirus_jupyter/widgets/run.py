@@ -25,6 +25,7 @@ import ipywidgets as widgets
 from ..kernel.errors import PirusAPIError, PirusConnectionError
 from ..kernel.records import FINAL_STATUSES
 from .record import STATUS_COLOURS
+from .static import StaticFallback
 
 if TYPE_CHECKING:
     from ..kernel.records import Run
@@ -85,7 +86,7 @@ class _Clock:
 _clock = _Clock()
 
 
-class RunWidget(widgets.VBox):
+class RunWidget(StaticFallback, widgets.VBox):
     """Live view of one run: name and pipeline, status, progress bar with its label, elapsed
     time, pause/resume/cancel buttons, the last lines of the logs, and the outputs (with
     sha256) once it is done. Updated by push from the server's events websocket.
@@ -123,12 +124,17 @@ class RunWidget(widgets.VBox):
             self.message, self.logs, self.outputs,
         ])
         self._lock = threading.RLock()
+        self._finish_lock = threading.Lock()
+        self._published: tuple[str, bool] | None = None
         self._logs_dirty = True
         self._needs_refresh = False
         self._last_logs = 0.0
         self._finished = False
         self.updates = 0
         self._subscription = run.client.events.subscribe(self._on_event, run_id=run.id)
+        # Any change of the record (an event, run.wait() or refresh() in another cell) redraws
+        # at once, in the thread that made it: the final state is drawn before wait() returns.
+        self._unwatch = run.watch(self._run_changed)
         self.render()
         if run.done:
             self._finish()
@@ -136,16 +142,20 @@ class RunWidget(widgets.VBox):
             _clock.add(self)
 
     # -- push ------------------------------------------------------------------------------
+    def _run_changed(self, run: Run) -> None:
+        if self._finished:
+            return
+        if run.done:
+            self._finish()  # the final log tail first, then the final state
+        else:
+            self.render()
+
     def _on_event(self, event: dict[str, Any]) -> None:
         kind = event.get("type")
         if kind == "run.updated":
-            self.run._update(event["data"])
             self.updates += 1
             self._logs_dirty = True
-            if self.run.done:
-                self._finish()  # the final log tail first, then the final state
-            else:
-                self.render()
+            self.run._update(event["data"])  # the watcher redraws
         elif kind == "events.connected":
             self._needs_refresh = True
         elif kind == "run.deleted":
@@ -196,20 +206,24 @@ class RunWidget(widgets.VBox):
             self.logs.value = "".join(parts)
 
     def _finish(self, fetch: bool = True) -> None:
-        with self._lock:
+        # One thread finishes; another one arriving meanwhile (wait()'s, the events thread's)
+        # returns only once the final state is drawn and published.
+        with self._finish_lock:
             if self._finished:
                 return
+            self._subscription.close()
+            self._unwatch()
+            _clock.discard(self)
+            if fetch:
+                self._fetch_logs()
             self._finished = True
-        self._subscription.close()
-        _clock.discard(self)
-        if fetch:
-            self._fetch_logs()
-        self.render()
+            self.render()
 
     def close(self) -> None:
         """Stop listening for events and close the widgets."""
         self._finished = True
         self._subscription.close()
+        self._unwatch()
         _clock.discard(self)
         super().close()
 
@@ -267,6 +281,12 @@ class RunWidget(widgets.VBox):
                                       f"{html.escape(str(run.error))}</pre>")
             if status in FINAL_STATUSES:
                 self.outputs.value = self._outputs_html()
+            # The saved notebook's picture follows the status (not every progress step: each
+            # update re-renders the view in JupyterLab).
+            published = (status, self._finished)
+            if published != self._published:
+                self._published = published
+                self.refresh_static()
 
     def _outputs_html(self) -> str:
         outputs = self.run.outputs or []
@@ -281,14 +301,26 @@ class RunWidget(widgets.VBox):
         return f"<b>Outputs</b><table style='border-collapse:collapse'>{rows}</table>"
 
     def snapshot_html(self) -> str:
-        """A static HTML picture of the widget's current state."""
-        return "".join(w.value for w in (self.header, self.status_label)) + (
-            f"<div>{html.escape(self.progress_label.value)}</div>") + self.outputs.value
+        """A static HTML picture of the widget's current state: what a saved notebook shows
+        where the live widget cannot be."""
+        run = self.run
+        elapsed = format_elapsed(run.elapsed) if run.done else ""
+        return (f"<div class='pirus-run-widget'><div>{self.header.value}</div>"
+                f"<div>{self.status_label.value} {html.escape(self.progress_label.value)}"
+                + (f" <span style='color:#57606a'>in {html.escape(elapsed)}</span>"
+                   if elapsed else "") + "</div>"
+                + self.message.value + self.outputs.value + "</div>")
 
-    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any] | None:
-        bundle = super()._repr_mimebundle_(**kwargs)
-        if bundle is not None:
-            # Shown where the widget cannot be (a saved notebook without widget state).
-            bundle["text/html"] = self.snapshot_html()
-            bundle["text/plain"] = repr(self.run)
-        return bundle
+    def static_html(self) -> str:
+        return self.snapshot_html()
+
+    def static_text(self) -> str:
+        run = self.run
+        lines = [f"Run {run.id}: {run.name or ''} ({run.pipeline_name or ''} "
+                 f"{run.pipeline_version or ''})".replace(" )", ")"),
+                 f"status: {run.status}  {self.progress_label.value}".rstrip()]
+        if run.status == "ERROR" and run.error:
+            lines.append(f"error: {run.error}")
+        lines += [f"output {o.get('name')}  {o.get('size')} bytes  sha256 {o.get('sha256')}"
+                  for o in (run.outputs or []) if run.done]
+        return "\n".join(lines)
