@@ -82,6 +82,17 @@ ACTIONS = {  # status -> {action: allowed}
 }
 
 
+def test_paused_time_counts_ended_pauses_and_the_current_one_start() -> None:
+    from pirus_jupyter.models import paused_time
+
+    t = "2026-01-01T00:00:{:02d}.000+00:00".format
+    timings = [["WAITING", t(0)], ["RUNNING", t(1)], ["PAUSE", t(5)], ["RUNNING", t(15)],
+               ["PAUSE", t(20)]]
+    assert paused_time(timings) == (10.0, t(20))
+    assert paused_time([*timings, ["CANCELED", t(30)]]) == (20.0, None)
+    assert paused_time(None) == (0.0, None)
+
+
 def test_action_spec_follows_the_transition_table() -> None:
     """The API's spec above is what models.RUN_TRANSITIONS allows, status by status."""
     assert set(ACTIONS) == {s.value for s in RunStatus}
@@ -137,8 +148,11 @@ async def test_every_action_at_every_status(api, fake, install, fake_package):
     assert paused.status == "Frozen"
     code, body = await api("POST", "runs", runs["PAUSE"], "resume")
     assert (code, body["status"]) == (200, "RUNNING") and paused.status == "Running"
+    assert body["paused_since"] is None and body["paused_seconds"] > 0  # that pause ended
     code, body = await api("POST", "runs", runs["RUNNING"], "pause")
     assert (code, body["status"]) == (200, "PAUSE")
+    assert body["paused_since"] is not None and body["paused_seconds"] == 0
+    assert body["paused_since"] >= body["start"]  # clients stop its clock there
     assert fake.container(runs["RUNNING"]).status == "Frozen"
     # Cancel in every status that allows it: RUNNING (now), PAUSE (the one just paused),
     # INITIALIZING and WAITING.

@@ -202,7 +202,7 @@ SAMPLES = {
         "id": 1, "name": "count", "description": "d", "version": "1.0", "pirus_api": "1",
         "license": "MIT", "developers": ["x"], "size": 10, "upload_offset": 10,
         "status": "READY", "error": None, "created": "2024-01-01T00:00:00.000+00:00",
-        "documents": [], "limits": {}, "fingerprint": "a" * 64},
+        "documents": [], "limits": {}, "fingerprint": "a" * 64, "has_icon": False},
     "Run": {
         "id": 1, "pipeline_id": 1, "pipeline_name": "count", "pipeline_version": "1.0",
         "pipeline_fingerprint": None, "name": "r", "config": {},
@@ -210,7 +210,7 @@ SAMPLES = {
         "end": None, "status": "WAITING",
         "progress": {"value": 0, "min": 0, "max": 100, "label": None}, "exit_code": None,
         "error": None, "created": "2024-01-01T00:00:00.000+00:00", "metrics": None,
-        "location": None, "target": None},
+        "location": None, "target": None, "paused_seconds": 0, "paused_since": None},
     "File": {
         "id": 1, "name": "a", "path": "a", "size": 1, "sha256": "0" * 64, "source": "upload",
         "run_id": None, "created": "2024-01-01T00:00:00.000+00:00"},

@@ -138,6 +138,8 @@ export interface Pipeline {
   };
   /** Fingerprint of the pipeline's LXD image (the sha256 of the package); null until installed. */
   fingerprint: Sha256 | null;
+  /** Whether `GET /pipelines/{pipeline_id}/icon` has an icon to serve. */
+  has_icon: boolean;
 }
 
 /** A JSON Schema draft-07 document (type object) describing a run's config. */
@@ -233,6 +235,13 @@ export interface Run {
    * that member was lost (`requeue_on_member_loss`): it then starts on another member.
    */
   target: string | null;
+  /**
+   * Seconds the run spent paused, pauses that ended only. A run's elapsed time is (`end`, or
+   * `paused_since`, or now) − `start` − `paused_seconds`.
+   */
+  paused_seconds: number;
+  /** When the current pause began (null unless the run is in PAUSE). */
+  paused_since: Timestamp | null;
 }
 
 export interface RunCreate {
