@@ -10,6 +10,7 @@ import { errorMessage, IPipeline, PirusAPI } from '../api';
 import { formatBytes, formatTime } from '../format';
 import { hasFields } from '../forms';
 import { pipelineIcon } from '../icons';
+import { Markdown } from '../markdown';
 import {
   ActionButton,
   EmptyState,
@@ -42,13 +43,14 @@ export function PipelineIcon(props: { api: PirusAPI; pipeline: IPipeline; size?:
   const [src, setSrc] = useState<string | null>(null);
   useEffect(() => {
     let live = true;
-    if (pipeline.status === 'READY') {
+    // has_icon: no request that could only 404 (and show in the browser console)
+    if (pipeline.status === 'READY' && pipeline.has_icon) {
       void iconUrl(api, pipeline.id).then(url => live && setSrc(url));
     }
     return () => {
       live = false;
     };
-  }, [pipeline.id, pipeline.status]);
+  }, [pipeline.id, pipeline.status, pipeline.has_icon]);
   const size = props.size ?? 32;
   return src ? (
     <img className="jp-pirus-pipeline-icon" src={src} width={size} height={size} alt="" />
@@ -78,10 +80,47 @@ function installProgress(p: IPipeline): JSX.Element | null {
   return null;
 }
 
+/** "Clear failed installs": every pipeline in ERROR removed in one request. */
+function ClearFailed(props: { ctx: IPanelContext; count: number }): JSX.Element {
+  const { ctx, count } = props;
+  const { trans } = ctx;
+  const action = useAction();
+  const clear = async () => {
+    const ok = await ctx.host.confirm(
+      trans.__('Clear failed installs'),
+      trans._n(
+        'Remove the pipeline whose install failed? Nothing was installed for it.',
+        'Remove the %1 pipelines whose install failed? Nothing was installed for them.',
+        count
+      ),
+      trans.__('Clear'),
+      true
+    );
+    if (ok && (await action.run('clear', () => ctx.api.clearFailedPipelines()))) {
+      await ctx.model.refresh();
+    }
+  };
+  return (
+    <div className="jp-pirus-toolbar">
+      <span className="jp-pirus-muted">{trans._n('%1 failed install', '%1 failed installs', count)}</span>
+      <span className="jp-pirus-spacer" />
+      <ActionButton
+        label={trans.__('Clear failed')}
+        icon={deleteIcon}
+        busy={action.busy === 'clear'}
+        onClick={() => void clear()}
+        testId="pirus-clear-failed"
+      />
+      <ErrorBanner message={action.error} onDismiss={() => action.setError(null)} />
+    </div>
+  );
+}
+
 export function PipelineList(props: { ctx: IPanelContext }): JSX.Element {
   const { ctx } = props;
   useSignal(ctx.model.changed);
   const pipelines = ctx.model.pipelineList();
+  const failed = pipelines.filter(p => p.status === 'ERROR').length;
   if (!pipelines.length) {
     return (
       <EmptyState title={ctx.model.loaded ? 'No pipeline installed' : 'Loading pipelines…'} icon={pipelineIcon}>
@@ -95,6 +134,8 @@ export function PipelineList(props: { ctx: IPanelContext }): JSX.Element {
     );
   }
   return (
+    <>
+    {failed ? <ClearFailed ctx={ctx} count={failed} /> : null}
     <ul className="jp-pirus-list" aria-label="Pipelines">
       {pipelines.map(p => (
         <li key={p.id} className="jp-pirus-list-item" data-pipeline-id={p.id} data-status={p.status}>
@@ -106,18 +147,29 @@ export function PipelineList(props: { ctx: IPanelContext }): JSX.Element {
             <PipelineIcon api={ctx.api} pipeline={p} />
             <span className="jp-pirus-row-main">
               <span className="jp-pirus-row-title">
-                <span className="jp-pirus-name">{p.name}</span>
+                <span className="jp-pirus-name" title={p.name}>
+                  {p.name}
+                </span>
                 {p.version ? <span className="jp-pirus-version">{p.version}</span> : null}
                 <StatusBadge status={p.status} />
               </span>
-              {p.description ? <span className="jp-pirus-row-sub">{p.description}</span> : null}
-              {p.status === 'ERROR' && p.error ? <span className="jp-pirus-row-error">{p.error}</span> : null}
+              {p.description ? (
+                <span className="jp-pirus-row-sub" title={p.description}>
+                  {p.description}
+                </span>
+              ) : null}
+              {p.status === 'ERROR' && p.error ? (
+                <span className="jp-pirus-row-error" title={p.error}>
+                  {p.error}
+                </span>
+              ) : null}
               {installProgress(p)}
             </span>
           </button>
         </li>
       ))}
     </ul>
+    </>
   );
 }
 
@@ -156,19 +208,30 @@ export function PipelineDetails(props: { ctx: IPanelContext; id: number }): JSX.
     );
   }
 
+  const neverInstalled = pipeline.status === 'ERROR' && !pipeline.fingerprint;
   const uninstall = async () => {
-    const ok = await ctx.host.confirm(
-      'Uninstall pipeline',
-      `Uninstall ${pipeline.name} ${pipeline.version ?? ''}? Its LXD image is deleted; its past runs are kept.`,
-      'Uninstall',
-      true
-    );
+    const label = [pipeline.name, pipeline.version].filter(Boolean).join(' ');
+    // A pipeline that never installed has no image and no runs: only its record goes.
+    const { trans } = ctx;
+    const ok = neverInstalled
+      ? await ctx.host.confirm(
+          trans.__('Remove failed install'),
+          trans.__('Remove the failed install of %1? Nothing was installed: only this entry and its stored package go.', label),
+          trans.__('Remove'),
+          true
+        )
+      : await ctx.host.confirm(
+          trans.__('Uninstall pipeline'),
+          trans.__('Uninstall %1? Its LXD image is deleted; its past runs are kept.', label),
+          trans.__('Uninstall'),
+          true
+        );
     if (!ok) {
       return;
     }
     const done = await action.run('uninstall', () => ctx.api.uninstallPipeline(id));
     if (done) {
-      ctx.host.notify(`Pipeline ${pipeline.name} uninstalled`, 'info');
+      ctx.host.notify(neverInstalled ? `Removed ${pipeline.name}` : `Pipeline ${pipeline.name} uninstalled`, 'info');
       ctx.router.back();
     }
   };
@@ -198,7 +261,7 @@ export function PipelineDetails(props: { ctx: IPanelContext; id: number }): JSX.
       <div className="jp-pirus-details-head">
         <PipelineIcon api={ctx.api} pipeline={pipeline} size={40} />
         <div>
-          <h2 className="jp-pirus-details-title">
+          <h2 className="jp-pirus-details-title" title={pipeline.name}>
             {pipeline.name} {pipeline.version ? <span className="jp-pirus-version">{pipeline.version}</span> : null}
           </h2>
           <StatusBadge status={pipeline.status} />
@@ -217,7 +280,7 @@ export function PipelineDetails(props: { ctx: IPanelContext; id: number }): JSX.
           testId="pirus-pipeline-new-run"
         />
         <ActionButton
-          label="Uninstall"
+          label={neverInstalled ? 'Remove' : 'Uninstall'}
           icon={deleteIcon}
           variant="danger"
           busy={action.busy === 'uninstall'}
@@ -226,7 +289,7 @@ export function PipelineDetails(props: { ctx: IPanelContext; id: number }): JSX.
           testId="pirus-pipeline-uninstall"
         />
       </div>
-      {pipeline.description ? <p className="jp-pirus-description">{pipeline.description}</p> : null}
+      {pipeline.description ? <Markdown className="jp-pirus-description" text={pipeline.description} /> : null}
       <dl className="jp-pirus-fields">
         <Field label="Id">{pipeline.id}</Field>
         <Field label="License">{pipeline.license}</Field>

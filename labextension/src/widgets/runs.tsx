@@ -115,7 +115,9 @@ export function RunList(props: {
               >
                 <span className="jp-pirus-row-main">
                   <span className="jp-pirus-row-title">
-                    <span className="jp-pirus-name">{run.name}</span>
+                    <span className="jp-pirus-name" title={run.name}>
+                      {run.name}
+                    </span>
                     <StatusBadge status={run.status} />
                   </span>
                   <span className="jp-pirus-row-sub">
@@ -154,7 +156,7 @@ function FileList(props: { ctx: IPanelContext; files: IRunFile[]; label: string;
         <li key={f.path} className="jp-pirus-list-item jp-pirus-file" data-file-path={f.path}>
           <button
             className="jp-pirus-link jp-pirus-name"
-            title={`Open ${f.path}${f.sha256 ? `\nsha256 ${f.sha256}` : ''}`}
+            title={`${f.path}${f.sha256 ? `\nsha256 ${f.sha256}` : ''}`}
             onClick={() => ctx.host.openFile(f.path)}
           >
             {f.name}
@@ -175,7 +177,8 @@ function FileList(props: { ctx: IPanelContext; files: IRunFile[]; label: string;
 
 function LogTail(props: { ctx: IPanelContext; run: IRun }): JSX.Element {
   const { ctx, run } = props;
-  const [which, setWhich] = useState<'out' | 'err'>('out');
+  // null until the first read: then the stream that has output (stderr when stdout is empty)
+  const [which, setWhich] = useState<'out' | 'err' | null>(null);
   const [text, setText] = useState('');
   const [error, setError] = useState<string | null>(null);
   const pre = useRef<HTMLPreElement>(null);
@@ -184,10 +187,36 @@ function LogTail(props: { ctx: IPanelContext; run: IRun }): JSX.Element {
   const progressKey = `${run.status}:${run.progress?.value ?? ''}`;
 
   useEffect(() => {
+    if (which !== null) {
+      return;
+    }
+    let live = true;
+    Promise.all([ctx.api.runLog(run.id, 'out', ctx.settings.logLines), ctx.api.runLog(run.id, 'err', ctx.settings.logLines)])
+      .then(([out, err]) => {
+        if (live) {
+          setWhich(!out.trim() && err.trim() ? 'err' : 'out');
+          setText(!out.trim() && err.trim() ? err : out);
+        }
+      })
+      .catch(e => {
+        if (live) {
+          setWhich('out');
+          setError(errorMessage(e));
+        }
+      });
+    return () => {
+      live = false;
+    };
+  }, [run.id, which]);
+
+  useEffect(() => {
+    if (which === null) {
+      return;
+    }
     let live = true;
     const load = () =>
       ctx.api
-        .runLog(run.id, which, 200)
+        .runLog(run.id, which, ctx.settings.logLines)
         .then(t => {
           if (live) {
             setText(t);
@@ -241,7 +270,7 @@ function LogTail(props: { ctx: IPanelContext; run: IRun }): JSX.Element {
           stick.current = el.scrollTop + el.clientHeight >= el.scrollHeight - 8;
         }}
       >
-        {text || (active ? 'Waiting for output…' : '(empty)')}
+        {text || (which === null ? 'Loading…' : active ? 'Waiting for output…' : '(empty)')}
       </pre>
     </section>
   );
@@ -343,7 +372,9 @@ export function RunDetails(props: { ctx: IPanelContext; id: number }): JSX.Eleme
     <div className="jp-pirus-details" data-run-id={run.id} data-status={run.status}>
       <div className="jp-pirus-details-head">
         <div>
-          <h2 className="jp-pirus-details-title">{run.name}</h2>
+          <h2 className="jp-pirus-details-title" title={run.name}>
+            {run.name}
+          </h2>
           <StatusBadge status={run.status} />
           <span className="jp-pirus-muted">
             {' '}
@@ -435,6 +466,10 @@ export function RunDetails(props: { ctx: IPanelContext; id: number }): JSX.Eleme
         <h3>Outputs</h3>
         {run.status === 'DONE' || (run.outputs && run.outputs.length) ? (
           <FileList ctx={ctx} files={run.outputs || []} label="Outputs" testId="pirus-outputs" />
+        ) : isFinal(run.status) ? (
+          <p className="jp-pirus-muted" data-testid="pirus-no-outputs">
+            None recorded: the run ended {run.status}.
+          </p>
         ) : (
           <p className="jp-pirus-muted">Listed when the run is done.</p>
         )}
