@@ -56,7 +56,16 @@ async def test_nonzero_exit_ends_in_error_quoting_the_error_log(api, fake, insta
     ended = await wait_run(api, run["id"], "DONE", "ERROR")
     assert ended["status"] == "ERROR" and ended["exit_code"] == 3
     assert ended["error"] == "the pipeline exited with code 3: no reads in sample.fastq"
-    assert ended["outputs"] == []
+    # what a failed pipeline wrote is listed (hashed), once its folder is made safe
+    failed = await start_run(api, pipeline)
+    fake.finish(failed["id"], Outcome(exit_code=1, err="disk quota\n",
+                                      outputs={"part-1.tsv": b"half\n"}))
+    ended = await wait_for(api, "runs", failed["id"], until=lambda b: b["outputs"], timeout=15)
+    assert ended["status"] == "ERROR"
+    assert [(o["name"], o["sha256"]) for o in ended["outputs"]] == [
+        ("part-1.tsv", hashlib.sha256(b"half\n").hexdigest())]
+    code, files = await api("GET", "files", params={"run_id": str(failed["id"])})
+    assert [f["name"] for f in files["items"]] == ["part-1.tsv"]
 
 
 async def test_pipeline_reporting_finishing_moves_the_run_to_finishing(api, fake, install,

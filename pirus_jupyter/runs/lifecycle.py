@@ -343,19 +343,26 @@ class Lifecycle(RunsCore):
         await self._remove_container(row)
         await self._secure_folder(row)
 
-    async def _secure_folder(self, row: dict[str, Any]) -> None:
-        """What the pipeline left made safe (outputs.py), once its container is gone."""
+    async def _secure_folder(self, row: dict[str, Any], partial: bool = False) -> None:
+        """What the pipeline left made safe (outputs.py), once its container is gone.
+        ``partial``: a pipeline that failed by itself has what it wrote listed as its outputs
+        (within the same caps), so the user sees how far it got. Not after a cancel, which
+        must not start hashing what it was asked to stop."""
         if not row.get("root_path"):
             return
+        limits = OutputLimits(self.max_outputs, self.max_output_bytes) if partial else None
         try:
             scan = await asyncio.to_thread(secure_run_folder, RunPaths.of(row), row["id"],
-                                           self.root_dir)
+                                           self.root_dir, limits)
         except OSError as e:
             self.log.error("pirus: run %s: its folder could not be made safe: %s", row["id"], e)
             return
         if scan.removed_count:
             self.log.warning("pirus: run %s: removed %d special file(s): %s", row["id"],
                              scan.removed_count, ", ".join(scan.removed))
+        if limits is not None and scan.files and scan.problem(limits) is None:
+            await self.store.replace_run_outputs(row["id"], scan.files, {})
+            self.events.publish("run.updated", public_run(await self.store.get("runs", row["id"])))
 
     async def _pull_logs_quietly(self, row: dict[str, Any]) -> None:
         """Bring the logs back before the container goes (best effort)."""
@@ -387,7 +394,7 @@ class Lifecycle(RunsCore):
                 await self._move(run_id, S.ERROR, exit_code=exit_code, error=reason,
                                  end=now_iso(), metrics=metrics)
                 await self._remove_container(row)
-                await self._secure_folder(row)
+                await self._secure_folder(row, partial=True)
                 return
             if row["status"] == S.RUNNING:
                 row = await self._move(run_id, S.FINISHING, exit_code=0, metrics=metrics)
