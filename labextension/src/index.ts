@@ -169,8 +169,10 @@ const plugin: JupyterFrontEndPlugin<void> = {
     if (state) {
       void Promise.all([settingsLoaded, app.restored])
         .then(async () => {
+          const saved = await state.fetch(STATE_KEY);
+          (window as any).pirusJupyter.restoredView = saved; // what came back (tests, debugging)
           if (panelSettings.restoreView) {
-            router.restore(await state.fetch(STATE_KEY));
+            router.restore(saved);
           }
           // Saved on every navigation, from then on (not before: it would overwrite it).
           router.changed.connect(() => void state.save(STATE_KEY, router.snapshot() as any));
