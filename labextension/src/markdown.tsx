@@ -51,6 +51,17 @@ export function renderInline(text: string, key = 'i'): React.ReactNode[] {
   return out;
 }
 
+/** The text without its Markdown marks, on one line (list rows, titles). */
+export function plainText(text: string): string {
+  return text
+    .replace(/\[([^\]]+)\]\([^)\s]+\)/g, '$1')
+    .replace(/(\*\*|__|`)/g, '')
+    .replace(/(^|\s)[*_]([^*_\s][^*_]*)[*_](?=\s|[.,;:!?]|$)/g, '$1$2')
+    .replace(/^\s*[-*+]\s+/gm, '')
+    .replace(/\s+/g, ' ')
+    .trim();
+}
+
 /** Blocks (separated by blank lines): a bullet list when every line starts with - or *. */
 export function Markdown(props: { text: string; className?: string }): JSX.Element {
   const blocks = props.text

@@ -112,7 +112,7 @@ try {
     const title = await pipelineRow(LONG_NAME).locator('.jp-pirus-name').getAttribute('title');
     assert(title === LONG_NAME, `the name's title: ${title}`);
     const description = await pipelineRow(LONG_NAME).locator('.jp-pirus-row-sub').getAttribute('title');
-    assert(description && description.includes('Counts **reads**'), `the description's title: ${description}`);
+    assert(description === 'Counts reads in FASTQ files. one counts.tsv <b>no HTML</b>', `the description's title: ${description}`);
     await shot('01-pipelines-with-a-failed-install', panel);
   });
 

@@ -2,7 +2,7 @@ import React from 'react';
 import { renderToStaticMarkup } from 'react-dom/server';
 import { describe, expect, it } from 'vitest';
 
-import { Markdown, safeUrl } from '../markdown';
+import { Markdown, plainText, safeUrl } from '../markdown';
 
 const html = (text: string) => renderToStaticMarkup(React.createElement(Markdown, { text }));
 
@@ -14,6 +14,12 @@ describe('markdown descriptions', () => {
     expect(html('Outputs:\n\n- counts.tsv\n- status.txt')).toContain('<ul><li>counts.tsv</li><li>status.txt</li></ul>');
     expect(html('See [the docs](https://example.org/x).')).toContain(
       '<a href="https://example.org/x" target="_blank" rel="noopener noreferrer">the docs</a>'
+    );
+  });
+
+  it('gives a one-line plain text for list rows', () => {
+    expect(plainText('Counts **reads** and *bases*.\n\n- one `counts.tsv`\n- see [docs](https://x.org)')).toBe(
+      'Counts reads and bases. one counts.tsv see docs'
     );
   });
 

@@ -10,7 +10,7 @@ import { errorMessage, IPipeline, PirusAPI } from '../api';
 import { formatBytes, formatTime } from '../format';
 import { hasFields } from '../forms';
 import { pipelineIcon } from '../icons';
-import { Markdown } from '../markdown';
+import { Markdown, plainText } from '../markdown';
 import {
   ActionButton,
   EmptyState,
@@ -154,8 +154,8 @@ export function PipelineList(props: { ctx: IPanelContext }): JSX.Element {
                 <StatusBadge status={p.status} />
               </span>
               {p.description ? (
-                <span className="jp-pirus-row-sub" title={p.description}>
-                  {p.description}
+                <span className="jp-pirus-row-sub" title={plainText(p.description)}>
+                  {plainText(p.description)}
                 </span>
               ) : null}
               {p.status === 'ERROR' && p.error ? (
