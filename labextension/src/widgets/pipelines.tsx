@@ -118,16 +118,17 @@ function ClearFailed(props: { ctx: IPanelContext; count: number }): JSX.Element 
 
 export function PipelineList(props: { ctx: IPanelContext }): JSX.Element {
   const { ctx } = props;
+  const { trans } = ctx;
   useSignal(ctx.model.changed);
   const pipelines = ctx.model.pipelineList();
   const failed = pipelines.filter(p => p.status === 'ERROR').length;
   if (!pipelines.length) {
     return (
-      <EmptyState title={ctx.model.loaded ? 'No pipeline installed' : 'Loading pipelines…'} icon={pipelineIcon}>
+      <EmptyState title={ctx.model.loaded ? trans.__('No pipeline installed') : trans.__('Loading pipelines…')} icon={pipelineIcon}>
         {ctx.model.loaded ? (
           <>
             <p>Upload a pipeline package (a .tar.gz built with the Pirus builder) to install it.</p>
-            <ActionButton label="Upload a pipeline" icon={addIcon} onClick={() => ctx.router.setTab('uploads')} />
+            <ActionButton label={trans.__('Upload a pipeline')} icon={addIcon} onClick={() => ctx.router.setTab('uploads')} />
           </>
         ) : null}
       </EmptyState>
@@ -136,7 +137,7 @@ export function PipelineList(props: { ctx: IPanelContext }): JSX.Element {
   return (
     <>
     {failed ? <ClearFailed ctx={ctx} count={failed} /> : null}
-    <ul className="jp-pirus-list" aria-label="Pipelines">
+    <ul className="jp-pirus-list" aria-label={trans.__('Pipelines')}>
       {pipelines.map(p => (
         <li key={p.id} className="jp-pirus-list-item" data-pipeline-id={p.id} data-status={p.status}>
           <button
@@ -175,6 +176,7 @@ export function PipelineList(props: { ctx: IPanelContext }): JSX.Element {
 
 export function PipelineDetails(props: { ctx: IPanelContext; id: number }): JSX.Element {
   const { ctx, id } = props;
+  const { trans } = ctx;
   useSignal(ctx.model.changed);
   const pipeline = ctx.model.pipelines.get(id);
   const [schema, setSchema] = useState<Record<string, any> | null>(null);
@@ -202,7 +204,7 @@ export function PipelineDetails(props: { ctx: IPanelContext; id: number }): JSX.
 
   if (!pipeline) {
     return (
-      <EmptyState title="This pipeline is not installed (any more)">
+      <EmptyState title={trans.__('This pipeline is not installed (any more)')}>
         <ErrorBanner message={action.error} />
       </EmptyState>
     );
@@ -212,7 +214,6 @@ export function PipelineDetails(props: { ctx: IPanelContext; id: number }): JSX.
   const uninstall = async () => {
     const label = [pipeline.name, pipeline.version].filter(Boolean).join(' ');
     // A pipeline that never installed has no image and no runs: only its record goes.
-    const { trans } = ctx;
     const ok = neverInstalled
       ? await ctx.host.confirm(
           trans.__('Remove failed install'),
@@ -268,11 +269,11 @@ export function PipelineDetails(props: { ctx: IPanelContext; id: number }): JSX.
         </div>
       </div>
       {installProgress(pipeline)}
-      <ErrorBanner message={pipeline.status === 'ERROR' ? pipeline.error : null} title="Installation failed" />
+      <ErrorBanner message={pipeline.status === 'ERROR' ? pipeline.error : null} title={trans.__('Installation failed')} />
       <ErrorBanner message={action.error} onDismiss={() => action.setError(null)} />
       <div className="jp-pirus-toolbar">
         <ActionButton
-          label="New run"
+          label={trans.__('New run')}
           icon={runIcon}
           variant="primary"
           disabled={pipeline.status !== 'READY'}
@@ -280,7 +281,7 @@ export function PipelineDetails(props: { ctx: IPanelContext; id: number }): JSX.
           testId="pirus-pipeline-new-run"
         />
         <ActionButton
-          label={neverInstalled ? 'Remove' : 'Uninstall'}
+          label={neverInstalled ? trans.__('Remove') : trans.__('Uninstall')}
           icon={deleteIcon}
           variant="danger"
           busy={action.busy === 'uninstall'}
@@ -291,27 +292,27 @@ export function PipelineDetails(props: { ctx: IPanelContext; id: number }): JSX.
       </div>
       {pipeline.description ? <Markdown className="jp-pirus-description" text={pipeline.description} /> : null}
       <dl className="jp-pirus-fields">
-        <Field label="Id">{pipeline.id}</Field>
-        <Field label="License">{pipeline.license}</Field>
-        <Field label="Developers">{(pipeline.developers || []).join(', ')}</Field>
-        <Field label="Pirus API">{pipeline.pirus_api}</Field>
-        <Field label="Package size">{formatBytes(pipeline.size)}</Field>
-        <Field label="Installed">{formatTime(pipeline.created)}</Field>
-        <Field label="Image">
+        <Field label={trans.__('Id')}>{pipeline.id}</Field>
+        <Field label={trans.__('License')}>{pipeline.license}</Field>
+        <Field label={trans.__('Developers')}>{(pipeline.developers || []).join(', ')}</Field>
+        <Field label={trans.__('Pirus API')}>{pipeline.pirus_api}</Field>
+        <Field label={trans.__('Package size')}>{formatBytes(pipeline.size)}</Field>
+        <Field label={trans.__('Installed')}>{formatTime(pipeline.created)}</Field>
+        <Field label={trans.__('Image')}>
           {pipeline.fingerprint ? <code title={pipeline.fingerprint}>{pipeline.fingerprint.slice(0, 12)}</code> : null}
         </Field>
-        <Field label="Limits">
+        <Field label={trans.__('Limits')}>
           {limits
             ? Object.entries(limits)
                 .map(([k, v]) => `${k}: ${typeof v === 'object' ? JSON.stringify(v) : String(v)}`)
                 .join(', ')
             : null}
         </Field>
-        <Field label="Runs">{runs.length ? String(runs.length) : null}</Field>
+        <Field label={trans.__('Runs')}>{runs.length ? String(runs.length) : null}</Field>
       </dl>
       {pipeline.documents && pipeline.documents.length ? (
         <section className="jp-pirus-section">
-          <h3>Documents</h3>
+          <h3>{trans.__('Documents')}</h3>
           <ul className="jp-pirus-links">
             {pipeline.documents.map(name => (
               <li key={name}>
@@ -325,7 +326,7 @@ export function PipelineDetails(props: { ctx: IPanelContext; id: number }): JSX.
             <div className="jp-pirus-document">
               <div className="jp-pirus-section-head">
                 <strong>{doc.name}</strong>
-                <button className="jp-pirus-icon-button" onClick={() => setDoc(null)} aria-label="Close document">
+                <button className="jp-pirus-icon-button" onClick={() => setDoc(null)} aria-label={trans.__('Close document')}>
                   ×
                 </button>
               </div>
@@ -336,7 +337,7 @@ export function PipelineDetails(props: { ctx: IPanelContext; id: number }): JSX.
       ) : null}
       {pipeline.status === 'READY' ? (
         <section className="jp-pirus-section">
-          <h3>Form preview</h3>
+          <h3>{trans.__('Form preview')}</h3>
           <ErrorBanner message={formError} />
           {schema && hasFields(schema) ? (
             <div className="jp-pirus-form jp-pirus-form-preview">

@@ -55,6 +55,7 @@ export function RunList(props: {
   onFilter: (filter: RunFilter) => void;
 }): JSX.Element {
   const { ctx, filter } = props;
+  const { trans } = ctx;
   useSignal(ctx.model.changed);
   const runs = ctx.model.runList(filter);
   const counts = ctx.model.countByStatus();
@@ -65,11 +66,11 @@ export function RunList(props: {
     <div className="jp-pirus-runs">
       <div className="jp-pirus-toolbar jp-pirus-toolbar-wrap">
         <label className="jp-pirus-inline-field">
-          <span>Show</span>
+          <span>{trans.__('Show')}</span>
           <select
             className="jp-pirus-select"
             value={filter}
-            aria-label="Filter runs by status"
+            aria-label={trans.__('Filter runs by status')}
             data-testid="pirus-run-filter"
             onChange={e => props.onFilter(e.currentTarget.value as RunFilter)}
           >
@@ -87,7 +88,7 @@ export function RunList(props: {
         </label>
         <span className="jp-pirus-spacer" />
         <ActionButton
-          label="New run"
+          label={trans.__('New run')}
           icon={runIcon}
           variant="primary"
           onClick={() => ctx.router.show({ kind: 'new-run', inputs: ctx.host.selectedFiles() })}
@@ -105,7 +106,7 @@ export function RunList(props: {
           ) : null}
         </EmptyState>
       ) : (
-        <ul className="jp-pirus-list" aria-label="Runs">
+        <ul className="jp-pirus-list" aria-label={trans.__('Runs')}>
           {runs.map(run => (
             <li key={run.id} className="jp-pirus-list-item" data-run-id={run.id} data-status={run.status}>
               <button
@@ -320,6 +321,7 @@ function ConfigView(props: { config: Record<string, unknown> | null }): JSX.Elem
 
 export function RunDetails(props: { ctx: IPanelContext; id: number }): JSX.Element {
   const { ctx, id } = props;
+  const { trans } = ctx;
   useSignal(ctx.model.changed);
   const run = ctx.model.runs.get(id);
   const action = useAction();
@@ -335,7 +337,7 @@ export function RunDetails(props: { ctx: IPanelContext; id: number }): JSX.Eleme
 
   if (!run) {
     return (
-      <EmptyState title={missing ? 'This run does not exist (any more)' : 'Loading run…'}>
+      <EmptyState title={missing ? trans.__('This run does not exist (any more)') : trans.__('Loading run…')}>
         <ErrorBanner message={action.error} />
       </EmptyState>
     );
@@ -392,14 +394,14 @@ export function RunDetails(props: { ctx: IPanelContext; id: number }): JSX.Eleme
       <ErrorBanner message={action.error} onDismiss={() => action.setError(null)} />
       <div className="jp-pirus-toolbar jp-pirus-toolbar-wrap">
         {allowed.has('pause') ? (
-          <ActionButton label="Pause" icon={pauseIcon} busy={action.busy === 'pause'} onClick={() => act('pause')} testId="pirus-run-pause" />
+          <ActionButton label={trans.__('Pause')} icon={pauseIcon} busy={action.busy === 'pause'} onClick={() => act('pause')} testId="pirus-run-pause" />
         ) : null}
         {allowed.has('resume') ? (
-          <ActionButton label="Resume" icon={runIcon} busy={action.busy === 'resume'} onClick={() => act('resume')} testId="pirus-run-resume" />
+          <ActionButton label={trans.__('Resume')} icon={runIcon} busy={action.busy === 'resume'} onClick={() => act('resume')} testId="pirus-run-resume" />
         ) : null}
         {allowed.has('cancel') ? (
           <ActionButton
-            label="Cancel"
+            label={trans.__('Cancel')}
             icon={stopIcon}
             variant="danger"
             busy={action.busy === 'cancel'}
@@ -409,7 +411,7 @@ export function RunDetails(props: { ctx: IPanelContext; id: number }): JSX.Eleme
         ) : null}
         {allowed.has('delete') ? (
           <ActionButton
-            label="Delete"
+            label={trans.__('Delete')}
             icon={deleteIcon}
             variant="danger"
             busy={action.busy === 'delete'}
@@ -418,7 +420,7 @@ export function RunDetails(props: { ctx: IPanelContext; id: number }): JSX.Eleme
           />
         ) : null}
         <ActionButton
-          label="Re-run"
+          label={trans.__('Re-run')}
           icon={redoIcon}
           onClick={() =>
             ctx.router.show({
@@ -433,7 +435,7 @@ export function RunDetails(props: { ctx: IPanelContext; id: number }): JSX.Eleme
           testId="pirus-run-rerun"
         />
         <ActionButton
-          label="Copy as notebook code"
+          label={trans.__('Copy as notebook code')}
           icon={copyIcon}
           onClick={() => {
             ctx.host.copyToClipboard(code);
@@ -442,42 +444,42 @@ export function RunDetails(props: { ctx: IPanelContext; id: number }): JSX.Eleme
           testId="pirus-run-copy-code"
         />
         <ActionButton
-          label="Insert into notebook"
+          label={trans.__('Insert into notebook')}
           icon={notebookIcon}
           onClick={() => void action.run('insert', () => ctx.host.insertIntoNotebook(code))}
           testId="pirus-run-insert-code"
         />
       </div>
       <dl className="jp-pirus-fields">
-        <Field label="Created">{formatTime(run.created)}</Field>
-        <Field label="Started">{formatTime(run.start)}</Field>
-        <Field label="Ended">{formatTime(run.end)}</Field>
-        <Field label="Exit code">{run.exit_code === null || run.exit_code === undefined ? null : String(run.exit_code)}</Field>
+        <Field label={trans.__('Created')}>{formatTime(run.created)}</Field>
+        <Field label={trans.__('Started')}>{formatTime(run.start)}</Field>
+        <Field label={trans.__('Ended')}>{formatTime(run.end)}</Field>
+        <Field label={trans.__('Exit code')}>{run.exit_code === null || run.exit_code === undefined ? null : String(run.exit_code)}</Field>
       </dl>
       <section className="jp-pirus-section">
-        <h3>Configuration</h3>
+        <h3>{trans.__('Configuration')}</h3>
         <ConfigView config={run.config} />
       </section>
       <section className="jp-pirus-section">
-        <h3>Inputs</h3>
-        <FileList ctx={ctx} files={run.inputs || []} label="Inputs" testId="pirus-inputs" />
+        <h3>{trans.__('Inputs')}</h3>
+        <FileList ctx={ctx} files={run.inputs || []} label={trans.__('Inputs')} testId="pirus-inputs" />
       </section>
       <section className="jp-pirus-section">
-        <h3>Outputs</h3>
+        <h3>{trans.__('Outputs')}</h3>
         {run.status === 'DONE' || (run.outputs && run.outputs.length) ? (
-          <FileList ctx={ctx} files={run.outputs || []} label="Outputs" testId="pirus-outputs" />
+          <FileList ctx={ctx} files={run.outputs || []} label={trans.__('Outputs')} testId="pirus-outputs" />
         ) : isFinal(run.status) ? (
           <p className="jp-pirus-muted" data-testid="pirus-no-outputs">
-            None recorded: the run ended {run.status}.
+            {trans.__('None recorded: the run ended %1.', run.status)}
           </p>
         ) : (
-          <p className="jp-pirus-muted">Listed when the run is done.</p>
+          <p className="jp-pirus-muted">{trans.__('Listed when the run is done.')}</p>
         )}
       </section>
       <LogTail ctx={ctx} run={run} />
       <Metrics run={run} />
       <details className="jp-pirus-section jp-pirus-code">
-        <summary>Notebook code</summary>
+        <summary>{trans.__('Notebook code')}</summary>
         <pre data-testid="pirus-run-code">{code}</pre>
       </details>
     </div>
