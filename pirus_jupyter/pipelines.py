@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import json
 import logging
@@ -14,7 +15,7 @@ from typing import Any
 
 from .backend.base import Backend
 from .databases import DatabaseService
-from .errors import Conflict, InvalidPackage, NotFound, PirusError
+from .errors import Conflict, InvalidPackage, NotFound, PackageStoreFull, PirusError
 from .events import EventBus
 from .forms import normalize_form
 from .hashing import BLOCK
@@ -137,6 +138,8 @@ class PipelineService:
             sha256 = await asyncio.to_thread(self._copy_in, source, staging)
         except OSError as e:
             await asyncio.to_thread(self._unlink, staging)
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise PackageStoreFull(f"no room to store the package: {e}") from e
             raise InvalidPackage(f"cannot copy the package: {e}", code="copy_failed") from e
         existing = await self.installed_copy(sha256)
         if existing is not None:

@@ -91,6 +91,23 @@ ACTIONS = {  # status -> {action: allowed}
 }
 
 
+async def test_a_package_that_finds_no_room_is_a_507_recording_nothing(api, pirus, jp_root_dir,
+                                                                       fake_package, monkeypatch):
+    import errno
+    from pathlib import Path
+
+    def full(source, target):
+        target.write_bytes(b"part")  # what a copy leaves when the disk fills
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pirus.pipelines, "_copy_in", full)
+    (Path(jp_root_dir) / fake_package.name).write_bytes(fake_package.read_bytes())
+    code, body = await api("POST", "pipelines", body={"path": fake_package.name})
+    assert code == 507 and body["error"]["code"] == "insufficient_storage", body
+    assert await pirus.store.count("pipelines") == 0
+    assert not list(Path(pirus.pipelines.packages_dir).iterdir())
+
+
 def test_paused_time_counts_ended_pauses_and_the_current_one_start() -> None:
     from pirus_jupyter.models import paused_time
 
