@@ -74,6 +74,14 @@ class DatabaseFull(PirusError):
     code = "insufficient_storage"
 
 
+class PackageStoreFull(PirusError):
+    """No room to store a package being installed: nothing was recorded, and the same request
+    succeeds once space is freed."""
+
+    status = 507
+    code = "insufficient_storage"
+
+
 class UnsupportedMediaType(PirusError):
     status = 415
     code = "unsupported_media_type"

@@ -10,6 +10,7 @@ what they need from here rather than keeping their own copies.
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from enum import Enum
 from typing import Any
 
@@ -103,13 +104,13 @@ def can_move(current: RunStatus | str, target: RunStatus | str) -> bool:
 PIPELINE_PUBLIC = (
     "id", "name", "description", "version", "pirus_api", "license", "developers", "size",
     "upload_offset", "status", "error", "created", "documents", "limits", "fingerprint",
-    "provenance",
+    "provenance", "has_icon",
 )
 RUN_PUBLIC = (
     "id", "pipeline_id", "pipeline_name", "pipeline_version", "pipeline_fingerprint", "name",
     "config", "inputs", "outputs", "start", "end", "status",
     "progress", "exit_code", "error", "created", "metrics", "location", "target", "origin",
-    "reused_from", "reuse_miss",
+    "reused_from", "reuse_miss", "paused_seconds", "paused_since",
 )
 FILE_PUBLIC = ("id", "name", "path", "size", "sha256", "source", "run_id", "created")
 # An upload as events send it (openapi UploadFields); GET /uploads adds its ``url``.
@@ -140,14 +141,31 @@ def public(row: dict[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
 
 
 def public_pipeline(row: dict[str, Any]) -> dict[str, Any]:
-    # Where the image came from lives in the installed manifest, not in a column of its own.
+    # Where the image came from lives in the installed manifest, not in a column of its own;
+    # has_icon spares clients a request that can only 404 (the icon's path stays internal).
     manifest = row.get("manifest")
     provenance = manifest.get("provenance") if isinstance(manifest, dict) else None
-    return {**public(row, PIPELINE_PUBLIC), "provenance": provenance or {}}
+    return {**public({**row, "has_icon": bool(row.get("icon_file"))}, PIPELINE_PUBLIC),
+            "provenance": provenance or {}}
+
+
+def paused_time(timings: list[list[str]] | None) -> tuple[float, str | None]:
+    """Seconds spent in PAUSE before the current status, and when the current PAUSE began
+    (None unless paused): clients stop a run's clock while it is paused."""
+    total, since = 0.0, None
+    for status, at in timings or []:
+        if since is not None:
+            total += max(0.0, (datetime.fromisoformat(at)
+                               - datetime.fromisoformat(since)).total_seconds())
+            since = None
+        if status == RunStatus.PAUSE.value:
+            since = at
+    return round(total, 3), since
 
 
 def public_run(row: dict[str, Any]) -> dict[str, Any]:
-    return public(row, RUN_PUBLIC)
+    seconds, since = paused_time(row.get("timings"))
+    return public({**row, "paused_seconds": seconds, "paused_since": since}, RUN_PUBLIC)
 
 
 def public_file(row: dict[str, Any]) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import json
 import logging
@@ -14,7 +15,7 @@ from typing import Any
 
 from .backend.base import Backend
 from .databases import DatabaseService
-from .errors import Conflict, InvalidPackage, NotFound, PirusError
+from .errors import Conflict, InvalidPackage, NotFound, PackageStoreFull, PirusError
 from .events import EventBus
 from .forms import normalize_form
 from .hashing import BLOCK
@@ -109,8 +110,17 @@ class PipelineService:
         self.events.publish("pipeline.updated", public_pipeline(row))
         return row
 
-    async def install_from_path(self, source: Path) -> dict[str, Any]:
+    async def installed_copy(self, sha256: str) -> dict[str, Any] | None:
+        """The READY pipeline whose image is these very bytes (the fingerprint is the
+        package's sha256, so the same name and version too), if any."""
+        rows = await self.store.select("pipelines", "fingerprint = ? AND status = ?",
+                                       [sha256, PipelineStatus.READY.value])
+        return rows[0] if rows else None
+
+    async def install_from_path(self, source: Path) -> tuple[dict[str, Any], bool]:
         """Copy a package file (from the Jupyter root or a finished upload) and install it.
+        Returns the pipeline and whether it is new: a package identical to an installed
+        pipeline answers with that pipeline instead of a second install that would fail.
 
         Copied, not linked: the source stays the user's to overwrite in place, and the stored
         package must keep the bytes LXD imported. The copy hashes what it writes, so the
@@ -122,17 +132,31 @@ class PipelineService:
         if size > self.max_package_size:
             raise InvalidPackage(f"package is {size} bytes, over the {self.max_package_size} "
                                  "byte limit", code="package_too_large")
+        # Copied aside first: a duplicate then leaves no pipeline row behind.
+        staging = self.packages_dir / f".incoming-{secrets.token_hex(8)}"
+        try:
+            sha256 = await asyncio.to_thread(self._copy_in, source, staging)
+        except OSError as e:
+            await asyncio.to_thread(self._unlink, staging)
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise PackageStoreFull(f"no room to store the package: {e}") from e
+            raise InvalidPackage(f"cannot copy the package: {e}", code="copy_failed") from e
+        existing = await self.installed_copy(sha256)
+        if existing is not None:
+            await asyncio.to_thread(self._unlink, staging)
+            return public_pipeline(existing), False
         row = await self._create(source.name, PipelineStatus.INSTALLING, size=size)
         target = Path(row["root_path"]) / ("package" + _package_suffix(source.name))
-        try:
-            sha256 = await asyncio.to_thread(self._copy_in, source, target)
-        except OSError as e:
-            await self._set(row["id"], status=PipelineStatus.ERROR.value,
-                            error=f"cannot copy the package: {e}")
-            return public_pipeline(await self.row(row["id"]))
+        await asyncio.to_thread(target.parent.mkdir, parents=True, exist_ok=True)
+        await asyncio.to_thread(os.replace, staging, target)
         row = await self._set(row["id"], pipeline_file=str(target), upload_offset=size)
         self._spawn(row["id"], sha256)
-        return public_pipeline(row)
+        return public_pipeline(row), True
+
+    @staticmethod
+    def _unlink(path: Path) -> None:
+        path.unlink(missing_ok=True)
+        path.with_name(path.name + ".part").unlink(missing_ok=True)
 
     @staticmethod
     def _copy_in(source: Path, target: Path) -> str:
@@ -155,10 +179,18 @@ class PipelineService:
     async def set_upload_offset(self, pipeline_id: int, offset: int) -> None:
         await self._set(pipeline_id, upload_offset=offset)
 
-    async def install_file(self, pipeline_id: int, path: Path, sha256: str | None = None) -> None:
+    async def install_file(self, pipeline_id: int, path: Path, sha256: str | None = None
+                           ) -> int:
         """Take ownership of a finished upload's file (moved, not copied) and install it in
         the background. ``sha256``: the digest the upload computed while receiving the file;
-        the install then reads the package only for its manifest."""
+        the install then reads the package only for its manifest. Returns the pipeline that
+        holds the package: an installed one with the same bytes, whose id replaces the
+        upload's own (then removed), or ``pipeline_id``."""
+        existing = await self.installed_copy(sha256) if sha256 else None
+        if existing is not None and existing["id"] != pipeline_id:
+            await asyncio.to_thread(self._unlink, path)
+            await self._delete_row(await self.row(pipeline_id))
+            return int(existing["id"])
         row = await self.row(pipeline_id)
         target = Path(row["root_path"]) / ("package" + _package_suffix(row["name"]))
         await asyncio.to_thread(target.parent.mkdir, parents=True, exist_ok=True)
@@ -167,6 +199,7 @@ class PipelineService:
         await self._set(pipeline_id, status=PipelineStatus.INSTALLING.value,
                         pipeline_file=str(target), size=size, upload_offset=size)
         self._spawn(pipeline_id, sha256)
+        return pipeline_id
 
     async def fail(self, pipeline_id: int, message: str) -> None:
         await self._set(pipeline_id, status=PipelineStatus.ERROR.value, error=message)
@@ -271,9 +304,21 @@ class PipelineService:
         if count:
             raise Conflict(f"pipeline {pipeline_id} has {count} active run(s)",
                            code="pipeline_in_use")
+        await self._delete_row(row)
+
+    async def _delete_row(self, row: dict[str, Any]) -> None:
         if row.get("lxd_alias"):
             await asyncio.to_thread(self.backend.delete_image, row["lxd_alias"])
-        await self.store.delete("pipelines", pipeline_id)
+        await self.store.delete("pipelines", row["id"])
         if row.get("root_path"):
             await asyncio.to_thread(shutil.rmtree, row["root_path"], True)
-        self.events.publish("pipeline.deleted", {"id": pipeline_id})
+        self.events.publish("pipeline.deleted", {"id": row["id"]})
+
+    async def remove_failed(self) -> list[int]:
+        """Every pipeline whose install failed, removed in one action; their ids."""
+        removed = []
+        for row in await self.store.select("pipelines", "status = ?",
+                                           [PipelineStatus.ERROR.value]):
+            await self._delete_row(row)
+            removed.append(int(row["id"]))
+        return removed

@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import requires_lxd, wait_for
+from conftest import requires_lxd
 from pkgbuild import BAD_PACKAGES, bad_package, build_pipeline, fastq
 from tornado.web import RequestHandler
 
@@ -165,6 +165,23 @@ async def test_bad_packages_end_in_error_and_write_nothing(api, install, case, t
     assert code == 204
 
 
+async def test_failed_installs_are_cleared_at_once(api, install, tmp_path, pirus):
+    failed = [await install(bad_package(tmp_path / f"{case}.tar.gz", case), expect="ERROR")
+              for case in ("not_a_tar", "missing_manifest")]
+    roots = [(await pirus.store.get("pipelines", p["id"]))["root_path"] for p in failed]
+    # only ERROR is cleared at once: no status, or another one, is refused with nothing removed
+    for params in (None, {"status": "READY"}, {"status": "error"}):
+        code, body = await api("DELETE", "pipelines", params=params)
+        assert code == 400 and body["error"]["code"] == "invalid_request", (params, body)
+    assert await pirus.store.count("pipelines") == 2
+    code, body = await api("DELETE", "pipelines", params={"status": "ERROR"})
+    assert code == 200 and sorted(body["removed"]) == sorted(p["id"] for p in failed)
+    assert await pirus.store.count("pipelines") == 0
+    assert not any(Path(root).exists() for root in roots)
+    code, body = await api("DELETE", "pipelines", params={"status": "ERROR"})
+    assert code == 200 and body == {"removed": []}
+
+
 async def test_oversized_package_is_refused(api, install, tmp_path, pirus):
     pirus.pipelines.max_package_size = 1000
     package = build_pipeline(tmp_path / "big.tar.gz", name="big")
@@ -187,13 +204,13 @@ async def test_install_good_package_and_uninstall(api, install, count_package, p
     response = await api("GET", "pipelines", pipeline["id"], "package", raw=True)
     assert response.code == 200 and response.body == count_package.read_bytes()
     code, body = await api("GET", "pipelines", pipeline["id"], "icon")
-    assert code == 404  # this package has no icon
-    # the same name and version cannot be installed twice
+    assert code == 404 and not pipeline["has_icon"]  # this package has no icon
+    # the same package again answers with the installed pipeline (200), no new row
     shutil.copyfile(count_package, Path(pirus.root_dir) / "again.tar.gz")
     code, again = await api("POST", "pipelines", body={"path": "again.tar.gz"})
-    again = await wait_for(api, "pipelines", again["id"],
-                           until=lambda b: b["status"] != "INSTALLING")
-    assert again["status"] == "ERROR" and "already installed" in again["error"]
+    assert code == 200 and again == pipeline
+    assert [p["id"] for p in (await api("GET", "pipelines"))[1]["items"]] == [pipeline["id"]]
+    assert not list(Path(pirus.pipelines.packages_dir).glob(".incoming-*"))
     row = await pirus.store.get("pipelines", pipeline["id"])
     code, _ = await api("DELETE", "pipelines", pipeline["id"])
     assert code == 204

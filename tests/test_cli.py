@@ -368,6 +368,7 @@ def test_unreachable_server_exits_3(tmp_path):
     assert result.returncode == cli.EXIT_UNREACHABLE
     assert "$PIRUS_SERVER_URL (not set)" in result.stderr
     assert "hint: pass --url and --token" in result.stderr
+    assert "connect(url, token)" not in result.stderr  # the notebook's hint is not the CLI's
 
 
 # -- against a real server --------------------------------------------------------------------
@@ -571,6 +572,31 @@ def test_install_of_a_broken_package_exits_1(live, tmp_path):
     assert result.returncode == cli.EXIT_FAILURE
     assert "install of" in result.stderr and "is ERROR" in result.stderr
     assert "pirus.run is required" in result.stderr
+    failed = [p["id"] for p in json.loads(live("list", "--json", "--status", "ERROR").stdout)]
+    assert failed
+    # failed installs go in one action, and only they
+    assert live("uninstall").returncode == cli.EXIT_FAILURE
+    cleared = live("uninstall", "--failed")
+    assert cleared.returncode == 0, cleared.stderr
+    assert cleared.stdout.startswith(f"Removed {len(failed)} failed install(s): pipeline(s) ")
+    assert json.loads(live("list", "--json", "--status", "ERROR").stdout) == []
+
+
+@pytest.mark.lxd
+@requires_lxd
+def test_the_readme_sequence_runs_twice(live, fastq_count, tmp_path):
+    """build + validate + install of the same pipeline again: the package is rebuilt with the
+    same bytes and the install answers with the installed pipeline, no ERROR row."""
+    package = tmp_path / "fastq-count.tar.gz"
+    assert jupyter_pirus("build", str(FASTQ_COUNT), "-o", str(package)).returncode == 0
+    assert jupyter_pirus("validate", str(package)).returncode == 0
+    result = live("install", str(package))
+    assert result.returncode == 0, result.stderr
+    assert f"Already installed as pipeline {fastq_count['id']}" in result.stderr
+    assert result.stdout == f"Installed pipeline {fastq_count['id']}: fastq-count 1.0.0 (READY)\n"
+    listed = json.loads(live("list", "--json").stdout)
+    assert [(p["id"], p["status"]) for p in listed if p["name"] == "fastq-count"] == [
+        (fastq_count["id"], "READY")]
 
 
 @pytest.mark.lxd

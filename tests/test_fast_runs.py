@@ -57,7 +57,16 @@ async def test_nonzero_exit_ends_in_error_quoting_the_error_log(api, fake, insta
     ended = await wait_run(api, run["id"], "DONE", "ERROR")
     assert ended["status"] == "ERROR" and ended["exit_code"] == 3
     assert ended["error"] == "the pipeline exited with code 3: no reads in sample.fastq"
-    assert ended["outputs"] == []
+    # what a failed pipeline wrote is listed (hashed), once its folder is made safe
+    failed = await start_run(api, pipeline)
+    fake.finish(failed["id"], Outcome(exit_code=1, err="disk quota\n",
+                                      outputs={"part-1.tsv": b"half\n"}))
+    ended = await wait_for(api, "runs", failed["id"], until=lambda b: b["outputs"], timeout=15)
+    assert ended["status"] == "ERROR"
+    assert [(o["name"], o["sha256"]) for o in ended["outputs"]] == [
+        ("part-1.tsv", hashlib.sha256(b"half\n").hexdigest())]
+    code, files = await api("GET", "files", params={"run_id": str(failed["id"])})
+    assert [f["name"] for f in files["items"]] == ["part-1.tsv"]
 
 
 async def test_pipeline_reporting_finishing_moves_the_run_to_finishing(api, fake, install,
@@ -81,6 +90,34 @@ ACTIONS = {  # status -> {action: allowed}
     "ERROR": {"pause": False, "resume": False, "cancel": False, "delete": True},
     "CANCELED": {"pause": False, "resume": False, "cancel": False, "delete": True},
 }
+
+
+async def test_a_package_that_finds_no_room_is_a_507_recording_nothing(api, pirus, jp_root_dir,
+                                                                       fake_package, monkeypatch):
+    import errno
+    from pathlib import Path
+
+    def full(source, target):
+        target.write_bytes(b"part")  # what a copy leaves when the disk fills
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pirus.pipelines, "_copy_in", full)
+    (Path(jp_root_dir) / fake_package.name).write_bytes(fake_package.read_bytes())
+    code, body = await api("POST", "pipelines", body={"path": fake_package.name})
+    assert code == 507 and body["error"]["code"] == "insufficient_storage", body
+    assert await pirus.store.count("pipelines") == 0
+    assert not list(Path(pirus.pipelines.packages_dir).iterdir())
+
+
+def test_paused_time_counts_ended_pauses_and_the_current_one_start() -> None:
+    from pirus_jupyter.models import paused_time
+
+    t = "2026-01-01T00:00:{:02d}.000+00:00".format
+    timings = [["WAITING", t(0)], ["RUNNING", t(1)], ["PAUSE", t(5)], ["RUNNING", t(15)],
+               ["PAUSE", t(20)]]
+    assert paused_time(timings) == (10.0, t(20))
+    assert paused_time([*timings, ["CANCELED", t(30)]]) == (20.0, None)
+    assert paused_time(None) == (0.0, None)
 
 
 def test_action_spec_follows_the_transition_table() -> None:
@@ -138,8 +175,11 @@ async def test_every_action_at_every_status(api, fake, install, fake_package):
     assert paused.status == "Frozen"
     code, body = await api("POST", "runs", runs["PAUSE"], "resume")
     assert (code, body["status"]) == (200, "RUNNING") and paused.status == "Running"
+    assert body["paused_since"] is None and body["paused_seconds"] > 0  # that pause ended
     code, body = await api("POST", "runs", runs["RUNNING"], "pause")
     assert (code, body["status"]) == (200, "PAUSE")
+    assert body["paused_since"] is not None and body["paused_seconds"] == 0
+    assert body["paused_since"] >= body["start"]  # clients stop its clock there
     assert fake.container(runs["RUNNING"]).status == "Frozen"
     # Cancel in every status that allows it: RUNNING (now), PAUSE (the one just paused),
     # INITIALIZING and WAITING.

@@ -205,7 +205,7 @@ SAMPLES = {
         "id": 1, "name": "count", "description": "d", "version": "1.0", "pirus_api": "1",
         "license": "MIT", "developers": ["x"], "size": 10, "upload_offset": 10,
         "status": "READY", "error": None, "created": "2024-01-01T00:00:00.000+00:00",
-        "documents": [], "limits": {}, "fingerprint": "a" * 64,
+        "documents": [], "limits": {}, "fingerprint": "a" * 64, "has_icon": False,
         "provenance": {"base": "debian:bookworm", "packages": {"bcftools": "1.16-1"}}},
     "Run": {
         "id": 1, "pipeline_id": 1, "pipeline_name": "count", "pipeline_version": "1.0",
@@ -215,7 +215,7 @@ SAMPLES = {
         "progress": {"value": 0, "min": 0, "max": 100, "label": None}, "exit_code": None,
         "error": None, "created": "2024-01-01T00:00:00.000+00:00", "metrics": None,
         "location": None, "target": None, "origin": None, "reused_from": None,
-        "reuse_miss": None},
+        "reuse_miss": None, "paused_seconds": 0, "paused_since": None},
     "File": {
         "id": 1, "name": "a", "path": "a", "size": 1, "sha256": "0" * 64, "source": "upload",
         "run_id": None, "created": "2024-01-01T00:00:00.000+00:00"},

@@ -692,8 +692,8 @@ async def test_only_a_finished_input_upload_installs_as_a_pipeline(create, patch
     assert (await patch(upload_id, 0, b"hello")).code == 204
     # Finished: handed to the install (which refuses these bytes as a package, in the
     # background), its file record untouched.
-    pipeline = await pirus.uploads.install_pipeline(upload_id)
-    assert pipeline["status"] == "INSTALLING", pipeline
+    pipeline, new = await pirus.uploads.install_pipeline(upload_id)
+    assert new and pipeline["status"] == "INSTALLING", pipeline
     record = await pirus.uploads.record(upload_id)
     assert (pirus.root_dir / record["file"]["path"]).read_bytes() == b"hello"
 
@@ -756,6 +756,15 @@ async def test_pipeline_upload_is_installed(create, patch, pirus, api, tus, coun
     print("pipeline after upload:", pipeline["status"], pipeline["error"])
     if lxd_available():
         assert pipeline["status"] == "READY", pipeline
+        # the same bytes uploaded again: the upload points at the installed pipeline and the
+        # row it made while uploading is gone (no ERROR row left behind)
+        again = await create(len(data), filename="count.tar.gz", kind="pipeline")
+        second_id = (await pirus.uploads.record(again))["pipeline_id"]
+        assert (await patch(again, 0, data)).code == 204
+        record = await pirus.uploads.record(again)
+        assert record["status"] == "complete" and record["pipeline_id"] == pipeline_id
+        assert (await api("GET", "pipelines", second_id))[0] == 404
+        assert not pirus.uploads.part_path(again).exists()
         await api("DELETE", "pipelines", pipeline_id)
 
 

@@ -211,11 +211,11 @@ def test_file_picker_browses_the_root(tmp_path: Path) -> None:
     changes: list[list[str]] = []
     picker = FilePicker(local_lister(tmp_path), on_change=changes.append)
     labels = [label for label, _ in picker.browser.options]
-    assert labels == ["📁 data/", "top.txt"]  # folders first, hidden files left out
+    assert labels == ["data/", "top.txt"]  # folders first, hidden files left out
     picker.browser.value = 0  # open data/
     assert picker.cwd == "data"
     labels = [label for label, _ in picker.browser.options]
-    assert labels == ["📁 ..", "📁 run1/", "a.fastq"]
+    assert labels == ["..", "run1/", "a.fastq"]
     picker.browser.value = 2
     assert not picker.add_button.disabled
     picker.add_button.click()
@@ -348,6 +348,11 @@ def test_run_widget_is_updated_by_pushed_events(monkeypatch) -> None:
     assert widget.pause_button.disabled and not widget.cancel_button.disabled
     events.push("run.updated", run_data(id=99, status="RUNNING"))  # another run: ignored
     assert "WAITING" in widget.status_label.value
+    # INITIALIZING as the panel shows it: said, with a busy bar, before any progress
+    events.push("run.updated", run_data(status="INITIALIZING", progress=None))
+    assert "INITIALIZING" in widget.status_label.value
+    assert widget.progress_label.value.startswith("initializing")
+    assert widget.progress.value == widget.progress.max and widget.progress.bar_style == "info"
     events.push("run.updated", run_data(status="RUNNING", start="2026-01-01T00:00:00+00:00",
                                         progress={"value": 1, "min": 0, "max": 4,
                                                   "label": "a.fastq"}))
@@ -360,8 +365,19 @@ def test_run_widget_is_updated_by_pushed_events(monkeypatch) -> None:
     widget._tick()  # the clock: elapsed time and the log tail after an event
     assert "out line" in widget.logs.value and "err line" in widget.logs.value
     assert widget.elapsed_label.value not in ("", "-")
-    events.push("run.updated", run_data(status="PAUSE", start="2026-01-01T00:00:00+00:00"))
+    events.push("run.updated", run_data(status="PAUSE", start="2026-01-01T00:00:00+00:00",
+                                        paused_seconds=10.0,
+                                        paused_since="2026-01-01T00:00:50+00:00"))
     assert widget.pause_button.disabled and not widget.resume_button.disabled
+    # the clock stopped when the pause began: 50 s minus an earlier 10 s pause
+    assert widget.elapsed_label.value == "0:40"
+    widget._tick()
+    assert widget.elapsed_label.value == "0:40"
+    # a label that says its percentage is not followed by it again
+    events.push("run.updated", run_data(status="RUNNING", start="2026-01-01T00:00:00+00:00",
+                                        progress={"value": 4, "min": 0, "max": 4,
+                                                  "label": "x.fastq.gz 100%"}))
+    assert widget.progress_label.value == "x.fastq.gz 100% — 4/4"
     outputs = [{"name": "counts.tsv", "path": "pirus-runs/3-demo/outputs/counts.tsv",
                 "size": 12, "sha256": "ab" * 32, "file_id": 5}]
     events.push("run.updated", run_data(status="DONE", start="2026-01-01T00:00:00+00:00",

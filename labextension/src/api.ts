@@ -272,6 +272,12 @@ export class PirusAPI {
     return this.request('POST', ['pipelines'], { body: source });
   }
 
+  /** Remove every pipeline whose install failed; the ids removed. */
+  async clearFailedPipelines(): Promise<number[]> {
+    const body = await this.request<{ removed: number[] }>('DELETE', ['pipelines'], { query: { status: 'ERROR' } });
+    return body.removed;
+  }
+
   uninstallPipeline(id: number): Promise<void> {
     return this.request('DELETE', ['pipelines', id]);
   }

@@ -50,14 +50,17 @@ export function isFinal(status: RunStatus): boolean {
 }
 
 /**
- * Seconds the run has been running (start to end, or to now), or waiting when it has not
- * started yet (created to now).
+ * Seconds the run has been running (start to end, or to now), paused time left out, or
+ * waiting when it has not started yet (created to now).
  */
 export function runElapsed(run: IRun, now: number = Date.now()): { seconds: number | null; waiting: boolean } {
   const start = parseTime(run.start);
   const end = parseTime(run.end);
   if (start !== null) {
-    return { seconds: Math.max(0, ((end ?? now) - start) / 1000), waiting: false };
+    // The clock stops while the run is paused (the server says since when).
+    const stop = end ?? parseTime(run.paused_since) ?? now;
+    const paused = typeof run.paused_seconds === 'number' ? run.paused_seconds : 0;
+    return { seconds: Math.max(0, (stop - start) / 1000 - paused), waiting: false };
   }
   const created = parseTime(run.created);
   if (created !== null && !isFinal(run.status)) {
@@ -99,7 +102,8 @@ export function progressLabel(progress: IProgress | null | undefined, status?: R
   const fraction = progressFraction(progress, status);
   const percent = fraction === null ? '' : `${Math.round(fraction * 100)}%`;
   const label = progress?.label ? String(progress.label) : '';
-  if (label && percent) {
+  // A label that already says a percentage ("x.fastq.gz 100%") is not repeated.
+  if (label && percent && !/\d\s*%/.test(label)) {
     return `${label} (${percent})`;
   }
   return label || percent;

@@ -165,3 +165,62 @@ export function withFileSuggestions(schema: Record<string, any>, candidates: str
   }
   return changed ? { ...schema, properties: out } : schema;
 }
+
+// JSON-Schema / nf-core formats whose value is a file's path: their `pattern` says which
+// files the pipeline accepts.
+const FILE_PATH_FORMATS = new Set(['file-path', 'path']);
+
+/** The patterns of the form's file fields (nested groups and arrays included); [] when the
+ * form says nothing about files. Patterns JavaScript cannot compile are left out. */
+export function filePatterns(schema: Record<string, any> | null | undefined): RegExp[] {
+  const out: RegExp[] = [];
+  const seen = new Set<unknown>();
+  const visit = (node: any) => {
+    if (!node || typeof node !== 'object' || seen.has(node)) {
+      return;
+    }
+    seen.add(node);
+    if (FILE_PATH_FORMATS.has(node.format) && typeof node.pattern === 'string') {
+      try {
+        out.push(new RegExp(node.pattern, 'u'));
+      } catch {
+        // a pattern for another regex dialect: it filters nothing here
+      }
+    }
+    for (const value of Object.values(node)) {
+      if (value && typeof value === 'object') {
+        visit(value);
+      }
+    }
+  };
+  visit(schema);
+  return out;
+}
+
+/** Whether a pipeline whose file fields have these patterns accepts the file at `path`
+ * (matched against the path and its base name); every file when there is no pattern. */
+export function acceptsPath(patterns: RegExp[], path: string): boolean {
+  if (!patterns.length) {
+    return true;
+  }
+  const name = path.split('/').pop() || path;
+  return patterns.some(re => re.test(path) || re.test(name));
+}
+
+/**
+ * The pipeline that fits a file selection best: the most files accepted, a form that names
+ * its files (patterns) before one that accepts anything, then the order given (newest
+ * first). `forms` maps pipeline ids to their forms, in that order.
+ */
+export function bestPipelineFor(forms: [number, Record<string, any> | null][], paths: string[]): number | undefined {
+  let best: { id: number; score: number } | undefined;
+  for (const [id, schema] of forms) {
+    const patterns = filePatterns(schema);
+    const accepted = paths.filter(p => acceptsPath(patterns, p)).length;
+    const score = accepted * 2 + (patterns.length && accepted ? 1 : 0);
+    if (!best || score > best.score) {
+      best = { id, score };
+    }
+  }
+  return best?.id;
+}

@@ -11,6 +11,9 @@ import { Clipboard, Dialog, ICommandPalette, Notification, showDialog } from '@j
 import { IDefaultFileBrowser, IFileBrowserFactory } from '@jupyterlab/filebrowser';
 import { INotebookTracker, NotebookActions, NotebookPanel } from '@jupyterlab/notebook';
 import { ServerConnection } from '@jupyterlab/services';
+import { ISettingRegistry } from '@jupyterlab/settingregistry';
+import { IStateDB } from '@jupyterlab/statedb';
+import { ITranslator, nullTranslator } from '@jupyterlab/translation';
 
 import { IRun, PirusAPI, PirusRequestError, errorMessage } from './api';
 import { EventStream } from './events';
@@ -18,7 +21,7 @@ import { pirusIcon } from './icons';
 import { PirusModel } from './model';
 import { Router } from './router';
 import { UploadManager } from './uploads';
-import { IHost, IPanelContext } from './widgets/common';
+import { DEFAULT_SETTINGS, IHost, IPanelContext, IPanelSettings } from './widgets/common';
 import { PirusPanel } from './widgets/panel';
 
 export namespace CommandIDs {
@@ -31,21 +34,38 @@ export namespace CommandIDs {
 }
 
 const PACKAGE_RE = /\.(tar|tar\.gz|tgz|tar\.xz|txz)$/i;
+const PLUGIN_ID = 'pirus-jupyter:plugin';
+// The state database key of the panel's open tab and views.
+const STATE_KEY = 'pirus-jupyter:panel';
 
 const plugin: JupyterFrontEndPlugin<void> = {
-  id: 'pirus-jupyter:plugin',
+  id: PLUGIN_ID,
   description: 'Pirus: install pipelines, upload files and follow runs from a side panel.',
   autoStart: true,
-  optional: [ICommandPalette, ILayoutRestorer, IFileBrowserFactory, IDefaultFileBrowser, INotebookTracker],
+  optional: [
+    ICommandPalette,
+    ILayoutRestorer,
+    IFileBrowserFactory,
+    IDefaultFileBrowser,
+    INotebookTracker,
+    ISettingRegistry,
+    IStateDB,
+    ITranslator
+  ],
   activate: (
     app: JupyterFrontEnd,
     palette: ICommandPalette | null,
     restorer: ILayoutRestorer | null,
     browserFactory: IFileBrowserFactory | null,
     defaultBrowser: IDefaultFileBrowser | null,
-    notebooks: INotebookTracker | null
+    notebooks: INotebookTracker | null,
+    settingRegistry: ISettingRegistry | null,
+    state: IStateDB | null,
+    translator: ITranslator | null
   ) => {
     const { commands, shell } = app;
+    const trans = (translator ?? nullTranslator).load('pirus_jupyter');
+    const panelSettings: IPanelSettings = { ...DEFAULT_SETTINGS };
     const settings = ServerConnection.makeSettings();
     const api = new PirusAPI(settings);
     const model = new PirusModel(api);
@@ -128,11 +148,36 @@ const plugin: JupyterFrontEndPlugin<void> = {
       }
     };
 
-    const ctx: IPanelContext = { api, model, uploads, events, router, host };
+    const ctx: IPanelContext = { api, model, uploads, events, router, host, settings: panelSettings, trans };
     const panel = new PirusPanel(ctx);
     shell.add(panel, 'left', { rank: 650 });
     if (restorer) {
       restorer.add(panel, 'pirus-panel');
+    }
+
+    // Settings first (restoreView decides whether the saved view comes back), then the view.
+    const settingsLoaded = settingRegistry
+      ? settingRegistry
+          .load(PLUGIN_ID)
+          .then(loaded => {
+            const apply = () => Object.assign(panelSettings, loaded.composite as Partial<IPanelSettings>);
+            apply();
+            loaded.changed.connect(apply);
+          })
+          .catch(error => console.warn('pirus: settings not loaded', error))
+      : Promise.resolve();
+    if (state) {
+      void Promise.all([settingsLoaded, app.restored])
+        .then(async () => {
+          const saved = await state.fetch(STATE_KEY);
+          (window as any).pirusJupyter.restoredView = saved; // what came back (tests, debugging)
+          if (panelSettings.restoreView) {
+            router.restore(saved);
+          }
+          // Saved on every navigation, from then on (not before: it would overwrite it).
+          router.changed.connect(() => void state.save(STATE_KEY, router.snapshot() as any));
+        })
+        .catch(error => console.warn('pirus: panel state not restored', error));
     }
 
     // Live updates: events patch the model; every (re)connection re-reads everything.
@@ -164,6 +209,9 @@ const plugin: JupyterFrontEndPlugin<void> = {
     };
 
     model.runFinished.connect((_, run: IRun) => {
+      if (!panelSettings.notifyRunEnd) {
+        return;
+      }
       const type = run.status === 'DONE' ? 'success' : run.status === 'ERROR' ? 'error' : 'warning';
       const verb = run.status === 'DONE' ? 'finished' : run.status === 'ERROR' ? 'failed' : 'was canceled';
       Notification.emit(`Pirus run “${run.name}” (#${run.id}) ${verb}`, type, {

@@ -78,6 +78,26 @@ export class Router {
     this._bump();
   }
 
+  /** What survives a page reload (the state database keeps it): the tab and the views. */
+  snapshot(): { tab: Tab; stack: View[] } {
+    return { tab: this._tab, stack: this._stack.map(v => ({ ...v })) };
+  }
+
+  /** Back to a snapshot; anything that does not look like one is ignored. */
+  restore(state: unknown): void {
+    const value = state as { tab?: unknown; stack?: unknown } | null;
+    if (!value || !['pipelines', 'runs', 'uploads'].includes(value.tab as string)) {
+      return;
+    }
+    const kinds = ['pipeline', 'run', 'new-run'];
+    const stack = Array.isArray(value.stack)
+      ? (value.stack as View[]).filter(v => v && kinds.includes(v.kind)).slice(-10)
+      : [];
+    this._tab = value.tab as Tab;
+    this._stack = stack;
+    this._bump();
+  }
+
   private _bump(): void {
     this._serial++;
     this._changed.emit();

@@ -141,9 +141,12 @@ export interface Pipeline {
   /**
    * Where the image came from, as its build wrote it (the manifest's `pirus.provenance`): `base`
    * (like `debian:bookworm`) and `packages` (each Debian package installed -> its exact version)
-   * for Debian bases; empty for others or before the install.
+   * for Debian bases, `image` (an OCI image's source, digest, tags...) for OCI bases; empty for
+   * others or before the install.
    */
-  provenance: Record<string, string | Record<string, string>>;
+  provenance: Record<string, string | Record<string, string | string[]>>;
+  /** Whether `GET /pipelines/{pipeline_id}/icon` has an icon to serve. */
+  has_icon: boolean;
 }
 
 /** A JSON Schema draft-07 document (type object) describing a run's config. */
@@ -268,6 +271,13 @@ export interface Run {
   reused_from: Id | null;
   /** Why a run asked to reuse (`reuse`) could not; null otherwise. */
   reuse_miss: ReuseMiss | null;
+  /**
+   * Seconds the run spent paused, pauses that ended only. A run's elapsed time is (`end`, or
+   * `paused_since`, or now) − `start` − `paused_seconds`.
+   */
+  paused_seconds: number;
+  /** When the current pause began (null unless the run is in PAUSE). */
+  paused_since: Timestamp | null;
 }
 
 export interface RunCreate {

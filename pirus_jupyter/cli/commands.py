@@ -122,8 +122,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 # -- commands: server -----------------------------------------------------------------------
 def _connect(args: argparse.Namespace) -> Any:
+    # No notebook hint: main() gives the CLI's own after the error.
     return connect(url=getattr(args, "url", None), token=getattr(args, "token", None),
-                   timeout=args.http_timeout)
+                   timeout=args.http_timeout, hint="")
 
 
 def _pipeline_row(p: Any) -> list[Any]:
@@ -154,7 +155,10 @@ def cmd_install(args: argparse.Namespace) -> int:
             _err(f"Installing {package} ({human_size(package.stat().st_size)}) on "
                  f"{client.base_url}")
         pipeline = client.install(package, wait=False, progress=not args.quiet)
-        if not args.quiet:
+        if pipeline.status == "READY":  # these very bytes were installed already
+            if not args.quiet:
+                _err(f"Already installed as pipeline {pipeline.id}")
+        elif not args.quiet:
             _err(f"Installing as pipeline {pipeline.id} ...")
         try:
             pipeline.wait_ready(args.timeout)
@@ -187,6 +191,14 @@ def _find_pipeline(client: Any, name_or_id: str, version: str | None) -> Any:
 
 
 def cmd_uninstall(args: argparse.Namespace) -> int:
+    if bool(args.failed) == bool(args.pipeline):
+        raise CommandError("give a pipeline NAME|ID, or --failed (not both)")
+    if args.failed:
+        with _connect(args) as client:
+            removed = client.clear_failed()
+        print(f"Removed {len(removed)} failed install(s)"
+              + (f": pipeline(s) {', '.join(map(str, removed))}" if removed else ""))
+        return EXIT_OK
     with _connect(args) as client:
         pipeline = _find_pipeline(client, args.pipeline, args.version)
         pipeline.remove()

@@ -139,9 +139,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the records as JSON")
 
     p = add("uninstall", "uninstall a pipeline",
-            "Uninstall a pipeline by name or id (refused while it has active runs).",
-            online=True)
-    p.add_argument("pipeline", metavar="NAME|ID")
+            "Uninstall a pipeline by name or id (refused while it has active runs), or with "
+            "--failed every pipeline whose install failed.", online=True)
+    p.add_argument("pipeline", metavar="NAME|ID", nargs="?")
+    p.add_argument("--failed", action="store_true",
+                   help="remove every pipeline in ERROR (failed installs) instead")
     p.add_argument("--version", help="which version, when several are installed")
 
     p = add("runs", "list runs", "List runs, newest first.", online=True)

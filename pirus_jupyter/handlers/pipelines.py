@@ -30,6 +30,16 @@ class PipelinesHandler(PirusHandler):
 
     @web.authenticated
     @authorized
+    async def delete(self) -> None:
+        """``?status=ERROR``: clear every failed install at once (the one status allowed, so
+        a mistyped query never uninstalls working pipelines)."""
+        if self.get_query_argument("status", None) != PipelineStatus.ERROR.value:
+            raise InvalidRequest("give ?status=ERROR: only failed installs are cleared at once")
+        removed = await self.services.pipelines.remove_failed()
+        self.send_json({"removed": removed})
+
+    @web.authenticated
+    @authorized
     async def post(self) -> None:
         body = self.read_json()
         unknown = set(body) - {"path", "upload_id"}
@@ -39,14 +49,15 @@ class PipelinesHandler(PirusHandler):
             raise InvalidRequest('give either "path" or "upload_id", not both')
         if isinstance(body.get("path"), str):
             source = resolve_under(self.services.root_dir, body["path"])
-            pipeline = await self.services.pipelines.install_from_path(source)
+            pipeline, new = await self.services.pipelines.install_from_path(source)
         elif isinstance(body.get("upload_id"), str):
-            pipeline = await self.services.uploads.install_pipeline(body["upload_id"])
+            pipeline, new = await self.services.uploads.install_pipeline(body["upload_id"])
         else:
             raise InvalidRequest('give {"path": "<package under the Jupyter root>"} or '
                                  '{"upload_id": "<finished upload>"}')
         self.set_header("Location", self.api_url("pipelines", pipeline["id"]))
-        self.send_json(pipeline, status=202)
+        # 200: these very bytes are installed already, and that pipeline is the answer.
+        self.send_json(pipeline, status=202 if new else 200)
 
 
 class PipelineHandler(PirusHandler):

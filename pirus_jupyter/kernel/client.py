@@ -140,7 +140,8 @@ class Client:
                 timeout: float | None = 600, progress: bool = True) -> Pipeline:
         """Install a pipeline package. A package under the Jupyter root is installed in place;
         any other file is uploaded first (TUS). Waits until it is READY unless ``wait`` is
-        False; a failed install raises :class:`PirusAPIError`."""
+        False; a failed install raises :class:`PirusAPIError`. A package with the very bytes
+        of an installed pipeline gives that pipeline back (the server adds no record)."""
         relative = self.root_relative(package)
         if relative is not None:
             pipeline = Pipeline(self, self._request("POST", "pipelines",
@@ -154,6 +155,10 @@ class Client:
                 raise PirusAPIError(500, "install_failed", "the upload made no pipeline")
             pipeline = record
         return pipeline.wait_ready(timeout) if wait else pipeline
+
+    def clear_failed(self) -> list[int]:
+        """Remove every pipeline whose install failed (status ERROR); their ids."""
+        return list(self._request("DELETE", "pipelines", params={"status": "ERROR"})["removed"])
 
     # -- runs ---------------------------------------------------------------------------
     def runs(self, status: str | Iterable[str] | None = None,

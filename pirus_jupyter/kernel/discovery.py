@@ -22,8 +22,12 @@ TOKEN_ENV = "PIRUS_SERVER_TOKEN"
 __all__ = ["TOKEN_ENV", "URL_ENV", "connect"]
 
 
-def connect(url: str | None = None, token: str | None = None, *, timeout: float = 30.0
-            ) -> Client:
+NOTEBOOK_HINT = ("Pass pirus_jupyter.connect(url, token), or set PIRUS_SERVER_URL and "
+                 "PIRUS_SERVER_TOKEN.")
+
+
+def connect(url: str | None = None, token: str | None = None, *, timeout: float = 30.0,
+            hint: str = NOTEBOOK_HINT) -> Client:
     """Connect to a Pirus server and check that it answers.
 
     ``url`` is the Jupyter server's base URL (e.g. ``http://127.0.0.1:8888/``). Without
@@ -35,6 +39,8 @@ def connect(url: str | None = None, token: str | None = None, *, timeout: float 
 
     Raises :class:`PirusConnectionError` saying what was tried when no candidate answers, and
     :class:`PirusAPIError` when a server answers but refuses (e.g. a wrong token).
+    ``hint`` ends the first one's message: what to do, in the caller's terms (the CLI has
+    its own options).
     """
     tried: list[str] = []
     candidates: list[tuple[str, str, str, Path | None]] = []  # url, token, source, root
@@ -84,5 +90,4 @@ def connect(url: str | None = None, token: str | None = None, *, timeout: float 
     if refused is not None and len(candidates) == 1:
         raise refused
     raise PirusConnectionError(
-        "no Pirus server reachable. Tried: " + "; ".join(tried) + ". Pass "
-        "pirus_jupyter.connect(url, token), or set PIRUS_SERVER_URL and PIRUS_SERVER_TOKEN.")
+        "no Pirus server reachable. Tried: " + "; ".join(tried) + (". " + hint if hint else "."))

@@ -205,12 +205,15 @@ def pipelines_named(pipelines: Iterable[Pipeline], name: str, version: str | Non
     return sorted(named, key=lambda p: (p.status == _READY, int(p.id)), reverse=True)
 
 
-def _elapsed_seconds(start: str | None, end: str | None = None) -> float | None:
+def _elapsed_seconds(start: str | None, end: str | None = None, paused_seconds: float = 0.0,
+                     paused_since: str | None = None) -> float | None:
+    """Running time: paused time left out (the clock stops while a run is paused)."""
     if not start:
         return None
     t0 = datetime.fromisoformat(start)
-    t1 = datetime.fromisoformat(end) if end else datetime.now(t0.tzinfo or timezone.utc)
-    return max(0.0, (t1 - t0).total_seconds())
+    stop = end or paused_since
+    t1 = datetime.fromisoformat(stop) if stop else datetime.now(t0.tzinfo or timezone.utc)
+    return max(0.0, (t1 - t0).total_seconds() - (paused_seconds or 0.0))
 
 
 class Run(Record):
@@ -241,9 +244,11 @@ class Run(Record):
 
     @property
     def elapsed(self) -> float | None:
-        """Seconds since the run started (until its end once it ended); None before it
-        started."""
-        return _elapsed_seconds(self.start, self.end)
+        """Seconds the run has been running (until its end once it ended), paused time left
+        out; None before it started."""
+        data = self._data
+        return _elapsed_seconds(self.start, self.end, data.get("paused_seconds") or 0.0,
+                                data.get("paused_since"))
 
     def _update(self, data: Mapping[str, Any]) -> bool:
         """Take a newer server record; a final status is never replaced by a non-final one

@@ -364,19 +364,26 @@ class Lifecycle(Reuse):
         await self._remove_container(row)
         await self._secure_folder(row)
 
-    async def _secure_folder(self, row: dict[str, Any]) -> None:
-        """What the pipeline left made safe (outputs.py), once its container is gone."""
+    async def _secure_folder(self, row: dict[str, Any], partial: bool = False) -> None:
+        """What the pipeline left made safe (outputs.py), once its container is gone.
+        ``partial``: a pipeline that failed by itself has what it wrote listed as its outputs
+        (within the same caps), so the user sees how far it got. Not after a cancel, which
+        must not start hashing what it was asked to stop."""
         if not row.get("root_path"):
             return
+        limits = OutputLimits(self.max_outputs, self.max_output_bytes) if partial else None
         try:
             scan = await asyncio.to_thread(secure_run_folder, RunPaths.of(row), row["id"],
-                                           self.root_dir)
+                                           self.root_dir, limits)
         except OSError as e:
             self.log.error("pirus: run %s: its folder could not be made safe: %s", row["id"], e)
             return
         if scan.removed_count:
             self.log.warning("pirus: run %s: removed %d special file(s): %s", row["id"],
                              scan.removed_count, ", ".join(scan.removed))
+        if limits is not None and scan.files and scan.problem(limits) is None:
+            await self.store.replace_run_outputs(row["id"], scan.files, {})
+            self.events.publish("run.updated", public_run(await self.store.get("runs", row["id"])))
 
     async def _pull_logs_quietly(self, row: dict[str, Any]) -> None:
         """Bring the logs back before the container goes (best effort)."""
@@ -407,7 +414,8 @@ class Lifecycle(Reuse):
                     reason += f": {err_tail.strip()[-2000:]}"
                 await self._move(run_id, S.ERROR, exit_code=exit_code, error=reason,
                                  end=now_iso(), metrics=metrics)
-                self._remove_later(row, secure=True)
+                # What it wrote before failing is listed once the container is gone.
+                self._remove_later(row, secure=True, partial=True)
                 return
             if row["status"] == S.RUNNING:
                 row = await self._move(run_id, S.FINISHING, exit_code=0, metrics=metrics)
@@ -467,16 +475,18 @@ class Lifecycle(Reuse):
         self.events.publish("run.updated", public_run(done))
         self._remove_later(done)
 
-    def _remove_later(self, row: dict[str, Any], secure: bool = False) -> None:
+    def _remove_later(self, row: dict[str, Any], secure: bool = False,
+                      partial: bool = False) -> None:
         """Delete an ended run's container (stopping it takes most of a second) in a task of
-        its own, so the run's slot is free at once; then make its folder safe if ``secure``.
+        its own, so the run's slot is free at once; then make its folder safe if ``secure``
+        (listing its partial outputs if ``partial``: _secure_folder).
         A deletion LXD refuses is retried (core._remove_container); one cut short by a server
         stop is done by the next start's reconciliation (a final run's leftover container)."""
         async def clean_up() -> None:
             try:
                 await self._remove_container(row)
                 if secure:
-                    await self._secure_folder(row)
+                    await self._secure_folder(row, partial)
             except Exception:  # nothing awaits this task: say what went wrong
                 self.log.exception("pirus: run %s: clean-up failed", row["id"])
 

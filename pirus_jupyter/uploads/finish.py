@@ -73,9 +73,10 @@ class UploadFinisher:
         try:
             digest = await self.parts.sha256(row["id"], row["length"])
             if row["kind"] == "pipeline":
-                await self.pipelines.install_file(row["pipeline_id"], self.parts.path(row["id"]),
-                                                  sha256=digest)
-                values: dict[str, Any] = {}
+                pipeline_id = await self.pipelines.install_file(
+                    row["pipeline_id"], self.parts.path(row["id"]), sha256=digest)
+                # An identical pipeline already installed: the upload points at it.
+                values: dict[str, Any] = {"pipeline_id": pipeline_id}
             else:
                 values = await self._place_input(row, digest)
         except OSError as e:

@@ -385,7 +385,7 @@ class UploadService:
     async def list(self, limit: int = 100, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
         return await self.records.page(limit, offset)
 
-    async def install_pipeline(self, upload_id: str) -> dict[str, Any]:
+    async def install_pipeline(self, upload_id: str) -> tuple[dict[str, Any], bool]:
         """``POST /pipelines {"upload_id"}``: install a finished input upload as a pipeline.
         The file stays owned by its Pirus file record: the install copies it."""
         row = await self.records.get(upload_id)

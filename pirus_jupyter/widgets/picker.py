@@ -111,7 +111,8 @@ class FilePicker(StaticFallback, widgets.VBox):
         entries.sort(key=lambda e: (e["type"] != "directory", str(e["name"]).lower()))
         self._entries = ([{"name": "..", "type": "directory",
                            "path": self.cwd.rpartition("/")[0]}] if self.cwd else []) + entries
-        labels = [("📁 " + e["name"] + ("" if e["name"] == ".." else "/"))
+        # No emoji (a machine without an emoji font shows boxes): folders end with "/".
+        labels = [(e["name"] + ("" if e["name"] == ".." else "/"))
                   if e["type"] == "directory" else e["name"] for e in self._entries]
         self.location.value = f"<code>/{html.escape(self.cwd)}</code>"
         self.browser.unobserve(self._browse, names="value")

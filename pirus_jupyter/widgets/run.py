@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import html
+import re
 import threading
 import time
 import weakref
@@ -36,6 +37,23 @@ _BAR_STYLES = {"RUNNING": "info", "FINISHING": "info", "INITIALIZING": "info",
                "PAUSE": "warning", "DONE": "success", "ERROR": "danger", "CANCELED": "warning"}
 LOG_MIN_INTERVAL = 1.0
 LOG_RUNNING_INTERVAL = 5.0
+
+
+# What the panel says for a run that has not reported progress yet.
+_NO_PROGRESS = {"WAITING": "queued", "INITIALIZING": "initializing: preparing the container…"}
+_PERCENT = re.compile(r"\d\s*%")
+
+
+def progress_text(status: str, progress: dict[str, Any], percent: float) -> str:
+    """The progress line: the pipeline's label, then value/max and the percentage, which is
+    not repeated when the label already says one (``x.fastq.gz 100%``)."""
+    if not progress:
+        return _NO_PROGRESS.get(status, "")
+    label = progress.get("label")
+    numbers = f"{progress.get('value', 0):g}/{progress.get('max', 0):g}"
+    if label and _PERCENT.search(str(label)):
+        return f"{label} — {numbers}"
+    return (f"{label} — " if label else "") + f"{numbers} ({percent:.0f}%)"
 
 
 def format_elapsed(seconds: float | None) -> str:
@@ -267,11 +285,10 @@ class RunWidget(StaticFallback, widgets.VBox):
             self.progress.min = low
             self.progress.value = max(low, min(value, high))
             self.progress.bar_style = _BAR_STYLES.get(status, "")
+            if status == "INITIALIZING" and not progress:
+                self.progress.value = high  # a full "info" bar: busy, as the panel's moving one
             percent = 100.0 * (self.progress.value - low) / (high - low)
-            label = progress.get("label")
-            self.progress_label.value = (f"{label} — " if label else "") + (
-                f"{progress.get('value', 0):g}/{progress.get('max', 0):g} ({percent:.0f}%)"
-                if progress else "")
+            self.progress_label.value = progress_text(status, progress, percent)
             self.elapsed_label.value = format_elapsed(run.elapsed)
             self.pause_button.disabled = status != "RUNNING"
             self.resume_button.disabled = status != "PAUSE"

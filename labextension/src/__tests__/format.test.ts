@@ -32,6 +32,10 @@ function run(fields: Partial<IRun>): IRun {
     error: null,
     created: null,
     metrics: null,
+    location: null,
+    target: null,
+    paused_seconds: 0,
+    paused_since: null,
     ...fields
   };
 }
@@ -64,6 +68,9 @@ describe('format', () => {
     expect(progressLabel({ value: 5, max: 25, label: 'step 5' })).toBe('step 5 (20%)');
     expect(progressLabel({ value: 1, max: 4 })).toBe('25%');
     expect(progressLabel(null)).toBe('');
+    // the pipeline's own label already has the percentage: not said twice
+    expect(progressLabel({ value: 100, max: 100, label: 'x.fastq.gz 100%' })).toBe('x.fastq.gz 100%');
+    expect(progressLabel({ value: 40, max: 100, label: 'reads 40 %' })).toBe('reads 40 %');
   });
 
   it('mirrors the run state machine for actions', () => {
@@ -85,6 +92,15 @@ describe('format', () => {
     const queued = run({ status: 'WAITING', created: '2024-01-01T00:09:50Z' });
     expect(elapsedLabel(queued, now)).toBe('queued 10s');
     expect(elapsedLabel(run({ status: 'CANCELED', created: '2024-01-01T00:09:50Z' }), now)).toBe('');
+    // paused since 00:01:00 after 20 s of an earlier pause: the clock stopped at 40 s
+    const paused = run({
+      status: 'PAUSE',
+      start: '2024-01-01T00:00:00Z',
+      paused_seconds: 20,
+      paused_since: '2024-01-01T00:01:00Z'
+    });
+    expect(elapsedLabel(paused, now)).toBe('40s');
+    expect(elapsedLabel({ ...paused, status: 'RUNNING', paused_since: null, paused_seconds: 30 }, now)).toBe('9m 30s');
   });
 
   it('filters runs by status group', () => {

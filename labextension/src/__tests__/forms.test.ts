@@ -1,6 +1,14 @@
 import { describe, expect, it } from 'vitest';
 
-import { errorSchemaFromDetails, hasFields, pruneConfig, unplacedErrors } from '../forms';
+import {
+  acceptsPath,
+  bestPipelineFor,
+  errorSchemaFromDetails,
+  filePatterns,
+  hasFields,
+  pruneConfig,
+  unplacedErrors
+} from '../forms';
 
 const SCHEMA = {
   type: 'object',
@@ -49,5 +57,40 @@ describe('forms', () => {
     expect(hasFields(SCHEMA)).toBe(true);
     expect(hasFields({ type: 'object', properties: {} })).toBe(false);
     expect(hasFields(null)).toBe(false);
+  });
+});
+
+describe('file patterns', () => {
+  const fastq = {
+    type: 'object',
+    properties: {
+      reads: { type: 'string', format: 'file-path', pattern: '\\.f(ast)?q(\\.gz)?$' },
+      group: { type: 'object', properties: { list: { type: 'array', items: { type: 'string', format: 'path', pattern: '^\\S+\\.csv$' } } } },
+      other: { type: 'string', pattern: '^x' }
+    }
+  };
+  const vcf = { type: 'object', properties: { calls: { type: 'string', format: 'file-path', pattern: '\\.vcf(\\.gz)?$' } } };
+  const anything = { type: 'object', properties: { n: { type: 'integer' } } };
+
+  it('collects the patterns of file fields only', () => {
+    const patterns = filePatterns(fastq);
+    expect(patterns.map(p => p.source)).toEqual(['\\.f(ast)?q(\\.gz)?$', '^\\S+\\.csv$']);
+    expect(acceptsPath(patterns, 'data/x.fastq.gz')).toBe(true);
+    expect(acceptsPath(patterns, 'data/sheet.csv')).toBe(true);
+    expect(acceptsPath(patterns, 'data/calls.vcf')).toBe(false);
+    expect(acceptsPath(filePatterns(anything), 'data/calls.vcf')).toBe(true);
+    expect(filePatterns({ properties: { a: { format: 'file-path', pattern: '(?<=x' } } })).toEqual([]);
+  });
+
+  it('picks the pipeline that fits a selection', () => {
+    const forms: [number, Record<string, any> | null][] = [
+      [3, anything],
+      [2, vcf],
+      [1, fastq]
+    ];
+    expect(bestPipelineFor(forms, ['a.fastq', 'b.fq'])).toBe(1);
+    expect(bestPipelineFor(forms, ['a.vcf'])).toBe(2);
+    expect(bestPipelineFor(forms, ['notes.txt'])).toBe(3);
+    expect(bestPipelineFor([], ['a.vcf'])).toBeUndefined();
   });
 });

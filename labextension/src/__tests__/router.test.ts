@@ -21,3 +21,20 @@ describe('Router', () => {
     expect(changes).toBe(5);
   });
 });
+
+describe('router snapshots', () => {
+  it('restores the tab and the views, and ignores what is not a snapshot', () => {
+    const router = new Router();
+    router.show({ kind: 'run', id: 7 });
+    const saved = JSON.parse(JSON.stringify(router.snapshot()));
+    const again = new Router();
+    again.restore(saved);
+    expect(again.tab).toBe('runs');
+    expect(again.view).toEqual({ kind: 'run', id: 7 });
+    again.restore({ tab: 'nowhere', stack: [] });
+    again.restore(null);
+    again.restore({ tab: 'uploads', stack: [{ kind: 'bogus' }] });
+    expect(again.tab).toBe('uploads');
+    expect(again.view).toEqual({ kind: 'list' });
+  });
+});

@@ -1,6 +1,7 @@
 /**
  * Small building blocks shared by the panel's views.
  */
+import { nullTranslator, TranslationBundle } from '@jupyterlab/translation';
 import { LabIcon } from '@jupyterlab/ui-components';
 import { ISignal } from '@lumino/signaling';
 import React, { useEffect, useReducer, useState } from 'react';
@@ -26,6 +27,15 @@ export interface IHost {
   notify(message: string, type?: 'info' | 'success' | 'warning' | 'error'): void;
 }
 
+/** The panel's settings (schema/plugin.json, in JupyterLab's Settings Editor). */
+export interface IPanelSettings {
+  notifyRunEnd: boolean;
+  logLines: number;
+  restoreView: boolean;
+}
+
+export const DEFAULT_SETTINGS: IPanelSettings = { notifyRunEnd: true, logLines: 200, restoreView: true };
+
 export interface IPanelContext {
   api: PirusAPI;
   model: PirusModel;
@@ -33,7 +43,13 @@ export interface IPanelContext {
   events: EventStream;
   router: Router;
   host: IHost;
+  /** Read when used: the Settings Editor changes it in place. */
+  settings: IPanelSettings;
+  /** The panel's strings, translated (JupyterLab's language packs). */
+  trans: TranslationBundle;
 }
+
+export const NULL_TRANS: TranslationBundle = nullTranslator.load('pirus_jupyter');
 
 /** Re-render whenever the signal fires. */
 export function useSignal(signal: ISignal<any, any>): void {

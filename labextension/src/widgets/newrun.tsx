@@ -5,11 +5,14 @@
  */
 import { FormComponent, addIcon, closeIcon, runIcon } from '@jupyterlab/ui-components';
 import validator from '@rjsf/validator-ajv8';
-import React, { useEffect, useMemo, useState } from 'react';
+import React, { useEffect, useMemo, useRef, useState } from 'react';
 
 import { baseName, errorMessage, IFieldError, PirusRequestError } from '../api';
 import {
+  acceptsPath,
+  bestPipelineFor,
   errorSchemaFromDetails,
+  filePatterns,
   hasFields,
   IErrorSchema,
   pruneConfig,
@@ -36,12 +39,32 @@ export function NewRunForm(props: { ctx: IPanelContext; view: INewRunView }): JS
   const [submitting, setSubmitting] = useState(false);
   const [typedPath, setTypedPath] = useState('');
   const [picked, setPicked] = useState('');
+  // The file-browser selection the form was opened with (not a re-run's inputs): only the
+  // files the chosen pipeline's form accepts are pre-filled, the others listed aside.
+  const selection = useMemo(() => (view.rerunOf === undefined ? unique(view.inputs || []) : []), []);
+  const [skipped, setSkipped] = useState<string[]>([]);
+  const filteredFor = useRef<number | undefined>(undefined);
 
-  // Default to the only / newest ready pipeline.
+  // Default to the pipeline that fits the selection best, else the newest ready one.
   useEffect(() => {
-    if (pipelineId === undefined && ready.length) {
-      setPipelineId(ready[0].id);
+    if (pipelineId !== undefined || !ready.length) {
+      return;
     }
+    if (!selection.length || ready.length === 1) {
+      setPipelineId(ready[0].id);
+      return;
+    }
+    let live = true;
+    Promise.all(ready.map(p => ctx.api.pipelineForm(p.id).catch(() => null)))
+      .then(forms => {
+        if (live) {
+          setPipelineId(current => current ?? bestPipelineFor(ready.map((p, i) => [p.id, forms[i]]), selection));
+        }
+      })
+      .catch(() => live && setPipelineId(current => current ?? ready[0].id));
+    return () => {
+      live = false;
+    };
   }, [ready.length]);
 
   const inputsKey = inputs.join('\n');
@@ -58,6 +81,15 @@ export function NewRunForm(props: { ctx: IPanelContext; view: INewRunView }): JS
         if (live) {
           setSchema(s);
           setFormData(current => pruneConfig(current, s));
+          // once per chosen pipeline: a chip removed or added by hand stays so
+          if (selection.length && filteredFor.current !== pipelineId) {
+            filteredFor.current = pipelineId;
+            const patterns = filePatterns(s);
+            setInputs(current =>
+              unique([...current.filter(p => !selection.includes(p)), ...selection.filter(p => acceptsPath(patterns, p))])
+            );
+            setSkipped(selection.filter(p => !acceptsPath(patterns, p)));
+          }
         }
       })
       .catch(e => {
@@ -173,6 +205,28 @@ export function NewRunForm(props: { ctx: IPanelContext; view: INewRunView }): JS
         ) : (
           <p className="jp-pirus-muted">No input selected.</p>
         )}
+        {skipped.length ? (
+          <div className="jp-pirus-skipped" data-testid="pirus-newrun-skipped">
+            <span className="jp-pirus-muted">
+              Not accepted by {pipeline?.name ?? 'this pipeline'}:{' '}
+              {skipped.map(path => (
+                <span key={path} className="jp-pirus-skipped-file" title={path}>
+                  {baseName(path)}{' '}
+                </span>
+              ))}
+            </span>
+            <button
+              type="button"
+              className="jp-pirus-link"
+              onClick={() => {
+                addInputs(skipped);
+                setSkipped([]);
+              }}
+            >
+              Add anyway
+            </button>
+          </div>
+        ) : null}
         <div className="jp-pirus-toolbar jp-pirus-toolbar-wrap">
           <ActionButton
             label="Add file browser selection"

@@ -14,25 +14,27 @@ import { PipelineDetails, PipelineList } from './pipelines';
 import { RunDetails, RunList } from './runs';
 import { UploadArea } from './uploads';
 
-const TABS: { id: Tab; label: string }[] = [
-  { id: 'pipelines', label: 'Pipelines' },
-  { id: 'runs', label: 'Runs' },
-  { id: 'uploads', label: 'Uploads' }
+const TABS: { id: Tab; label: (trans: IPanelContext['trans']) => string }[] = [
+  { id: 'pipelines', label: trans => trans.__('Pipelines') },
+  { id: 'runs', label: trans => trans.__('Runs') },
+  { id: 'uploads', label: trans => trans.__('Uploads') }
 ];
 
 function ConnectionState(props: { ctx: IPanelContext }): JSX.Element {
   const { ctx } = props;
   useSignal(ctx.events.stateChanged);
   const state = ctx.events.state;
-  const text = state === 'open' ? 'live' : state === 'connecting' ? 'connecting…' : 'reconnecting…';
+  const { trans } = ctx;
+  const text =
+    state === 'open' ? trans.__('live') : state === 'connecting' ? trans.__('connecting…') : trans.__('reconnecting…');
   return (
     <span
       className={`jp-pirus-connection jp-pirus-connection-${state}`}
       role="status"
       title={
         state === 'open'
-          ? 'Receiving updates from the server'
-          : 'Lost the connection to the server; retrying (the lists may be out of date)'
+          ? trans.__('Receiving updates from the server')
+          : trans.__('Lost the connection to the server; retrying (the lists may be out of date)')
       }
       data-state={state}
     >
@@ -65,7 +67,7 @@ function Tabs(props: { ctx: IPanelContext; counts: Record<Tab, number> }): JSX.E
     }
   };
   return (
-    <div className="jp-pirus-tabs" role="tablist" aria-label="Pirus sections" onKeyDown={onKey}>
+    <div className="jp-pirus-tabs" role="tablist" aria-label={ctx.trans.__('Pirus sections')} onKeyDown={onKey}>
       {TABS.map(tab => {
         const selected = tab.id === current && ctx.router.view.kind === 'list';
         return (
@@ -80,7 +82,7 @@ function Tabs(props: { ctx: IPanelContext; counts: Record<Tab, number> }): JSX.E
             data-tab={tab.id}
             onClick={() => ctx.router.setTab(tab.id)}
           >
-            {tab.label}
+            {tab.label(ctx.trans)}
             {props.counts[tab.id] ? <span className="jp-pirus-count">{props.counts[tab.id]}</span> : null}
           </button>
         );
@@ -128,7 +130,7 @@ export function PanelView(props: { ctx: IPanelContext }): JSX.Element {
         <ConnectionState ctx={ctx} />
         <span className="jp-pirus-spacer" />
         <ActionButton
-          label="Refresh"
+          label={ctx.trans.__('Refresh')}
           icon={refreshIcon}
           iconOnly
           busy={ctx.model.loading}
@@ -137,13 +139,13 @@ export function PanelView(props: { ctx: IPanelContext }): JSX.Element {
         />
       </header>
       <Tabs ctx={ctx} counts={counts} />
-      <ErrorBanner message={ctx.model.loadError} title="Cannot load the Pirus state" />
+      <ErrorBanner message={ctx.model.loadError} title={ctx.trans.__('Cannot load the Pirus state')} />
       <div id="jp-pirus-body" className="jp-pirus-body" role="tabpanel" aria-labelledby={`jp-pirus-tab-${ctx.router.tab}`}>
         {view.kind !== 'list' ? (
           <div className="jp-pirus-back">
             <button className="jp-pirus-link" onClick={() => ctx.router.back()} data-testid="pirus-back">
               <caretLeftIcon.react tag="span" />
-              Back
+              {ctx.trans.__('Back')}
             </button>
           </div>
         ) : null}
@@ -159,7 +161,7 @@ export class PirusPanel extends ReactWidget {
     this.id = 'pirus-panel';
     this.addClass('jp-pirus-panel');
     this.title.icon = pirusIcon;
-    this.title.caption = 'Pirus pipelines and runs';
+    this.title.caption = ctx.trans.__('Pirus pipelines and runs');
   }
 
   render(): JSX.Element {

@@ -10,6 +10,7 @@ import { errorMessage, IPipeline, PirusAPI } from '../api';
 import { formatBytes, formatTime } from '../format';
 import { hasFields } from '../forms';
 import { pipelineIcon } from '../icons';
+import { Markdown, plainText } from '../markdown';
 import {
   ActionButton,
   EmptyState,
@@ -42,13 +43,14 @@ export function PipelineIcon(props: { api: PirusAPI; pipeline: IPipeline; size?:
   const [src, setSrc] = useState<string | null>(null);
   useEffect(() => {
     let live = true;
-    if (pipeline.status === 'READY') {
+    // has_icon: no request that could only 404 (and show in the browser console)
+    if (pipeline.status === 'READY' && pipeline.has_icon) {
       void iconUrl(api, pipeline.id).then(url => live && setSrc(url));
     }
     return () => {
       live = false;
     };
-  }, [pipeline.id, pipeline.status]);
+  }, [pipeline.id, pipeline.status, pipeline.has_icon]);
   const size = props.size ?? 32;
   return src ? (
     <img className="jp-pirus-pipeline-icon" src={src} width={size} height={size} alt="" />
@@ -78,24 +80,64 @@ function installProgress(p: IPipeline): JSX.Element | null {
   return null;
 }
 
+/** "Clear failed installs": every pipeline in ERROR removed in one request. */
+function ClearFailed(props: { ctx: IPanelContext; count: number }): JSX.Element {
+  const { ctx, count } = props;
+  const { trans } = ctx;
+  const action = useAction();
+  const clear = async () => {
+    const ok = await ctx.host.confirm(
+      trans.__('Clear failed installs'),
+      trans._n(
+        'Remove the pipeline whose install failed? Nothing was installed for it.',
+        'Remove the %1 pipelines whose install failed? Nothing was installed for them.',
+        count
+      ),
+      trans.__('Clear'),
+      true
+    );
+    if (ok && (await action.run('clear', () => ctx.api.clearFailedPipelines()))) {
+      await ctx.model.refresh();
+    }
+  };
+  return (
+    <div className="jp-pirus-toolbar">
+      <span className="jp-pirus-muted">{trans._n('%1 failed install', '%1 failed installs', count)}</span>
+      <span className="jp-pirus-spacer" />
+      <ActionButton
+        label={trans.__('Clear failed')}
+        icon={deleteIcon}
+        busy={action.busy === 'clear'}
+        onClick={() => void clear()}
+        testId="pirus-clear-failed"
+      />
+      <ErrorBanner message={action.error} onDismiss={() => action.setError(null)} />
+    </div>
+  );
+}
+
 export function PipelineList(props: { ctx: IPanelContext }): JSX.Element {
   const { ctx } = props;
+  const { trans } = ctx;
   useSignal(ctx.model.changed);
   const pipelines = ctx.model.pipelineList();
+  const failed = pipelines.filter(p => p.status === 'ERROR').length;
   if (!pipelines.length) {
     return (
-      <EmptyState title={ctx.model.loaded ? 'No pipeline installed' : 'Loading pipelines…'} icon={pipelineIcon}>
+      <EmptyState title={ctx.model.loaded ? trans.__('No pipeline installed') : trans.__('Loading pipelines…')} icon={pipelineIcon}>
         {ctx.model.loaded ? (
           <>
             <p>Upload a pipeline package (a .tar.gz built with the Pirus builder) to install it.</p>
-            <ActionButton label="Upload a pipeline" icon={addIcon} onClick={() => ctx.router.setTab('uploads')} />
+            <ActionButton label={trans.__('Upload a pipeline')} icon={addIcon} onClick={() => ctx.router.setTab('uploads')} />
           </>
         ) : null}
       </EmptyState>
     );
   }
   return (
-    <ul className="jp-pirus-list" aria-label="Pipelines">
+    <>
+    {failed ? <ClearFailed ctx={ctx} count={failed} /> : null}
+    <ul className="jp-pirus-list" aria-label={trans.__('Pipelines')}>
       {pipelines.map(p => (
         <li key={p.id} className="jp-pirus-list-item" data-pipeline-id={p.id} data-status={p.status}>
           <button
@@ -106,23 +148,35 @@ export function PipelineList(props: { ctx: IPanelContext }): JSX.Element {
             <PipelineIcon api={ctx.api} pipeline={p} />
             <span className="jp-pirus-row-main">
               <span className="jp-pirus-row-title">
-                <span className="jp-pirus-name">{p.name}</span>
+                <span className="jp-pirus-name" title={p.name}>
+                  {p.name}
+                </span>
                 {p.version ? <span className="jp-pirus-version">{p.version}</span> : null}
                 <StatusBadge status={p.status} />
               </span>
-              {p.description ? <span className="jp-pirus-row-sub">{p.description}</span> : null}
-              {p.status === 'ERROR' && p.error ? <span className="jp-pirus-row-error">{p.error}</span> : null}
+              {p.description ? (
+                <span className="jp-pirus-row-sub" title={plainText(p.description)}>
+                  {plainText(p.description)}
+                </span>
+              ) : null}
+              {p.status === 'ERROR' && p.error ? (
+                <span className="jp-pirus-row-error" title={p.error}>
+                  {p.error}
+                </span>
+              ) : null}
               {installProgress(p)}
             </span>
           </button>
         </li>
       ))}
     </ul>
+    </>
   );
 }
 
 export function PipelineDetails(props: { ctx: IPanelContext; id: number }): JSX.Element {
   const { ctx, id } = props;
+  const { trans } = ctx;
   useSignal(ctx.model.changed);
   const pipeline = ctx.model.pipelines.get(id);
   const [schema, setSchema] = useState<Record<string, any> | null>(null);
@@ -150,25 +204,35 @@ export function PipelineDetails(props: { ctx: IPanelContext; id: number }): JSX.
 
   if (!pipeline) {
     return (
-      <EmptyState title="This pipeline is not installed (any more)">
+      <EmptyState title={trans.__('This pipeline is not installed (any more)')}>
         <ErrorBanner message={action.error} />
       </EmptyState>
     );
   }
 
+  const neverInstalled = pipeline.status === 'ERROR' && !pipeline.fingerprint;
   const uninstall = async () => {
-    const ok = await ctx.host.confirm(
-      'Uninstall pipeline',
-      `Uninstall ${pipeline.name} ${pipeline.version ?? ''}? Its LXD image is deleted; its past runs are kept.`,
-      'Uninstall',
-      true
-    );
+    const label = [pipeline.name, pipeline.version].filter(Boolean).join(' ');
+    // A pipeline that never installed has no image and no runs: only its record goes.
+    const ok = neverInstalled
+      ? await ctx.host.confirm(
+          trans.__('Remove failed install'),
+          trans.__('Remove the failed install of %1? Nothing was installed: only this entry and its stored package go.', label),
+          trans.__('Remove'),
+          true
+        )
+      : await ctx.host.confirm(
+          trans.__('Uninstall pipeline'),
+          trans.__('Uninstall %1? Its LXD image is deleted; its past runs are kept.', label),
+          trans.__('Uninstall'),
+          true
+        );
     if (!ok) {
       return;
     }
     const done = await action.run('uninstall', () => ctx.api.uninstallPipeline(id));
     if (done) {
-      ctx.host.notify(`Pipeline ${pipeline.name} uninstalled`, 'info');
+      ctx.host.notify(neverInstalled ? `Removed ${pipeline.name}` : `Pipeline ${pipeline.name} uninstalled`, 'info');
       ctx.router.back();
     }
   };
@@ -198,18 +262,18 @@ export function PipelineDetails(props: { ctx: IPanelContext; id: number }): JSX.
       <div className="jp-pirus-details-head">
         <PipelineIcon api={ctx.api} pipeline={pipeline} size={40} />
         <div>
-          <h2 className="jp-pirus-details-title">
+          <h2 className="jp-pirus-details-title" title={pipeline.name}>
             {pipeline.name} {pipeline.version ? <span className="jp-pirus-version">{pipeline.version}</span> : null}
           </h2>
           <StatusBadge status={pipeline.status} />
         </div>
       </div>
       {installProgress(pipeline)}
-      <ErrorBanner message={pipeline.status === 'ERROR' ? pipeline.error : null} title="Installation failed" />
+      <ErrorBanner message={pipeline.status === 'ERROR' ? pipeline.error : null} title={trans.__('Installation failed')} />
       <ErrorBanner message={action.error} onDismiss={() => action.setError(null)} />
       <div className="jp-pirus-toolbar">
         <ActionButton
-          label="New run"
+          label={trans.__('New run')}
           icon={runIcon}
           variant="primary"
           disabled={pipeline.status !== 'READY'}
@@ -217,7 +281,7 @@ export function PipelineDetails(props: { ctx: IPanelContext; id: number }): JSX.
           testId="pirus-pipeline-new-run"
         />
         <ActionButton
-          label="Uninstall"
+          label={neverInstalled ? trans.__('Remove') : trans.__('Uninstall')}
           icon={deleteIcon}
           variant="danger"
           busy={action.busy === 'uninstall'}
@@ -226,29 +290,29 @@ export function PipelineDetails(props: { ctx: IPanelContext; id: number }): JSX.
           testId="pirus-pipeline-uninstall"
         />
       </div>
-      {pipeline.description ? <p className="jp-pirus-description">{pipeline.description}</p> : null}
+      {pipeline.description ? <Markdown className="jp-pirus-description" text={pipeline.description} /> : null}
       <dl className="jp-pirus-fields">
-        <Field label="Id">{pipeline.id}</Field>
-        <Field label="License">{pipeline.license}</Field>
-        <Field label="Developers">{(pipeline.developers || []).join(', ')}</Field>
-        <Field label="Pirus API">{pipeline.pirus_api}</Field>
-        <Field label="Package size">{formatBytes(pipeline.size)}</Field>
-        <Field label="Installed">{formatTime(pipeline.created)}</Field>
-        <Field label="Image">
+        <Field label={trans.__('Id')}>{pipeline.id}</Field>
+        <Field label={trans.__('License')}>{pipeline.license}</Field>
+        <Field label={trans.__('Developers')}>{(pipeline.developers || []).join(', ')}</Field>
+        <Field label={trans.__('Pirus API')}>{pipeline.pirus_api}</Field>
+        <Field label={trans.__('Package size')}>{formatBytes(pipeline.size)}</Field>
+        <Field label={trans.__('Installed')}>{formatTime(pipeline.created)}</Field>
+        <Field label={trans.__('Image')}>
           {pipeline.fingerprint ? <code title={pipeline.fingerprint}>{pipeline.fingerprint.slice(0, 12)}</code> : null}
         </Field>
-        <Field label="Limits">
+        <Field label={trans.__('Limits')}>
           {limits
             ? Object.entries(limits)
                 .map(([k, v]) => `${k}: ${typeof v === 'object' ? JSON.stringify(v) : String(v)}`)
                 .join(', ')
             : null}
         </Field>
-        <Field label="Runs">{runs.length ? String(runs.length) : null}</Field>
+        <Field label={trans.__('Runs')}>{runs.length ? String(runs.length) : null}</Field>
       </dl>
       {pipeline.documents && pipeline.documents.length ? (
         <section className="jp-pirus-section">
-          <h3>Documents</h3>
+          <h3>{trans.__('Documents')}</h3>
           <ul className="jp-pirus-links">
             {pipeline.documents.map(name => (
               <li key={name}>
@@ -262,7 +326,7 @@ export function PipelineDetails(props: { ctx: IPanelContext; id: number }): JSX.
             <div className="jp-pirus-document">
               <div className="jp-pirus-section-head">
                 <strong>{doc.name}</strong>
-                <button className="jp-pirus-icon-button" onClick={() => setDoc(null)} aria-label="Close document">
+                <button className="jp-pirus-icon-button" onClick={() => setDoc(null)} aria-label={trans.__('Close document')}>
                   ×
                 </button>
               </div>
@@ -273,7 +337,7 @@ export function PipelineDetails(props: { ctx: IPanelContext; id: number }): JSX.
       ) : null}
       {pipeline.status === 'READY' ? (
         <section className="jp-pirus-section">
-          <h3>Form preview</h3>
+          <h3>{trans.__('Form preview')}</h3>
           <ErrorBanner message={formError} />
           {schema && hasFields(schema) ? (
             <div className="jp-pirus-form jp-pirus-form-preview">

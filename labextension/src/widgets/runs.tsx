@@ -56,6 +56,7 @@ export function RunList(props: {
   onFilter: (filter: RunFilter) => void;
 }): JSX.Element {
   const { ctx, filter } = props;
+  const { trans } = ctx;
   useSignal(ctx.model.changed);
   const runs = ctx.model.runList(filter);
   const counts = ctx.model.countByStatus();
@@ -66,11 +67,11 @@ export function RunList(props: {
     <div className="jp-pirus-runs">
       <div className="jp-pirus-toolbar jp-pirus-toolbar-wrap">
         <label className="jp-pirus-inline-field">
-          <span>Show</span>
+          <span>{trans.__('Show')}</span>
           <select
             className="jp-pirus-select"
             value={filter}
-            aria-label="Filter runs by status"
+            aria-label={trans.__('Filter runs by status')}
             data-testid="pirus-run-filter"
             onChange={e => props.onFilter(e.currentTarget.value as RunFilter)}
           >
@@ -88,7 +89,7 @@ export function RunList(props: {
         </label>
         <span className="jp-pirus-spacer" />
         <ActionButton
-          label="New run"
+          label={trans.__('New run')}
           icon={runIcon}
           variant="primary"
           onClick={() => ctx.router.show({ kind: 'new-run', inputs: ctx.host.selectedFiles() })}
@@ -106,7 +107,7 @@ export function RunList(props: {
           ) : null}
         </EmptyState>
       ) : (
-        <ul className="jp-pirus-list" aria-label="Runs">
+        <ul className="jp-pirus-list" aria-label={trans.__('Runs')}>
           {runs.map(run => (
             <li key={run.id} className="jp-pirus-list-item" data-run-id={run.id} data-status={run.status}>
               <button
@@ -116,7 +117,9 @@ export function RunList(props: {
               >
                 <span className="jp-pirus-row-main">
                   <span className="jp-pirus-row-title">
-                    <span className="jp-pirus-name">{run.name}</span>
+                    <span className="jp-pirus-name" title={run.name}>
+                      {run.name}
+                    </span>
                     <StatusBadge status={run.status} />
                   </span>
                   <span className="jp-pirus-row-sub">
@@ -156,7 +159,7 @@ function FileList(props: { ctx: IPanelContext; files: IRunFile[]; label: string;
         <li key={f.path} className="jp-pirus-list-item jp-pirus-file" data-file-path={f.path}>
           <button
             className="jp-pirus-link jp-pirus-name"
-            title={`Open ${f.path}${f.sha256 ? `\nsha256 ${f.sha256}` : ''}`}
+            title={`${f.path}${f.sha256 ? `\nsha256 ${f.sha256}` : ''}`}
             onClick={() => ctx.host.openFile(f.path)}
           >
             {f.name}
@@ -259,7 +262,8 @@ function LineageView(props: { ctx: IPanelContext; run: IRun }): JSX.Element | nu
 
 function LogTail(props: { ctx: IPanelContext; run: IRun }): JSX.Element {
   const { ctx, run } = props;
-  const [which, setWhich] = useState<'out' | 'err'>('out');
+  // null until the first read: then the stream that has output (stderr when stdout is empty)
+  const [which, setWhich] = useState<'out' | 'err' | null>(null);
   const [text, setText] = useState('');
   const [error, setError] = useState<string | null>(null);
   const pre = useRef<HTMLPreElement>(null);
@@ -268,10 +272,36 @@ function LogTail(props: { ctx: IPanelContext; run: IRun }): JSX.Element {
   const progressKey = `${run.status}:${run.progress?.value ?? ''}`;
 
   useEffect(() => {
+    if (which !== null) {
+      return;
+    }
+    let live = true;
+    Promise.all([ctx.api.runLog(run.id, 'out', ctx.settings.logLines), ctx.api.runLog(run.id, 'err', ctx.settings.logLines)])
+      .then(([out, err]) => {
+        if (live) {
+          setWhich(!out.trim() && err.trim() ? 'err' : 'out');
+          setText(!out.trim() && err.trim() ? err : out);
+        }
+      })
+      .catch(e => {
+        if (live) {
+          setWhich('out');
+          setError(errorMessage(e));
+        }
+      });
+    return () => {
+      live = false;
+    };
+  }, [run.id, which]);
+
+  useEffect(() => {
+    if (which === null) {
+      return;
+    }
     let live = true;
     const load = () =>
       ctx.api
-        .runLog(run.id, which, 200)
+        .runLog(run.id, which, ctx.settings.logLines)
         .then(t => {
           if (live) {
             setText(t);
@@ -325,7 +355,7 @@ function LogTail(props: { ctx: IPanelContext; run: IRun }): JSX.Element {
           stick.current = el.scrollTop + el.clientHeight >= el.scrollHeight - 8;
         }}
       >
-        {text || (active ? 'Waiting for output…' : '(empty)')}
+        {text || (which === null ? 'Loading…' : active ? 'Waiting for output…' : '(empty)')}
       </pre>
     </section>
   );
@@ -375,6 +405,7 @@ function ConfigView(props: { config: Record<string, unknown> | null }): JSX.Elem
 
 export function RunDetails(props: { ctx: IPanelContext; id: number }): JSX.Element {
   const { ctx, id } = props;
+  const { trans } = ctx;
   useSignal(ctx.model.changed);
   const run = ctx.model.runs.get(id);
   const action = useAction();
@@ -390,7 +421,7 @@ export function RunDetails(props: { ctx: IPanelContext; id: number }): JSX.Eleme
 
   if (!run) {
     return (
-      <EmptyState title={missing ? 'This run does not exist (any more)' : 'Loading run…'}>
+      <EmptyState title={missing ? trans.__('This run does not exist (any more)') : trans.__('Loading run…')}>
         <ErrorBanner message={action.error} />
       </EmptyState>
     );
@@ -427,7 +458,9 @@ export function RunDetails(props: { ctx: IPanelContext; id: number }): JSX.Eleme
     <div className="jp-pirus-details" data-run-id={run.id} data-status={run.status}>
       <div className="jp-pirus-details-head">
         <div>
-          <h2 className="jp-pirus-details-title">{run.name}</h2>
+          <h2 className="jp-pirus-details-title" title={run.name}>
+            {run.name}
+          </h2>
           <StatusBadge status={run.status} />
           {run.reused_from !== null && run.reused_from !== undefined ? (
             <>
@@ -459,14 +492,14 @@ export function RunDetails(props: { ctx: IPanelContext; id: number }): JSX.Eleme
       <ReuseNote ctx={ctx} run={run} />
       <div className="jp-pirus-toolbar jp-pirus-toolbar-wrap">
         {allowed.has('pause') ? (
-          <ActionButton label="Pause" icon={pauseIcon} busy={action.busy === 'pause'} onClick={() => act('pause')} testId="pirus-run-pause" />
+          <ActionButton label={trans.__('Pause')} icon={pauseIcon} busy={action.busy === 'pause'} onClick={() => act('pause')} testId="pirus-run-pause" />
         ) : null}
         {allowed.has('resume') ? (
-          <ActionButton label="Resume" icon={runIcon} busy={action.busy === 'resume'} onClick={() => act('resume')} testId="pirus-run-resume" />
+          <ActionButton label={trans.__('Resume')} icon={runIcon} busy={action.busy === 'resume'} onClick={() => act('resume')} testId="pirus-run-resume" />
         ) : null}
         {allowed.has('cancel') ? (
           <ActionButton
-            label="Cancel"
+            label={trans.__('Cancel')}
             icon={stopIcon}
             variant="danger"
             busy={action.busy === 'cancel'}
@@ -476,7 +509,7 @@ export function RunDetails(props: { ctx: IPanelContext; id: number }): JSX.Eleme
         ) : null}
         {allowed.has('delete') ? (
           <ActionButton
-            label="Delete"
+            label={trans.__('Delete')}
             icon={deleteIcon}
             variant="danger"
             busy={action.busy === 'delete'}
@@ -485,7 +518,7 @@ export function RunDetails(props: { ctx: IPanelContext; id: number }): JSX.Eleme
           />
         ) : null}
         <ActionButton
-          label="Re-run"
+          label={trans.__('Re-run')}
           icon={redoIcon}
           onClick={() =>
             ctx.router.show({
@@ -500,7 +533,7 @@ export function RunDetails(props: { ctx: IPanelContext; id: number }): JSX.Eleme
           testId="pirus-run-rerun"
         />
         <ActionButton
-          label="Copy as notebook code"
+          label={trans.__('Copy as notebook code')}
           icon={copyIcon}
           onClick={() => {
             ctx.host.copyToClipboard(code);
@@ -509,39 +542,43 @@ export function RunDetails(props: { ctx: IPanelContext; id: number }): JSX.Eleme
           testId="pirus-run-copy-code"
         />
         <ActionButton
-          label="Insert into notebook"
+          label={trans.__('Insert into notebook')}
           icon={notebookIcon}
           onClick={() => void action.run('insert', () => ctx.host.insertIntoNotebook(code))}
           testId="pirus-run-insert-code"
         />
       </div>
       <dl className="jp-pirus-fields">
-        <Field label="Created">{formatTime(run.created)}</Field>
-        <Field label="Started">{formatTime(run.start)}</Field>
-        <Field label="Ended">{formatTime(run.end)}</Field>
-        <Field label="Exit code">{run.exit_code === null || run.exit_code === undefined ? null : String(run.exit_code)}</Field>
+        <Field label={trans.__('Created')}>{formatTime(run.created)}</Field>
+        <Field label={trans.__('Started')}>{formatTime(run.start)}</Field>
+        <Field label={trans.__('Ended')}>{formatTime(run.end)}</Field>
+        <Field label={trans.__('Exit code')}>{run.exit_code === null || run.exit_code === undefined ? null : String(run.exit_code)}</Field>
       </dl>
       <section className="jp-pirus-section">
-        <h3>Configuration</h3>
+        <h3>{trans.__('Configuration')}</h3>
         <ConfigView config={run.config} />
       </section>
       <section className="jp-pirus-section">
-        <h3>Inputs</h3>
-        <FileList ctx={ctx} files={run.inputs || []} label="Inputs" testId="pirus-inputs" />
+        <h3>{trans.__('Inputs')}</h3>
+        <FileList ctx={ctx} files={run.inputs || []} label={trans.__('Inputs')} testId="pirus-inputs" />
       </section>
       <section className="jp-pirus-section">
-        <h3>Outputs</h3>
+        <h3>{trans.__('Outputs')}</h3>
         {run.status === 'DONE' || (run.outputs && run.outputs.length) ? (
-          <FileList ctx={ctx} files={run.outputs || []} label="Outputs" testId="pirus-outputs" />
+          <FileList ctx={ctx} files={run.outputs || []} label={trans.__('Outputs')} testId="pirus-outputs" />
+        ) : isFinal(run.status) ? (
+          <p className="jp-pirus-muted" data-testid="pirus-no-outputs">
+            {trans.__('None recorded: the run ended %1.', run.status)}
+          </p>
         ) : (
-          <p className="jp-pirus-muted">Listed when the run is done.</p>
+          <p className="jp-pirus-muted">{trans.__('Listed when the run is done.')}</p>
         )}
       </section>
       <LogTail ctx={ctx} run={run} />
       <Metrics run={run} />
       <LineageView ctx={ctx} run={run} />
       <details className="jp-pirus-section jp-pirus-code">
-        <summary>Notebook code</summary>
+        <summary>{trans.__('Notebook code')}</summary>
         <pre data-testid="pirus-run-code">{code}</pre>
       </details>
     </div>
