@@ -10,6 +10,7 @@ import json
 import os
 import tarfile
 import time
+import xml.etree.ElementTree as ET
 from datetime import datetime
 from pathlib import Path
 
@@ -334,6 +335,18 @@ async def test_a_chain_of_three_runs_is_a_three_node_lineage(api, fake, install,
         assert lineage["run"] == run["id"] and not lineage["truncated"]
     code, alone = await api("GET", "runs", unrelated["id"], "lineage")
     assert [n["id"] for n in alone["nodes"]] == [unrelated["id"]] and alone["edges"] == []
+    # The panel's picture: the drawing the notebook shows, made by the server.
+    response = await api("GET", "runs", b["id"], "lineage", params={"format": "svg"}, raw=True)
+    assert response.code == 200
+    assert response.headers["Content-Type"].startswith("image/svg+xml")
+    assert "default-src 'none'" in response.headers["Content-Security-Policy"]
+    picture = ET.fromstring(response.body)
+    svg = "{http://www.w3.org/2000/svg}"
+    assert len(picture.findall(f"{svg}rect")) == 3 and len(picture.findall(f"{svg}path")) == 2
+    texts = " ".join(t.text or "" for t in picture.iter(f"{svg}text"))
+    assert f"#{a['id']}" in texts and f"#{c['id']}" in texts and "b-copy.txt" in texts
+    code, error = await api("GET", "runs", b["id"], "lineage", params={"format": "png"})
+    assert code == 400 and "format" in error["error"]["message"], error
 
 
 # -- the notebook side ---------------------------------------------------------------------------

@@ -292,6 +292,10 @@ def test_panel_in_browser(lab: LabProcess, tmp_path: Path):
                                                                      from_notebook["id"])
     assert [o["sha256"] for o in reused["outputs"]] == \
         [o["sha256"] for o in runs[reused["reused_from"]]["outputs"]]
+    [derived] = [r for r in runs.values() if r["name"] == "made from an output"]
+    lineage = lab.session.get(lab.api(f"runs/{derived['id']}/lineage")).json()
+    assert [e["to"] for e in lineage["edges"]] == [derived["id"]], lineage
+    assert (shots / "15-run-lineage.png").is_file()
     assert [r["status"] for r in by_name["slow run"]] == ["CANCELED"]
     assert len(by_name["created while away"]) == 1
     assert (shots / "06-run-done.png").is_file()

@@ -350,6 +350,15 @@ export class PirusAPI {
     return this.request('GET', ['runs', id, 'lineage']);
   }
 
+  /** The lineage drawn by the server as an SVG (the drawing the notebook shows). */
+  async runLineageSvg(id: number): Promise<Blob> {
+    const response = await this.request<Response>('GET', ['runs', id, 'lineage'], {
+      query: { format: 'svg' },
+      raw: true
+    });
+    return await response.blob();
+  }
+
   /** What differs between runs `a` and `b`. */
   diffRuns(a: number, b: number): Promise<schema.RunDiff> {
     return this.request('GET', ['runs', a, 'diff', b]);

@@ -495,6 +495,30 @@ try {
     await shot('14-run-reused', panel);
   });
 
+  await step("a run made from another run's output shows the lineage graph", async () => {
+    const run = await page.evaluate(() => {
+      const { api, model } = window.pirusJupyter;
+      const source = model.runList().find(r => r.name === 'browser run' && r.status === 'DONE');
+      return api.request('POST', ['runs'], {
+        body: {
+          pipeline_id: source.pipeline_id,
+          name: 'made from an output',
+          inputs: [source.outputs[0].path]
+        }
+      });
+    });
+    await page.evaluate(id => window.pirusJupyter.router.show({ kind: 'run', id }), run.id);
+    const details = panel.locator(`.jp-pirus-details[data-run-id="${run.id}"]`);
+    await panel
+      .locator(`.jp-pirus-details[data-run-id="${run.id}"]:is([data-status="DONE"], [data-status="ERROR"])`)
+      .waitFor({ timeout: 120000 });
+    const graph = details.locator('[data-testid="pirus-run-lineage-graph"]');
+    await graph.waitFor();
+    await page.waitForFunction(
+      el => el.complete && el.naturalWidth > 0, await graph.elementHandle(), { timeout: 30000 });
+    await shot('15-run-lineage', panel);
+  });
+
   await step('reconnects: state is re-read after the socket drops', async () => {
     await page.evaluate(() => window.pirusJupyter.events.reconnect());
     await panel.locator('.jp-pirus-connection[data-state="open"]').waitFor();

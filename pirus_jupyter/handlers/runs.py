@@ -11,6 +11,7 @@ from tornado import web
 
 from ..crate import agent_of
 from ..errors import Forbidden, InvalidRequest, NotFound
+from ..lineage_svg import lineage_svg
 from ..models import RunStatus
 from .base import ID_SEGMENT, PirusHandler, json_id, parse_json, path_id
 from .streaming import send_produced
@@ -102,10 +103,21 @@ class RunDiffHandler(PirusHandler):
 
 
 class RunLineageHandler(PirusHandler):
+    """The lineage graph as JSON, or (``?format=svg``) drawn as the notebook draws it."""
+
     @web.authenticated
     @authorized
     async def get(self, run_id: str) -> None:
-        self.send_json(await self.services.runs.lineage(path_id(run_id, "run")))
+        form = self.get_query_argument("format", "json")
+        if form not in ("json", "svg"):
+            raise InvalidRequest("format must be json or svg")
+        lineage = await self.services.runs.lineage(path_id(run_id, "run"))
+        if form == "json":
+            self.send_json(lineage)
+            return
+        # Every text in it is escaped; nothing in it should ever run if opened as a page.
+        self.set_header("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'")
+        self.finish(lineage_svg(lineage), set_content_type="image/svg+xml; charset=utf-8")
 
 
 class RunCrateHandler(PirusHandler):

@@ -1,8 +1,9 @@
 """Two runs compared and a run's lineage, as the notebook shows them.
 
-``Lineage`` draws itself as a hand-made SVG (no graphviz): a displayed lineage is saved in the
-notebook as a static image (``image/svg+xml`` and ``text/html``), readable without a kernel
-and on GitHub. ``RunDiff`` is the server's answer with a table as its HTML.
+``Lineage`` draws itself as the panel shows it (``lineage_svg``: a hand-made SVG, no
+graphviz): a displayed lineage is saved in the notebook as a static image
+(``image/svg+xml`` and ``text/html``), readable without a kernel and on GitHub. ``RunDiff``
+is the server's answer with a table as its HTML.
 """
 
 from __future__ import annotations
@@ -12,17 +13,12 @@ import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from ..lineage_svg import cut as _cut
+from ..lineage_svg import lineage_svg
+
 if TYPE_CHECKING:
     from .client import Client
     from .records import Run
-
-BOX_W, BOX_H, GAP_X, GAP_Y, PAD = 190, 46, 70, 22, 12
-STATUS_COLOURS = {"DONE": "#2e7d32", "ERROR": "#c62828", "CANCELED": "#757575"}
-
-
-def _cut(text: str, size: int) -> str:
-    return text if len(text) <= size else text[: size - 1] + "…"
-
 
 class Lineage:
     """The runs linked to ``run`` through their files: ``nodes`` (run records: id, name,
@@ -56,65 +52,8 @@ class Lineage:
                     todo.append(edge[there])
         return sorted(seen)
 
-    def _layers(self) -> dict[int, int]:
-        """Each run's column: the longest chain of runs feeding it."""
-        layer = {n["id"]: 0 for n in self.nodes}
-        for _ in range(len(self.nodes)):  # a DAG settles within as many rounds as runs
-            changed = False
-            for edge in self.edges:
-                if layer[edge["to"]] < layer[edge["from"]] + 1:
-                    layer[edge["to"]] = layer[edge["from"]] + 1
-                    changed = True
-            if not changed:
-                break
-        return layer
-
     def _repr_svg_(self) -> str:
-        layer = self._layers()
-        rows: dict[int, int] = {}
-        place: dict[int, tuple[int, int]] = {}
-        for node in sorted(self.nodes, key=lambda n: (layer[n["id"]], n["id"])):
-            column = layer[node["id"]]
-            row = rows.get(column, 0)
-            rows[column] = row + 1
-            place[node["id"]] = (PAD + column * (BOX_W + GAP_X), PAD + row * (BOX_H + GAP_Y))
-        width = PAD * 2 + (max(layer.values(), default=0) + 1) * (BOX_W + GAP_X) - GAP_X
-        height = PAD * 2 + max(rows.values(), default=1) * (BOX_H + GAP_Y) - GAP_Y
-        arrow = f"pirus-arrow-{self.run}-{id(self) % 100000}"
-        parts = [
-            f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-            f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">',
-            f'<title>Lineage of run {self.run}</title>',
-            f'<defs><marker id="{arrow}" viewBox="0 0 10 10" refX="10" refY="5" '
-            'markerWidth="7" markerHeight="7" orient="auto-start-reverse">'
-            '<path d="M 0 0 L 10 5 L 0 10 z" fill="#555"/></marker></defs>',
-        ]
-        for edge in self.edges:
-            (x1, y1), (x2, y2) = place[edge["from"]], place[edge["to"]]
-            x1, y1, y2 = x1 + BOX_W, y1 + BOX_H // 2, y2 + BOX_H // 2
-            middle = (x1 + x2) // 2
-            files = html.escape(_cut(", ".join(edge["files"]), 24))
-            parts.append(
-                f'<path d="M {x1} {y1} C {middle} {y1}, {middle} {y2}, {x2} {y2}" fill="none" '
-                f'stroke="#555" marker-end="url(#{arrow})"/>'
-                f'<text x="{middle}" y="{(y1 + y2) // 2 - 4}" text-anchor="middle" '
-                f'font-size="10" fill="#444">{files}</text>')
-        for node in self.nodes:
-            x, y = place[node["id"]]
-            colour = STATUS_COLOURS.get(node["status"], "#1565c0")
-            stroke = 3 if node["id"] == self.run else 1
-            title = html.escape(_cut(f"#{node['id']} {node['name']}", 28))
-            pipeline = f"{node.get('pipeline_name') or '?'} {node.get('pipeline_version') or ''}"
-            detail = html.escape(_cut(f"{pipeline.strip()} · {node['status']}"
-                                      + (f" · reused from #{node['reused_from']}"
-                                         if node.get("reused_from") else ""), 34))
-            parts.append(
-                f'<rect x="{x}" y="{y}" width="{BOX_W}" height="{BOX_H}" rx="6" fill="#fff" '
-                f'stroke="{colour}" stroke-width="{stroke}"/>'
-                f'<text x="{x + 8}" y="{y + 18}" font-weight="bold">{title}</text>'
-                f'<text x="{x + 8}" y="{y + 36}" fill="{colour}">{detail}</text>')
-        parts.append("</svg>")
-        return "".join(parts)
+        return lineage_svg({"run": self.run, "nodes": self.nodes, "edges": self.edges})
 
     def _repr_html_(self) -> str:
         note = " (more runs are linked than shown)" if self.truncated else ""

@@ -203,19 +203,39 @@ function ReuseNote(props: { ctx: IPanelContext; run: IRun }): JSX.Element | null
   return null;
 }
 
-/** The runs whose outputs fed this run and those it fed, as two lists of links. */
+/** The runs whose outputs fed this run and those it fed: the graph the notebook draws (an
+ * SVG made by the server), then two lists of links. */
 function LineageView(props: { ctx: IPanelContext; run: IRun }): JSX.Element | null {
   const { ctx, run } = props;
   const [lineage, setLineage] = useState<RunLineage | null>(null);
+  const [picture, setPicture] = useState<string | null>(null);
   const final = isFinal(run.status);
   useEffect(() => {
     let live = true;
+    let url: string | null = null;
     ctx.api
       .runLineage(run.id)
-      .then(l => live && setLineage(l))
+      .then(l => {
+        if (!live) {
+          return;
+        }
+        setLineage(l);
+        if (l.edges.length) {
+          // As an <img>: an SVG shown as an image runs nothing.
+          return ctx.api.runLineageSvg(run.id).then(blob => {
+            if (live) {
+              url = URL.createObjectURL(blob);
+              setPicture(url);
+            }
+          });
+        }
+      })
       .catch(() => live && setLineage(null));
     return () => {
       live = false;
+      if (url) {
+        URL.revokeObjectURL(url);
+      }
     };
   }, [run.id, final]);
   if (!lineage || lineage.edges.length === 0) {
@@ -241,6 +261,14 @@ function LineageView(props: { ctx: IPanelContext; run: IRun }): JSX.Element | nu
   return (
     <section className="jp-pirus-section" data-testid="pirus-run-lineage">
       <h3>Lineage</h3>
+      {picture ? (
+        <img
+          className="jp-pirus-lineage"
+          data-testid="pirus-run-lineage-graph"
+          src={picture}
+          alt={`Lineage of run ${run.id}`}
+        />
+      ) : null}
       {from.length ? (
         <>
           <p className="jp-pirus-muted">Made from the outputs of</p>
