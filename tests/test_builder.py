@@ -167,6 +167,7 @@ def test_package_layout(fastq_package: Path, monkeypatch: pytest.MonkeyPatch) ->
         "outputs": "/pipeline/outputs",
         "logs": "/pipeline/logs",
         "databases": "/pipeline/databases",
+        "notify": False,  # its run.sh reports progress through the file, never the URL
     }
     # Deterministic YAML: keys sorted.
     text = read_member(fastq_package, "metadata.yaml").decode()
