@@ -317,10 +317,13 @@ def test_stateful(fuzz_server, live_records):
 
 
 # Successes the fuzzer must have met: create, read, act and delete on live records.
-MUST_REACH = [("POST /pipelines", 202), ("POST /runs", 201), ("GET /runs/{run_id}", 200),
-              ("POST /runs/{run_id}/pause", 200), ("POST /runs/{run_id}/cancel", 200),
-              ("GET /runs/{run_id}/logs/{which}", 200), ("GET /files/{file_id}/content", 200),
-              ("POST /uploads", 201), ("GET /uploads/{upload_id}", 200)]
+# Each operation with the success statuses that show it met a live record. An install of a
+# package already installed answers that pipeline (200); a new one is installed (202).
+MUST_REACH = [("POST /pipelines", (200, 202)), ("POST /runs", (201,)),
+              ("GET /runs/{run_id}", (200,)), ("POST /runs/{run_id}/pause", (200,)),
+              ("POST /runs/{run_id}/cancel", (200,)), ("GET /runs/{run_id}/logs/{which}", (200,)),
+              ("GET /files/{file_id}/content", (200,)), ("POST /uploads", (201,)),
+              ("GET /uploads/{upload_id}", (200,))]
 
 
 @requires_lxd
@@ -332,7 +335,8 @@ def test_fuzzing_reached_live_records_and_nothing_escaped(fuzz_server):
         pytest.skip("summary of the fuzzing tests of this module, which were not selected")
     for (operation, status), count in sorted(SEEN.items()):
         print(f"{count:5d}  {status}  {operation}")
-    assert [r for r in MUST_REACH if not SEEN[r]] == []
+    assert [(operation, statuses) for operation, statuses in MUST_REACH
+            if not any(SEEN[(operation, status)] for status in statuses)] == []
     requests.get(fuzz_server.api(""), headers={"Authorization": f"token {fuzz_server.token}"},
                  timeout=30).raise_for_status()
     assert server_errors(fuzz_server) == []

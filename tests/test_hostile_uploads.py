@@ -88,8 +88,9 @@ def test_a_concatenation_names_each_part_once(server):
 
     response = concat(server, [part])
     assert response.status_code == 201, response.text
+    # concatenating -> uploading (joined) -> complete (finished): wait for an end, not a step.
     record = server.wait_for(f"uploads/{response.headers['Location'].rsplit('/', 1)[1]}",
-                             lambda b: b["status"] != "concatenating")
+                             lambda b: b["status"] in ("complete", "error"))
     assert record["status"] == "complete" and record["length"] == len(data), record
 
 

@@ -39,6 +39,8 @@ from .reuse import remove_staging
 from .wrapper import LOG_NAMES
 
 S = RunStatus
+# How long a stopping server waits for the containers of ended runs to be deleted.
+STOP_CLEANUP_GRACE = 15.0
 
 
 def _clean_progress(raw: Any, previous: dict[str, Any] | None) -> dict[str, Any]:
@@ -70,8 +72,13 @@ class RunManager(Queue, Lifecycle, Cluster, Compare):
         self._reconcile_task = asyncio.get_running_loop().create_task(self._reconcile_loop())
 
     async def stop(self) -> None:
-        """Stop watching; containers keep running and are reconciled at the next start."""
+        """Stop watching; containers keep running and are reconciled at the next start.
+        The containers of runs that ended are deleted first, for up to STOP_CLEANUP_GRACE
+        seconds: a server stopped for good (or another data dir's next) would leave them."""
         self._stopping = True
+        ending = [*self._cleanups, *self._deleting.values()]
+        if ending:
+            await asyncio.wait(ending, timeout=STOP_CLEANUP_GRACE)
         tasks = [run.task for run in self._active.values() if run.task]
         tasks += [*self._removals.values(), *self._cleanups, *self._plugs.values(),
                   *self._deleting.values()]
