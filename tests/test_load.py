@@ -14,6 +14,7 @@ import base64
 import json
 import os
 import socket
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -42,9 +43,14 @@ def pirus_config() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def long_package(tmp_path_factory):
-    """About 15 s of progress, so that the runs execute all through the load."""
+    """About 15 s of progress, then held until the test drops "release" into its inputs: the
+    runs execute all through the load however long it takes, and the runs queued behind them
+    are still WAITING when the test cancels them."""
+    hold = ('while [ ! -e "$PIRUS_INPUTS_DIR/release" ] && [ $i -lt 2400 ]; do '
+            'i=$((i+1)); sleep 0.25; done\n')
+    script = progress_script(60, 0.25).replace("echo finished", hold + "echo finished")
     return build_pipeline(tmp_path_factory.mktemp("pkg") / "long.tar.gz", name="long",
-                          script=progress_script(60, 0.25), form={})
+                          script=script, form={})
 
 
 class Subscriber:
@@ -182,10 +188,13 @@ async def test_fifty_clients_while_four_runs_execute(api, install, pirus, long_p
     assert drained < (FILLERS + 50) * (FILLER_BYTES + 100)  # it never got everything
     slow_writer.close()
 
-    # The queued runs are canceled; the four runs are unaffected and end DONE.
+    # The queued runs are canceled; the four runs are unaffected and end DONE once released.
     for run_id in created:
         code, body = await api("POST", "runs", run_id, "cancel")
         assert code == 200, body
+    for run_id in runs:
+        row = await pirus.store.get("runs", run_id)
+        (Path(row["root_path"]) / "inputs" / "release").write_text("")
     for run_id in runs:
         body = await wait_for(api, "runs", run_id, until=lambda b: b["status"] in FINAL,
                               timeout=120)
