@@ -120,6 +120,12 @@ class PirusApp(ExtensionApp):
         "is then DONE at once with that run's outputs. A pipeline whose manifest says "
         "`deterministic: true` reuses by default whatever this says.",
     )
+    prepare_queued_runs = Bool(
+        True, config=True,
+        help="Whether the runs next in the queue (as many as `max_parallel_runs`) get their "
+        "folder and container made while every slot is taken, so that a freed slot only starts "
+        "it. Single LXD host only; turn off to keep WAITING runs without a container.",
+    )
     notify_enabled = Bool(
         True, config=True,
         help="Expose the server inside run containers (LXD proxy device) so pipelines can "

@@ -64,7 +64,7 @@ class Services:
             member_capacity=dict(app.member_capacity),
             requeue_on_member_loss=app.requeue_on_member_loss,
             max_outputs=app.max_outputs, max_output_bytes=app.max_output_bytes,
-            reuse_default=app.reuse_default,
+            reuse_default=app.reuse_default, prepare_queued=app.prepare_queued_runs,
         )
         uploads = UploadService(
             store, events, files, pipelines, parts_dir=data_dir / "uploads",

@@ -33,6 +33,9 @@ from .wrapper import HEARTBEAT_INTERVAL
 
 # Seconds before a container deletion LXD refused is tried again (doubling up to a minute).
 REMOVAL_RETRY = 5.0
+# Containers of ended runs whose deletion may wait while runs start (then they go regardless):
+# starting a run is on its user's path, deleting an ended one is not; both need LXD's time.
+CLEANUP_BACKLOG_PER_SLOT = 1
 # A run's progress before its pipeline reports any.
 FRESH_PROGRESS: dict[str, Any] = {"value": 0, "min": 0, "max": 100, "label": None}
 
@@ -91,6 +94,8 @@ class RunsCore:
     max_output_bytes: int = 1024**4
     # Whether a run asked for without "reuse" reuses an identical DONE run (reuse.py).
     reuse_default: bool = False
+    # Whether the runs next in the queue get their container made ahead (prepare.py).
+    prepare_queued: bool = True
     # Seconds without a heartbeat (and no exit code) after which a RUNNING run is lost.
     heartbeat_timeout: float = field(default=6 * HEARTBEAT_INTERVAL, init=False)
 
@@ -112,6 +117,12 @@ class RunsCore:
         # Notify proxies being added to started containers, by container (lifecycle.py).
         self._plugs: dict[str, asyncio.Task[None]] = {}
         self._deleting: dict[str, asyncio.Task[None]] = {}  # deletions under way, by container
+        self._no_starts = asyncio.Event()  # set while no run this process drives INITIALIZING
+        self._no_starts.set()
+        # Runs next in the queue: prepared (or tried: None), being prepared (prepare.py).
+        self._prepared: dict[int, Any] = {}
+        self._preparing: dict[int, asyncio.Task[None]] = {}
+        self._preparer: asyncio.Task[None] | None = None
         self._queue_retry: asyncio.Task[None] | None = None  # the queue held while LXD is down
         self._schedule_lock = asyncio.Lock()
         self._stopping = False
@@ -138,6 +149,7 @@ class RunsCore:
         run = ActiveRun(row)
         self._active[row["id"]] = run
         run.task = asyncio.get_running_loop().create_task(self._guard(row["id"], work))
+        self._starts_changed()
 
     async def _guard(self, run_id: int, work: Awaitable[None]) -> None:
         try:
@@ -154,6 +166,7 @@ class RunsCore:
             run = self._active.get(run_id)
             if run is not None and run.task is asyncio.current_task():
                 del self._active[run_id]
+                self._starts_changed()
             if not self._stopping:
                 asyncio.get_running_loop().create_task(self.schedule())
 
@@ -167,6 +180,21 @@ class RunsCore:
         run.row = row
         if moved:
             run.changed.set()
+            self._starts_changed()
+
+    def _starts_changed(self) -> None:
+        if self._stopping or all(run.status != RunStatus.INITIALIZING
+                                 for run in self._active.values()):
+            self._no_starts.set()
+        else:
+            self._no_starts.clear()
+
+    async def _after_starts(self) -> None:
+        """Wait until no run is starting, unless enough ended containers already wait (the
+        wait bounds how many stopped containers hold their disk space at once)."""
+        while not self._no_starts.is_set() and \
+                len(self._cleanups) <= CLEANUP_BACKLOG_PER_SLOT * self.max_parallel:
+            await self._no_starts.wait()
 
     async def _run_data(self, row: dict[str, Any], pipeline: dict[str, Any] | None = None
                         ) -> RunData:

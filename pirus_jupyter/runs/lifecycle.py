@@ -18,7 +18,7 @@ import time
 from datetime import datetime
 from typing import Any
 
-from ..backend.base import ContainerSpec, ContainerState
+from ..backend.base import ContainerState
 from ..errors import (
     BackendError,
     BackendUnavailable,
@@ -35,13 +35,11 @@ from .data import RunData
 from .folder import (
     RunPaths,
     check_log_identity,
-    log_identity,
-    prepare_folder,
     tail_lines,
     truncate_logs,
 )
 from .outputs import OutputLimits, secure_run_folder
-from .reuse import Reuse
+from .prepare import Prepare
 
 S = RunStatus
 STATE_CHECK_INTERVAL = 2.0
@@ -105,24 +103,16 @@ def wants_notify(pipeline: dict[str, Any]) -> bool:
     return (pipeline.get("manifest") or {}).get("notify") is not False
 
 
-class Lifecycle(Reuse):
+class Lifecycle(Prepare):
     # -- launch ---------------------------------------------------------------------------
     async def _execute(self, run_id: int) -> None:
-        row = await self.store.get("runs", run_id)
-        pipeline = await self.pipelines.row(row["pipeline_id"])
-        row = await self._save(run_id, {"transfer": self.data_transfer})
-        known = await self.known_hashes([i["path"] for i in row["inputs"]])
-        inputs = await asyncio.to_thread(prepare_folder, row, RunPaths.of(row), self.runs_dir,
-                                         self.root_dir, known)
-        # Kept in the row: the monitor checks the logs are still these, also after a restart.
-        identity = await asyncio.to_thread(log_identity, RunPaths.of(row))
-        row = await self._save(run_id, {"inputs": inputs, "log_identity": identity})
-        row = await self.record_key(row)
-        limits = dict(self.default_limits)
-        limits.update(pipeline.get("limits") or {})
-        limits.update(row.get("run_limits") or {})  # a TES task's resources
-        if row.get("command"):  # a TES task's executors replace the pipeline's run
-            pipeline = dict(pipeline, lxd_run_cmd=row["command"])
+        prepared = await self._take_prepared(run_id)
+        if prepared is not None:  # its container was made while it waited (prepare.py)
+            if await self._launch(prepared.row, prepared.pipeline, prepared.limits,
+                                  created=True):
+                await self._monitor(run_id)
+            return
+        row, pipeline, limits = await self._make_ready(run_id)
         tried: list[str] = []
         while True:
             name = f"{self.prefix}-run-{run_id}-{secrets.token_hex(3)}"
@@ -143,23 +133,19 @@ class Lifecycle(Reuse):
         await self._monitor(run_id)
 
     async def _launch(self, row: dict[str, Any], pipeline: dict[str, Any],
-                      limits: dict[str, str]) -> bool:
-        """Create, fill, start the container and start the command; False if the run was
-        moved away (canceled) meanwhile."""
+                      limits: dict[str, str], created: bool = False) -> bool:
+        """Create (unless ``created``), fill, start the container and start the command;
+        False if the run was moved away (canceled) meanwhile."""
         run_id, name = row["id"], row["lxd_container"]
+        if not created:
+            await self._create_and_fill(row, pipeline, limits)
+            if not await self._still(run_id, S.INITIALIZING):
+                return False
         data = await self._run_data(row, pipeline)
         # The notify proxy connects to this host's loopback: only when the container is here,
         # and only for pipelines that may POST to it (it adds a second to the start).
         proxy_port = ((self.server_port() or None) if self.notify_enabled and
                       data.on_this_host and wants_notify(pipeline) else None)
-        # The proxy is plugged in once the container runs, beside the wrapper's start (LXD
-        # takes a second to confirm it, at creation as later): the wrapper waits for it.
-        spec = ContainerSpec(name=name, image_alias=pipeline["lxd_alias"], limits=limits,
-                             mounts=data.mounts(), target=row.get("location"))
-        uid, gid = await asyncio.to_thread(self.backend.create_container, spec)
-        if not await self._still(run_id, S.INITIALIZING):
-            return False
-        await asyncio.to_thread(data.fill, uid, gid)
         await asyncio.to_thread(self.backend.start, name)
         if not await self._still(run_id, S.INITIALIZING):
             return False
@@ -479,11 +465,13 @@ class Lifecycle(Reuse):
                       partial: bool = False) -> None:
         """Delete an ended run's container (stopping it takes most of a second) in a task of
         its own, so the run's slot is free at once; then make its folder safe if ``secure``
-        (listing its partial outputs if ``partial``: _secure_folder).
+        (listing its partial outputs if ``partial``: _secure_folder). The deletion waits while
+        other runs start (core._after_starts): their users wait for them, nobody for this one.
         A deletion LXD refuses is retried (core._remove_container); one cut short by a server
         stop is done by the next start's reconciliation (a final run's leftover container)."""
         async def clean_up() -> None:
             try:
+                await self._after_starts()
                 await self._remove_container(row)
                 if secure:
                     await self._secure_folder(row, partial)

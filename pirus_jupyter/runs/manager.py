@@ -76,13 +76,15 @@ class RunManager(Queue, Lifecycle, Cluster, Compare):
         The containers of runs that ended are deleted first, for up to STOP_CLEANUP_GRACE
         seconds: a server stopped for good (or another data dir's next) would leave them."""
         self._stopping = True
+        self._starts_changed()  # deletions waiting for starts go now
         ending = [*self._cleanups, *self._deleting.values()]
         if ending:
             await asyncio.wait(ending, timeout=STOP_CLEANUP_GRACE)
         tasks = [run.task for run in self._active.values() if run.task]
         tasks += [*self._removals.values(), *self._cleanups, *self._plugs.values(),
-                  *self._deleting.values()]
-        tasks += [t for t in (self._queue_retry, self._reconcile_task, self._member_watch) if t]
+                  *self._deleting.values(), *self._preparing.values()]
+        tasks += [t for t in (self._queue_retry, self._reconcile_task, self._member_watch,
+                              self._preparer) if t]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -261,6 +263,10 @@ class RunManager(Queue, Lifecycle, Cluster, Compare):
             check_run_move(row["status"], S.CANCELED)
             metrics = await self._metrics(row)
             row = await self._move(run_id, S.CANCELED, end=now_iso(), metrics=metrics)
+        self._prepared.pop(run_id, None)
+        preparing = self._preparing.get(run_id)
+        if preparing is not None and not preparing.done():
+            return public_run(row)  # the preparation deletes what it makes (prepare.py)
         # The driving task is woken, sees CANCELED and stops; the container goes now.
         await self._remove_container(row)
         return public_run(row)

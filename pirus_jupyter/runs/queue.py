@@ -5,7 +5,8 @@ frozen container still holds its memory). On an LXD cluster, placement.py picks 
 a run that must wait lets younger, smaller ones pass. While LXD is unreachable the queue holds
 its runs and looks again every few seconds. At start, ``reconcile`` follows again the runs a
 previous server left active (their commands kept running in their containers), ends those
-whose container is gone, and removes containers of runs that already ended.
+whose container is gone, and removes containers of runs that already ended or that were
+made ahead for runs still WAITING (prepare.py).
 """
 
 from __future__ import annotations
@@ -75,6 +76,7 @@ class Queue(RunsCore):
                     await self._fail(run_id, "the container disappeared while the server was down")
                     continue
             self._track(row, self._monitor(run_id))
+        await self._remove_prepared_containers()
         await self._remove_leftover_containers()
 
     async def _remove_leftover_containers(self) -> None:
@@ -133,6 +135,8 @@ class Queue(RunsCore):
                 except Conflict:
                     continue  # canceled meanwhile
                 self._track(row, self._execute(run_id))
+            # Every slot taken: the runs next in line get their containers made meanwhile.
+            self._prepare_next()
 
     async def _backend_connected(self) -> bool:
         try:
