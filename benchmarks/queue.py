@@ -5,7 +5,8 @@ first POST to the last run ended, against the ideal ceil(N/S) x the median of on
 nothing to running the runs S at a time; S containers sharing the machine's cores count
 against it (a run's slot is free at DONE: its container is deleted in the background).
 ``slot_handover_median_s`` is the time from a run's DONE to the start of the run that takes
-its slot."""
+its slot. ``machine_busy_pct`` is the share of all cores busy (/proc/stat) while the queue
+ran: near 100, the queue waits for the machine, not the other way round."""
 
 from __future__ import annotations
 
@@ -21,6 +22,13 @@ from benchmarks.run_overhead import build_noop, pirus_cycle
 from pirus_jupyter.packaging import build_package_from_parts
 
 FINAL = "DONE,ERROR,CANCELED"
+
+
+def cpu_times() -> tuple[int, int]:
+    """(busy, total) jiffies of all cores since boot."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
 
 
 def build_sleep1(folder: Path) -> Path:
@@ -65,6 +73,7 @@ def measure(server: Server, package, runs: int, parallel: int,  # type: ignore[n
 
     before = ended()
     first_id = None
+    busy0, total0 = cpu_times()
     t0 = time.perf_counter()
     for i in range(runs):
         created = server.session.post(server.api("runs"), json={
@@ -81,6 +90,7 @@ def measure(server: Server, package, runs: int, parallel: int,  # type: ignore[n
             raise TimeoutError(f"{done} runs ended")
         time.sleep(0.05)
     wall = time.perf_counter() - t0
+    busy1, total1 = cpu_times()
 
     items = server.session.get(server.api("runs"), params={
         "pipeline_id": pid, "limit": runs}).json()["items"]
@@ -107,6 +117,8 @@ def measure(server: Server, package, runs: int, parallel: int,  # type: ignore[n
     report(f"queue[{label}{runs}x{parallel}].runs_per_min", f"{runs / wall * 60:.0f}")
     report(f"queue[{label}{runs}x{parallel}].slot_handover_median_s", f"{median(handover):.3f}")
     report(f"queue[{label}{runs}x{parallel}].max_active_seen", str(max_active))
+    report(f"queue[{label}{runs}x{parallel}].machine_busy_pct",
+           f"{100 * (busy1 - busy0) / max(1, total1 - total0):.0f}")
     report(f"queue[{label}{runs}x{parallel}].phases_median_s",
            " ".join(f"{k}={median(v):.3f}" for k, v in phases.items() if k != "WAITING"))
 
