@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import json
 import os
@@ -205,6 +206,9 @@ class PirusApp(ExtensionApp):
         if fd is not None:
             os.close(fd)  # closing the descriptor drops the lock
 
+    _stopped = False
+    _services_started: asyncio.Future[None] | None = None
+
     def initialize_settings(self) -> None:
         root_dir = Path(self.serverapp.root_dir).resolve()
         data_dir = Path(self.data_dir)
@@ -225,7 +229,12 @@ class PirusApp(ExtensionApp):
         self.settings["pirus"] = self.services
         # After start-up the HTTP port is bound (it can move with port_retries).
         IOLoop.current().add_callback(self._publish_to_kernels)
-        IOLoop.current().add_callback(self.services.start)
+        IOLoop.current().add_callback(self._start_services)
+
+    def _start_services(self) -> None:
+        if self._stopped:  # the server stopped before its loop ran this
+            return
+        self._services_started = asyncio.ensure_future(self.services.start())
 
     def _publish_to_kernels(self) -> None:
         """Kernels inherit the server's environment: tell them where this server is, so that
@@ -242,7 +251,12 @@ class PirusApp(ExtensionApp):
         self.handlers.extend(build_handlers())
 
     async def stop_extension(self) -> None:
+        self._stopped = True
         services = getattr(self, "services", None)
+        if self._services_started is not None:
+            # A stop during start-up waits for it: a part started after the stop would use
+            # the closed database (seen as "Cannot operate on a closed database").
+            await asyncio.wait({self._services_started})
         if services is not None:
             await services.stop()
         self._release_data_dir()
