@@ -7,15 +7,15 @@ start; done while the slots' runs compute, it is off the queue's path. Preparing
 any run is starting (a start is on a user's path; this is not). A prepared run is still
 WAITING and holds no slot; cancelling it deletes its container (the preparation deletes what
 it made once it sees the run canceled), and a server start deletes the containers of WAITING
-runs (queue.reconcile). Single host only: on an LXD cluster the member is
-picked when the slot frees (placement.py). A preparation that fails is forgotten: the run
-starts the usual way when its turn comes, and fails there with the reason if it must.
+runs (queue.reconcile). Single host only (on an LXD cluster the member is picked when the
+slot frees: placement.py), and not for TES tasks sharing host folders. A preparation that
+fails is forgotten: the run starts the usual way when its turn comes, and fails there with
+the reason if it must.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import secrets
 from dataclasses import dataclass
 from typing import Any
@@ -56,7 +56,10 @@ class Prepare(Reuse):
                 return
             rows = await self.store.select("runs", "status = ?", [S.WAITING.value],
                                            order_by="id", limit=self.max_parallel)
-            todo = [r["id"] for r in rows if r["id"] not in self._prepared]
+            # Not a TES task sharing host folders: what lands there before it starts must
+            # still be made the container's (data.fill at the start).
+            todo = [r["id"] for r in rows if r["id"] not in self._prepared and
+                    not r.get("mounts")]
             if not todo:
                 return
             task = asyncio.get_running_loop().create_task(self._prepare(todo[0]))
@@ -95,8 +98,7 @@ class Prepare(Reuse):
         """The run's prepared container (waiting for a preparation under way), if any."""
         task = self._preparing.get(run_id)
         if task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait({task})
+            await asyncio.wait({task})
         prepared = self._prepared.pop(run_id, None)
         if prepared is None:
             return None
