@@ -460,7 +460,7 @@ class Lifecycle(Reuse):
                 return
             timings = [*(row.get("timings") or []), [S.DONE.value, now_iso()]]
             metrics = await self._metrics(dict(row, timings=timings), state)
-            progress = dict(row.get("progress") or {})
+            progress = dict(self._take_progress(run_id) or row.get("progress") or {})
             progress["value"] = progress.get("max", 100)
             await self.store.replace_run_outputs(run_id, scan.files, {
                 "status": S.DONE.value, "exit_code": 0, "end": now_iso(),
