@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import json
 import multiprocessing
 import os
@@ -27,6 +28,7 @@ import secrets
 import shutil
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta, timezone
 from multiprocessing.connection import Connection
 from multiprocessing.synchronize import Event
@@ -158,7 +160,8 @@ async def _receive(url: str, token: str, clients: int, ready: Event, stop: Event
     from tornado.httpclient import HTTPRequest
     from tornado.websocket import websocket_connect
 
-    latencies: list[list[tuple[float, float]]] = [[] for _ in range(clients)]
+    # Per client: (run id, the label's send time, when read) of every benchmark update.
+    latencies: list[list[tuple[int, float, float]]] = [[] for _ in range(clients)]
     closed: list[int | None] = [None] * clients
     sockets = [await websocket_connect(HTTPRequest(
         url, headers={"Authorization": f"token {token}"})) for _ in range(clients)]
@@ -175,8 +178,7 @@ async def _receive(url: str, token: str, clients: int, ready: Event, stop: Event
                 continue
             label = (event["data"].get("progress") or {}).get("label") or ""
             if label.startswith(LABEL):
-                sent = float(label[len(LABEL):])
-                latencies[i].append((sent, now - sent))
+                latencies[i].append((event["data"]["id"], float(label[len(LABEL):]), now))
 
     tasks = [asyncio.get_running_loop().create_task(pump(i)) for i in range(clients)]
     cpu0 = time.process_time()
@@ -203,19 +205,23 @@ async def _post(port: int, path: str, body: bytes) -> int:
     return int(status.split()[1])
 
 
-async def publish(port: int, running: list[tuple[int, str]], rate: float, seconds: float
+Send = Callable[[int, str, bytes], Awaitable[int]]
+
+
+async def publish(running: list[tuple[int, str]], rate: float, seconds: float, send: Send
                   ) -> dict[str, Any]:
-    """Every run POSTs progress ``rate`` times a second (ticks spread over the period); a run
-    whose POST comes back late skips the ticks it missed, as a pipeline's loop would."""
+    """Every run reports progress ``rate`` times a second (ticks spread over the period) by
+    ``send(run_id, token, body)``; a run whose report comes back late skips the ticks it
+    missed, as a pipeline's loop would. The body's label carries its send time."""
     period = 1 / rate
     start = time.monotonic() + 0.2
     end = start + seconds
     sent, skipped, errors = 0, 0, 0
     response_ms: list[float] = []
+    written: dict[int, list[float]] = {run_id: [] for run_id, _ in running}
 
     async def one(i: int, run_id: int, token: str) -> None:
         nonlocal sent, skipped, errors
-        path = f"/pirus/api/v1/runs/{run_id}/notify?token={token}"
         tick = 0
         while True:
             target = start + (i / len(running) + tick) * period
@@ -232,19 +238,74 @@ async def publish(port: int, running: list[tuple[int, str]], rate: float, second
             t0 = time.monotonic()
             body = json.dumps({"progress": {"value": tick % 100,
                                             "label": f"{LABEL}{t0:.6f}"}}).encode()
-            status = await _post(port, path, body)
+            status = await send(run_id, token, body)
             response_ms.append((time.monotonic() - t0) * 1000)
             sent += 1
             errors += status != 200
+            if status == 200:
+                written[run_id].append(float(f"{t0:.6f}"))
             tick += 1
 
     await asyncio.gather(*(one(i, r, t) for i, (r, t) in enumerate(running)))
     return {"sent": sent, "skipped": skipped, "errors": errors, "response_ms": response_ms,
-            "start": start, "seconds": seconds}
+            "start": start, "seconds": seconds, "written": written}
+
+
+def notify_sender(port: int) -> Send:
+    """Progress POSTed to the run's notify URL (what ``$PIRUS_NOTIFY_URL`` points at)."""
+    async def send(run_id: int, token: str, body: bytes) -> int:
+        return await _post(port, f"/pirus/api/v1/runs/{run_id}/notify?token={token}", body)
+    return send
+
+
+def file_sender(runs_dir: Path) -> Send:
+    """Progress appended to the run's progress file, as a pipeline in its container does
+    (the default channel: the run's monitor reads it every ``poll_interval``)."""
+    files = {int(folder.name.split("-", 1)[0]): folder / ".pirus" / "progress.jsonl"
+             for folder in runs_dir.iterdir()}
+
+    async def send(run_id: int, token: str, body: bytes) -> int:
+        fd = os.open(files[run_id], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, body + b"\n")  # one write: the monitor never reads half a line
+        finally:
+            os.close(fd)
+        return 200
+    return send
+
+
+def seen_latencies(written: dict[int, list[float]], events: list[tuple[int, float, float]],
+                   counted_from: float) -> tuple[list[float], int, int]:
+    """For each report written (from ``counted_from`` on): milliseconds until one client read
+    an event carrying it or a later report of the same run (the monitor merges the lines it
+    reads at once: the newest value is what a reader sees). Also how many were written and
+    how many were seen."""
+    by_run: dict[int, list[tuple[float, float]]] = {}
+    for run_id, sent, read in events:
+        by_run.setdefault(run_id, []).append((sent, read))
+    latencies, total = [], 0
+    for run_id, times in written.items():
+        seen = sorted(by_run.get(run_id, []))
+        # Earliest read among the events carrying this report or a newer one.
+        first_read = [0.0] * len(seen)
+        best = float("inf")
+        for k in range(len(seen) - 1, -1, -1):
+            best = min(best, seen[k][1])
+            first_read[k] = best
+        k = 0
+        for t in times:
+            if t < counted_from:
+                continue
+            total += 1
+            k = bisect.bisect_left(seen, (t, -1.0), lo=k)
+            if k < len(seen):
+                latencies.append((first_read[k] - t) * 1000)
+    return latencies, total, len(latencies)
 
 
 def fanout(server: Server, running: list[tuple[int, str]], clients: int, rate: float,
-           seconds: float, warmup: float = 1.0) -> None:
+           seconds: float, feed: str, warmup: float = 1.0) -> None:
+    """``feed``: "notify" (each report a POST) or "file" (appended to the progress file)."""
     ctx = multiprocessing.get_context("spawn")
     ready, stop = ctx.Event(), ctx.Event()
     mine, theirs = ctx.Pipe()
@@ -256,8 +317,10 @@ def fanout(server: Server, running: list[tuple[int, str]], clients: int, rate: f
         raise RuntimeError("websocket clients did not connect")
     sampler = RssSampler(server)
     sampler.start()
+    send = notify_sender(server.port) if feed == "notify" else \
+        file_sender(server.root / "pirus-runs")
     cpu0, mine0, t0 = server.cpu_seconds(), time.process_time(), time.monotonic()
-    stats = asyncio.run(publish(server.port, running, rate, seconds + warmup))
+    stats = asyncio.run(publish(running, rate, seconds + warmup, send))
     publisher_cpu = time.process_time() - mine0
     time.sleep(2)  # events still in flight
     cpu, wall = server.cpu_seconds() - cpu0, time.monotonic() - t0
@@ -267,29 +330,41 @@ def fanout(server: Server, running: list[tuple[int, str]], clients: int, rate: f
     receiver.join(30)
 
     counted_from = stats["start"] + warmup
-    latencies = [lat * 1000 for per_client in result["latencies"]
-                 for sent, lat in per_client if sent >= counted_from]
-    received = sum(len(c) for c in result["latencies"])
-    delivered = received / max(1, (stats["sent"] - stats["errors"]) * clients)
+    latencies: list[float] = []
+    written, seen = 0, 0
+    for events in result["latencies"]:
+        lat, total, got = seen_latencies(stats["written"], events, counted_from)
+        latencies += lat
+        written += total
+        seen += got
+    events_read = sum(len(c) for c in result["latencies"]) / clients
     name = f"api.fanout[{len(running)}runs_{rate:g}Hz_{clients}clients]"
+    if feed == "file":
+        name = f"api.fanout_file[{len(running)}runs_{rate:g}Hz_{clients}clients]"
     report(f"{name}.target_updates_per_s", f"{len(running) * rate:.0f}")
     report(f"{name}.achieved_updates_per_s", f"{stats['sent'] / stats['seconds']:.0f}")
+    # Events each client read per second: one per POST; fewer with the file (lines merged).
+    report(f"{name}.events_per_s_per_client", f"{events_read / stats['seconds']:.0f}")
     # No latencies at all: every client was cut off before the counted window.
     report(f"{name}.latency_p50_ms", f"{percentile(latencies, 50):.1f}" if latencies else "nan")
     report(f"{name}.latency_p99_ms", f"{percentile(latencies, 99):.1f}" if latencies else "nan")
-    report(f"{name}.notify_response_p50_ms", f"{percentile(stats['response_ms'], 50):.1f}")
-    report(f"{name}.notify_response_p99_ms", f"{percentile(stats['response_ms'], 99):.1f}")
-    # CPU per update (the POST, the store, 5 websocket sends): less noisy than wall times.
+    if feed == "notify":
+        report(f"{name}.notify_response_p50_ms", f"{percentile(stats['response_ms'], 50):.1f}")
+        report(f"{name}.notify_response_p99_ms", f"{percentile(stats['response_ms'], 99):.1f}")
+    # CPU per update (the report, the store, 5 websocket sends): less noisy than wall times.
     report(f"{name}.server_cpu_ms_per_update", f"{cpu * 1000 / max(1, stats['sent']):.2f}")
     # Where the 2 cores went: the load generators share the machine with the server.
     report(f"{name}.cpu_pct", f"server={cpu / wall * 100:.0f} "
            f"posting_runs={publisher_cpu / wall * 100:.0f} "
            f"ws_clients={result['cpu'] / wall * 100:.0f}")
-    report(f"{name}.delivered_ratio", f"{delivered:.3f}")
-    report(f"{name}.notify_errors", str(stats["errors"]))
+    # Reports seen by the clients (in their own event or a later one of the same run).
+    report(f"{name}.delivered_ratio", f"{seen / max(1, written):.3f}")
+    if feed == "notify":
+        report(f"{name}.notify_errors", str(stats["errors"]))
     if any(code is not None for code in result["closed"]):
         report(f"{name}.clients_cut_off", str(sum(c is not None for c in result["closed"])))
-    report("memory.fanout_peak_mib", f"{peak / MiB:.0f}")
+    report(f"memory.{'fanout' if feed == 'notify' else 'fanout_file'}_peak_mib",
+           f"{peak / MiB:.0f}")
 
 
 def settle(server: Server) -> int:
@@ -308,44 +383,62 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=5)
     parser.add_argument("--rate", type=float, default=10.0, help="progress POSTs/s per run")
     parser.add_argument("--seconds", type=float, default=10.0, help="fan-out duration")
+    parser.add_argument("--feed", choices=["notify", "file", "both"], default="both",
+                        help="how the runs report progress in the fan-out")
+    parser.add_argument("--poll-interval", type=float, default=None,
+                        help="the server's poll_interval (default: its own default)")
+    parser.add_argument("--fanout-only", action="store_true",
+                        help="skip the list pages and memory figures")
     args = parser.parse_args()
     rng = random.Random(11)
 
-    with Server(backend_class=BACKEND) as empty:
-        empty_rss = settle(empty)
+    empty_rss = 0
+    if not args.fanout_only:
+        with Server(backend_class=BACKEND) as empty:
+            empty_rss = settle(empty)
 
     tmp = Path(tempfile.mkdtemp(prefix="pirus-bench-"))
     try:
         t0 = time.perf_counter()
         running = seed(tmp, args.runs, args.active)
         report("api.seed_seconds", f"{time.perf_counter() - t0:.1f}")
-        with Server(tmp=tmp, backend_class=BACKEND) as server:
+        polling = {} if args.poll_interval is None else {"poll_interval": args.poll_interval}
+        with Server(tmp=tmp, backend_class=BACKEND, **polling) as server:
             server.wait("", lambda b: b["active_runs"] == len(running))  # monitors on
-            rss = settle(server)
-            report(f"memory.runs_{args.runs}_mib", f"{rss / MiB:.0f}")
-            report(f"memory.runs_{args.runs}_growth_mib", f"{(rss - empty_rss) / MiB:.0f}")
             cpu0 = server.cpu_seconds()
             time.sleep(3)
+            # What the running runs' monitors cost with nothing happening (their polls).
             report(f"api.idle_cpu_pct[{len(running)}_running_runs]",
                    f"{(server.cpu_seconds() - cpu0) / 3 * 100:.0f}")
-            n = args.requests
-            pages = {
-                "none": ["runs?limit=50"] * n,
-                "status": ["runs?limit=50&status=DONE"] * n,
-                "status_pipeline": [f"runs?limit=50&status=ERROR,CANCELED&pipeline_id="
-                                    f"{rng.randint(1, PIPELINES)}" for _ in range(n)],
-                "offset5000": ["runs?limit=50&offset=5000"] * n,
-            }
-            for label, paths in pages.items():
-                ms = timed_gets(server, paths)
-                report(f"api.list_page50[{label}].p50_ms", f"{percentile(ms, 50):.1f}")
-                report(f"api.list_page50[{label}].p99_ms", f"{percentile(ms, 99):.1f}")
-            ms = timed_gets(server, [f"runs/{rng.randint(1, args.runs)}" for _ in range(n)])
-            report("api.get_run.p50_ms", f"{percentile(ms, 50):.1f}")
-            report("api.get_run.p99_ms", f"{percentile(ms, 99):.1f}")
-            fanout(server, running, args.clients, args.rate, args.seconds)
+            if not args.fanout_only:
+                lists(server, args, empty_rss, rng)
+            for feed in ("notify", "file") if args.feed == "both" else (args.feed,):
+                fanout(server, running, args.clients, args.rate, args.seconds, feed)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def lists(server: Server, args: argparse.Namespace, empty_rss: int, rng: random.Random
+          ) -> None:
+    """RSS with the runs stored, the list pages, one run."""
+    rss = settle(server)
+    report(f"memory.runs_{args.runs}_mib", f"{rss / MiB:.0f}")
+    report(f"memory.runs_{args.runs}_growth_mib", f"{(rss - empty_rss) / MiB:.0f}")
+    n = args.requests
+    pages = {
+        "none": ["runs?limit=50"] * n,
+        "status": ["runs?limit=50&status=DONE"] * n,
+        "status_pipeline": [f"runs?limit=50&status=ERROR,CANCELED&pipeline_id="
+                            f"{rng.randint(1, PIPELINES)}" for _ in range(n)],
+        "offset5000": ["runs?limit=50&offset=5000"] * n,
+    }
+    for label, paths in pages.items():
+        ms = timed_gets(server, paths)
+        report(f"api.list_page50[{label}].p50_ms", f"{percentile(ms, 50):.1f}")
+        report(f"api.list_page50[{label}].p99_ms", f"{percentile(ms, 99):.1f}")
+    ms = timed_gets(server, [f"runs/{rng.randint(1, args.runs)}" for _ in range(n)])
+    report("api.get_run.p50_ms", f"{percentile(ms, 50):.1f}")
+    report("api.get_run.p99_ms", f"{percentile(ms, 99):.1f}")
 
 
 if __name__ == "__main__":

@@ -134,7 +134,8 @@ class PirusApp(ExtensionApp):
         "get it).",
     )
     poll_interval = Float(
-        0.25, config=True, help="Seconds between checks of a running pipeline's progress file."
+        0.1, config=True, help="Seconds between checks of a running pipeline's progress file "
+        "(the most a progress line written in the container waits to be seen)."
     )
 
     data_transfer = Enum(

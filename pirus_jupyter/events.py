@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,16 +24,33 @@ EVENT_TYPES = (
 
 
 class Event(dict):  # type: ignore[type-arg]
-    """A published ``{"type", "data"}`` message. Its JSON text is made once, however many
-    websockets send it (not once per subscriber)."""
+    """A published ``{"type", "data"}`` message. Its JSON text and its websocket frame are
+    made once, however many websockets send it (not once per subscriber)."""
 
     _text: str | None = None
+    _frame: bytes | None = None
 
     @property
     def text(self) -> str:
         if self._text is None:
             self._text = json.dumps(self)
         return self._text
+
+    @property
+    def frame(self) -> bytes:
+        """The text as one websocket frame from a server (RFC 6455 5.2: final, text, not
+        masked, no extension)."""
+        if self._frame is None:
+            payload = self.text.encode()
+            size = len(payload)
+            if size < 126:
+                header = struct.pack("!BB", 0x81, size)
+            elif size <= 0xFFFF:
+                header = struct.pack("!BBH", 0x81, 126, size)
+            else:
+                header = struct.pack("!BBQ", 0x81, 127, size)
+            self._frame = header + payload
+        return self._frame
 
 
 @dataclass(eq=False)

@@ -39,6 +39,8 @@ class Services:
     tes: TesService
     crates: CrateService
     looplag: LoopLagMonitor = field(default_factory=LoopLagMonitor)
+    # Set once start() has run: every part started (e.g. the TES watcher subscribed).
+    started: asyncio.Event = field(default_factory=asyncio.Event)
 
     @classmethod
     def build(cls, app: PirusApp, root_dir: Path, data_dir: Path, backend: Backend) -> Services:
@@ -84,6 +86,7 @@ class Services:
         await self.uploads.start()  # first: it does not depend on LXD
         await self.runs.start()
         await self.tes.start()
+        self.started.set()
 
     async def stop(self) -> None:
         await self.looplag.stop()

@@ -269,6 +269,18 @@ class Store:
             return self._get(table, row_id)
 
     @_on_db_thread
+    def set_each(self, table: str, column: str, values: dict[Any, Any],
+                 unless_status: list[str]) -> None:
+        """``column`` of several rows (id -> value) in one transaction, skipping rows gone or
+        whose status is in ``unless_status`` (coalesced progress: runs/core.py)."""
+        marks = ",".join("?" * len(unless_status))
+        with self.db.atomic():
+            self.db.conn.executemany(
+                f"UPDATE [{table}] SET [{column}] = ? WHERE id = ? AND status NOT IN ({marks})",
+                [[json.dumps(v) if isinstance(v, (dict, list)) else v, row_id, *unless_status]
+                 for row_id, v in values.items()])
+
+    @_on_db_thread
     def delete(self, table: str, row_id: Any) -> None:
         with self.db.atomic():
             self._get(table, row_id)

@@ -107,6 +107,7 @@ async def test_fifty_clients_while_four_runs_execute(api, install, pirus, long_p
                                                      jp_auth_header):
     pirus.events.queue_size = QUEUE_SIZE
     pipeline = await install(long_package)
+    await pirus.started.wait()
     baseline = pirus.events.subscriber_count  # the server's own (the TES tasks' watcher)
     runs = []
     for _ in range(RUNS):

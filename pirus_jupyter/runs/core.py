@@ -25,7 +25,7 @@ from ..backend.base import Backend, Member
 from ..errors import NotFound, PirusError
 from ..events import EventBus
 from ..files import FileService
-from ..models import RunStatus, check_run_move, public_run
+from ..models import FINAL_RUN_STATUSES, RunStatus, check_run_move, public_run
 from ..pipelines import PipelineService
 from ..store import Store, now_iso
 from .data import RunData, open_run_data
@@ -36,6 +36,10 @@ REMOVAL_RETRY = 5.0
 # Containers of ended runs whose deletion may wait while runs start (then they go regardless):
 # starting a run is on its user's path, deleting an ended one is not; both need LXD's time.
 CLEANUP_BACKLOG_PER_SLOT = 1
+# Progress reports of the runs this process drives are published at once but written in
+# batches, one transaction per this many seconds for all runs: a crash loses at most the
+# progress of the last interval, never a state move (those are written before they are told).
+PROGRESS_FLUSH_INTERVAL = 0.1
 # A run's progress before its pipeline reports any.
 FRESH_PROGRESS: dict[str, Any] = {"value": 0, "min": 0, "max": 100, "label": None}
 
@@ -128,6 +132,9 @@ class RunsCore:
         self._stopping = False
         self._reconciled = False  # the queue opens once runs left by a previous server are known
         self._reconcile_task: asyncio.Task[None] | None = None
+        # Progress published but not yet written, by run; and the task that writes it.
+        self._progress_unsaved: dict[int, dict[str, Any]] = {}
+        self._progress_flush: asyncio.Task[None] | None = None
 
     @property
     def active_count(self) -> int:
@@ -177,7 +184,8 @@ class RunsCore:
         if run is None or len(row.get("timings") or []) < len(run.row.get("timings") or []):
             return
         moved = row["status"] != run.row["status"]
-        run.row = row
+        unsaved = self._progress_unsaved.get(row["id"])
+        run.row = row if unsaved is None else dict(row, progress=unsaved)
         if moved:
             run.changed.set()
             self._starts_changed()
@@ -219,19 +227,63 @@ class RunsCore:
             row = await self.store.get("runs", run_id)
             check_run_move(row["status"], target)
             timings = [*(row.get("timings") or []), [target.value, now_iso()]]
-            updated = await self.store.update_where_status(
-                "runs", run_id, [row["status"]],
-                dict(values, status=target.value, timings=timings))
+            write = dict(values, status=target.value, timings=timings)
+            # Progress not yet written goes with the move (a final run's is never written later).
+            unsaved = self._progress_unsaved.pop(run_id, None)
+            if unsaved is not None and "progress" not in values:
+                write["progress"] = unsaved
+            updated = await self.store.update_where_status("runs", run_id, [row["status"]], write)
             if updated is not None:
                 self._note(updated)
                 self.events.publish("run.updated", public_run(updated))
                 return updated
+            if unsaved is not None:
+                self._progress_unsaved.setdefault(run_id, unsaved)
 
     async def _save(self, run_id: int, values: dict[str, Any]) -> dict[str, Any]:
-        """Record ``values`` (no state move)."""
+        """Record ``values`` (no state move), with the run's progress not yet written."""
+        unsaved = self._progress_unsaved.pop(run_id, None)
+        if unsaved is not None and "progress" not in values:
+            values = dict(values, progress=unsaved)
         row = await self.store.update("runs", run_id, values)
         self._note(row)
         return row
+
+    def _save_progress_soon(self, run: ActiveRun, progress: dict[str, Any]) -> dict[str, Any]:
+        """A driven run's new progress: its row now (to publish at once), written within
+        PROGRESS_FLUSH_INTERVAL together with the other runs' (one transaction)."""
+        run.row = dict(run.row, progress=progress)
+        self._progress_unsaved[run.row["id"]] = progress
+        if self._progress_flush is None:
+            self._progress_flush = asyncio.get_running_loop().create_task(self._flush_later())
+        return run.row
+
+    def _take_progress(self, run_id: int) -> dict[str, Any] | None:
+        """The run's progress not yet written (the caller writes it), if any."""
+        return self._progress_unsaved.pop(run_id, None)
+
+    def _with_progress(self, row: dict[str, Any]) -> dict[str, Any]:
+        """A row read from the store, with the progress published but not yet written."""
+        unsaved = self._progress_unsaved.get(row["id"])
+        return row if unsaved is None else dict(row, progress=unsaved)
+
+    async def _flush_later(self) -> None:
+        try:
+            while self._progress_unsaved:
+                await asyncio.sleep(PROGRESS_FLUSH_INTERVAL)
+                await self._flush_progress()
+        finally:
+            self._progress_flush = None
+
+    async def _flush_progress(self) -> None:
+        batch, self._progress_unsaved = self._progress_unsaved, {}
+        if not batch:
+            return
+        try:
+            await self.store.set_each("runs", "progress", batch,
+                                      unless_status=sorted(FINAL_RUN_STATUSES))
+        except Exception as e:  # a full disk: progress is not worth failing a run for
+            self.log.warning("pirus: progress of %d run(s) not saved: %s", len(batch), e)
 
     async def _remove_container(self, row: dict[str, Any]) -> None:
         name = row.get("lxd_container")

@@ -34,11 +34,11 @@ from . import wrapper
 from .data import RunData
 from .folder import (
     RunPaths,
-    check_log_identity,
     tail_lines,
     truncate_logs,
 )
 from .outputs import OutputLimits, secure_run_folder
+from .poll import read_poll
 from .prepare import Prepare
 
 S = RunStatus
@@ -206,10 +206,14 @@ class Lifecycle(Prepare):
                     not await self._container_answers(row, data):
                 await self._member_lost(row)
                 return
-            offset = await self._follow_reports(run_id, data, offset)
-            if status in (S.RUNNING, S.FINISHING):
-                await self._check_log_cap(row, data)
-                code = await asyncio.to_thread(data.exit_code)
+            running = status in (S.RUNNING, S.FINISHING)
+            poll = await asyncio.to_thread(read_poll, row, data, offset, running)
+            offset = await self._apply_reports(run_id, poll.progress, offset)
+            if running:
+                await self._check_log_cap(row, data, poll.log_size)
+                code = poll.exit_code
+                if isinstance(code, Exception):
+                    raise code
                 if code is not None:
                     # Reports written just before the exit (or whose read over the LXD API
                     # failed this once) still count: read them a last time.
@@ -224,7 +228,12 @@ class Lifecycle(Prepare):
 
     async def _follow_reports(self, run_id: int, data: RunData, offset: int) -> int:
         """Apply the progress file's new lines (merged into one report) to the run."""
-        reports, used = parse_reports(await asyncio.to_thread(data.progress, offset))
+        return await self._apply_reports(run_id, await asyncio.to_thread(data.progress, offset),
+                                         offset)
+
+    async def _apply_reports(self, run_id: int, lines: bytes, offset: int) -> int:
+        """Apply progress lines read at ``offset``; the offset after the complete ones."""
+        reports, used = parse_reports(lines)
         merged = merge_reports(reports)
         if merged:
             try:
@@ -281,18 +290,20 @@ class Lifecycle(Prepare):
             if running > self.run_timeout:
                 raise PirusError(f"timed out after {self.run_timeout:g} s")
 
-    async def _check_log_cap(self, row: dict[str, Any], data: RunData) -> None:
-        """Checked at every poll, so a pipeline flooding its output is caught within one poll
-        interval: stop it (freeze at once, then delete: nothing writes any more), cut the logs
-        back to the cap, and end the run in ERROR. A log that is no longer a regular file (a
-        link, a FIFO) or not the file made with the run folder (deleted, swapped: the output
-        goes on into the unlinked one) raises RuleBroken: the run ends in ERROR."""
-        try:
-            size = await asyncio.to_thread(self._checked_log_size, row, data)
-        except RuleBroken:
+    async def _check_log_cap(self, row: dict[str, Any], data: RunData,
+                             size: int | Exception | None) -> None:
+        """Checked at every poll (``size``: what it read, or the error), so a pipeline flooding
+        its output is caught within one poll interval: stop it (freeze at once, then delete:
+        nothing writes any more), cut the logs back to the cap, and end the run in ERROR. A log
+        that is no longer a regular file (a link, a FIFO) or not the file made with the run
+        folder (deleted, swapped: the output goes on into the unlinked one) raises RuleBroken:
+        the run ends in ERROR."""
+        if isinstance(size, RuleBroken):
             await self._stop_writing(row)  # its output goes on where no cap sees it
-            raise
-        if size <= self.log_max_bytes:
+            raise size
+        if isinstance(size, Exception):
+            raise size
+        if size is None or size <= self.log_max_bytes:
             return
         await self._stop_writing(row)
         await asyncio.to_thread(truncate_logs, data.paths, self.log_max_bytes)
@@ -304,13 +315,6 @@ class Lifecycle(Prepare):
             await asyncio.to_thread(self.backend.freeze, row["lxd_container"])
         await self._pull_logs_quietly(row)
         await self._remove_container(row)
-
-    @staticmethod
-    def _checked_log_size(row: dict[str, Any], data: RunData) -> int:
-        # Mounted logs only: a pushed run's host copies are replaced by each pull.
-        if data.on_this_host and row.get("log_identity"):
-            check_log_identity(data.paths, row["log_identity"])
-        return data.log_size()
 
     def _log_cap_message(self) -> str:
         return (f"a log file exceeded {self.log_max_bytes} bytes: the pipeline was stopped and "
@@ -446,7 +450,7 @@ class Lifecycle(Prepare):
                 return
             timings = [*(row.get("timings") or []), [S.DONE.value, now_iso()]]
             metrics = await self._metrics(dict(row, timings=timings), state)
-            progress = dict(row.get("progress") or {})
+            progress = dict(self._take_progress(run_id) or row.get("progress") or {})
             progress["value"] = progress.get("max", 100)
             await self.store.replace_run_outputs(run_id, scan.files, {
                 "status": S.DONE.value, "exit_code": 0, "end": now_iso(),

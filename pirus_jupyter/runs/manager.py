@@ -85,9 +85,12 @@ class RunManager(Queue, Lifecycle, Cluster, Compare):
                   *self._deleting.values(), *self._preparing.values()]
         tasks += [t for t in (self._queue_retry, self._reconcile_task, self._member_watch,
                               self._preparer) if t]
+        if self._progress_flush is not None:
+            tasks.append(self._progress_flush)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self._flush_progress()  # what was published is on disk before the store closes
         await self.pipelines.wait_installs()
 
     # -- reading ---------------------------------------------------------------------------
@@ -105,10 +108,11 @@ class RunManager(Queue, Lifecycle, Cluster, Compare):
         where = " AND ".join(clauses) or None
         rows = await self.store.select("runs", where, params, order_by="id desc", limit=limit,
                                        offset=offset)
-        return [public_run(r) for r in rows], await self.store.count("runs", where, params)
+        return [public_run(self._with_progress(r)) for r in rows], \
+            await self.store.count("runs", where, params)
 
     async def get(self, run_id: int) -> dict[str, Any]:
-        return public_run(await self.store.get("runs", run_id))
+        return public_run(self._with_progress(await self.store.get("runs", run_id)))
 
     async def logs(self, run_id: int, which: str, tail: int | None) -> str:
         if which not in LOG_NAMES:
@@ -284,32 +288,48 @@ class RunManager(Queue, Lifecycle, Cluster, Compare):
     # -- what the pipeline reports -----------------------------------------------------------
     async def check_notify_token(self, run_id: int, token: str) -> None:
         """Forbidden unless ``token`` is this active run's own notify secret."""
-        try:
-            row = await self.store.get("runs", run_id)
-        except NotFound:
-            row = {"status": S.ERROR.value}  # same answer as a wrong token: reveal nothing
+        await self._notify_target(run_id, token)
+
+    async def _notify_target(self, run_id: int, token: str) -> dict[str, Any]:
+        """The run's row if ``token`` is its notify secret and it is active; else Forbidden.
+        A run this process drives is checked against its row in memory (no read)."""
+        run = self._active.get(run_id)
+        if run is not None:
+            row = run.row
+        else:
+            try:
+                row = await self.store.get("runs", run_id)
+            except NotFound:
+                row = {"status": S.ERROR.value}  # same answer as a wrong token: reveal nothing
         expected = (row.get("notify_token") or "").encode()
         # As bytes: hmac refuses to compare text that is not ASCII (a token is URL-safe ASCII).
         if not token or not hmac.compare_digest(token.encode(), expected) or \
                 row["status"] in FINAL_RUN_STATUSES:
             raise Forbidden("invalid or expired notify token")
+        return row
 
     async def notify(self, run_id: int, token: str, payload: Any) -> dict[str, Any]:
         """Progress or status posted by the pipeline itself to $PIRUS_NOTIFY_URL."""
-        await self.check_notify_token(run_id, token)
+        await self._notify_target(run_id, token)
         if not isinstance(payload, dict):
             raise InvalidRequest("notify body must be a JSON object")
         return public_run(await self._apply_report(run_id, payload))
 
     async def _apply_report(self, run_id: int, report: dict[str, Any]) -> dict[str, Any]:
-        """A report from the pipeline (notify URL or progress file): progress, FINISHING."""
-        row = await self.store.get("runs", run_id)
+        """A report from the pipeline (notify URL or progress file): progress, FINISHING.
+        A driven run's progress is published at once and written with the next batch
+        (core.PROGRESS_FLUSH_INTERVAL); its row in memory is current, nothing is read."""
+        run = self._active.get(run_id)
+        row = run.row if run is not None else await self.store.get("runs", run_id)
         if "progress_value" in report or "progress_label" in report:  # original V2 keys
             legacy = {"value": report.get("progress_value"), "label": report.get("progress_label")}
             report = {**report, "progress": {k: v for k, v in legacy.items() if v is not None}}
         if "progress" in report:
             progress = _clean_progress(report["progress"], row.get("progress"))
-            row = await self._save(run_id, {"progress": progress})
+            if run is not None and row["status"] not in FINAL_RUN_STATUSES:
+                row = self._save_progress_soon(run, progress)
+            else:
+                row = await self._save(run_id, {"progress": progress})
             self.events.publish("run.updated", public_run(row))
         if "status" in report:
             status = str(report["status"]).upper()

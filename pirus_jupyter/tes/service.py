@@ -97,7 +97,10 @@ class TesService:
         if self._shared and self.runs.data_transfer != "mounts":
             self.log.warning("pirus: tes_shared_folders need data_transfer mounts: not shared")
             self._shared = []
-        self._watch = asyncio.get_running_loop().create_task(self._watch_runs())
+        # Subscribed before start() returns: no run's end is missed, and the server's own
+        # subscribers are all there once it has started.
+        sub = self.events.subscribe()
+        self._watch = asyncio.get_running_loop().create_task(self._watch_runs(sub))
 
     async def stop(self) -> None:
         tasks = [t for t in (self._watch, *self._finalising.values()) if t]
@@ -105,11 +108,10 @@ class TesService:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _watch_runs(self) -> None:
+    async def _watch_runs(self, sub: Any) -> None:
         """Finalise each task whose run ends; at start (and after being cut off the bus),
         those that ended unseen."""
         while True:
-            sub = self.events.subscribe()
             try:
                 for row in await self.store.select(
                         "runs", "origin = ? AND status IN ('DONE', 'ERROR', 'CANCELED') AND "
@@ -125,6 +127,7 @@ class TesService:
                         self._finalise_soon(data["id"])
             finally:
                 self.events.unsubscribe(sub)
+            sub = self.events.subscribe()
 
     def _finalise_soon(self, run_id: int) -> None:
         if run_id in self._finalising:
