@@ -21,6 +21,7 @@ import { pirusIcon } from './icons';
 import { PirusModel } from './model';
 import { Router } from './router';
 import { UploadManager } from './uploads';
+import { PanelWidthKeeper, sideSplitOf } from './width';
 import { DEFAULT_SETTINGS, IHost, IPanelContext, IPanelSettings } from './widgets/common';
 import { PirusPanel } from './widgets/panel';
 
@@ -37,6 +38,8 @@ const PACKAGE_RE = /\.(tar|tar\.gz|tgz|tar\.xz|txz)$/i;
 const PLUGIN_ID = 'pirus-jupyter:plugin';
 // The state database key of the panel's open tab and views.
 const STATE_KEY = 'pirus-jupyter:panel';
+// ...and of its width (src/width.ts).
+const WIDTH_KEY = 'pirus-jupyter:panel-width';
 
 const plugin: JupyterFrontEndPlugin<void> = {
   id: PLUGIN_ID,
@@ -178,6 +181,17 @@ const plugin: JupyterFrontEndPlugin<void> = {
           router.changed.connect(() => void state.save(STATE_KEY, router.snapshot() as any));
         })
         .catch(error => console.warn('pirus: panel state not restored', error));
+      // After JupyterLab restored its own layout, so that it does not undo the width set here.
+      const width = new PanelWidthKeeper({
+        store: state,
+        key: WIDTH_KEY,
+        measure: () => (panel.isVisible ? panel.node.getBoundingClientRect().width : 0),
+        findSplit: () => sideSplitOf(panel)
+      });
+      if (typeof ResizeObserver !== 'undefined') {
+        new ResizeObserver(() => width.resized()).observe(panel.node);
+      }
+      void app.restored.then(() => width.load());
     }
 
     // Live updates: events patch the model; every (re)connection re-reads everything.

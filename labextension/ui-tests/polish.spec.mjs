@@ -141,6 +141,32 @@ await h.run(async () => {
     await panel.locator('[data-testid="pirus-newrun-inputs"]', { hasText: expectChip }).waitFor();
   });
 
+  let width = 0; // the panel's width set by dragging, kept across the reload
+  const panelWidth = () => panel.evaluate(node => node.getBoundingClientRect().width);
+  await step("the panel's width: dragged wider, kept in the state database", async () => {
+    const before = await panelWidth();
+    const handle = page.locator('#jp-main-split-panel > .lm-SplitPanel-handle').first();
+    const box = await handle.boundingBox();
+    assert(box, 'the side area has a split handle');
+    const y = box.y + box.height / 2;
+    await page.mouse.move(box.x + box.width / 2, y);
+    await page.mouse.down();
+    await page.mouse.move(box.x + box.width / 2 + 120, y, { steps: 5 });
+    await page.mouse.up();
+    width = await panelWidth();
+    assert(width > before + 60, `the panel is wider: ${before} -> ${width}`);
+    // saved after the drag ends (debounced), in the workspace on the server (debounced too)
+    const until = Date.now() + 30000;
+    for (;;) {
+      const saved = await h.savedState('pirus-jupyter:panel-width');
+      if (saved && Math.abs(saved.width - width) <= 1) {
+        break;
+      }
+      assert(Date.now() < until, `the width was not saved: ${JSON.stringify(saved)} (${width})`);
+      await page.waitForTimeout(300);
+    }
+  });
+
   await step('the open tab and view survive a reload', async () => {
     await execute('pirus:open-run', { id: Number(FAILED_RUN) });
     await panel.locator(`.jp-pirus-details[data-run-id="${FAILED_RUN}"]`).waitFor();
@@ -157,8 +183,22 @@ await h.run(async () => {
       assert(Date.now() < until, `the view was not saved: ${JSON.stringify(saved)}`);
       await page.waitForTimeout(300);
     }
+    // The side area closed before the reload: JupyterLab's own layout then keeps no width
+    // for it (its share is 0), so only the panel's saved width can bring it back.
+    await page.locator('.jp-SideBar.jp-mod-left .lm-TabBar-tab[data-id="pirus-panel"]').click();
+    const closedUntil = Date.now() + 30000;
+    for (;;) {
+      const layout = await h.savedState('layout-restorer:data');
+      if (layout?.left?.collapsed === true) {
+        break;
+      }
+      assert(Date.now() < closedUntil, `the closed side area was not saved: ${JSON.stringify(layout?.left)}`);
+      await page.waitForTimeout(300);
+    }
     await page.reload();
     await h.waitForLab();
+    // JupyterLab restores its layout (the side area closed) after start: open the panel after it
+    await page.evaluate(() => window.jupyterapp.restored);
     await execute('pirus:open');
     await panel
       .locator(`.jp-pirus-details[data-run-id="${FAILED_RUN}"]`)
@@ -176,6 +216,15 @@ await h.run(async () => {
       });
     await panel.locator('.jp-pirus-tab.jp-mod-current[data-tab="runs"]').waitFor();
     await shot('08-after-reload', panel);
+    // the width came back (lumino may round the handle's position by a pixel or two)
+    await page
+      .waitForFunction(
+        ([w]) => Math.abs(document.querySelector('#pirus-panel').getBoundingClientRect().width - w) <= 3,
+        [width],
+        { timeout: 10000 }
+      )
+      .catch(async () => assert(false, `the width after the reload: ${await panelWidth()}, not ${width}`));
+    await shot('08b-width-after-reload');
   });
 
   await step('the settings are in the Settings Editor', async () => {
