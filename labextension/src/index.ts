@@ -105,7 +105,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
     const host: IHost = {
       openFile: path => {
         void commands.execute('docmanager:open', { path }).catch(error =>
-          Notification.error(`Cannot open ${path}: ${errorMessage(error)}`, { autoClose: 8000 })
+          Notification.error(trans.__('Cannot open %1: %2', path, errorMessage(error)), { autoClose: 8000 })
         );
       },
       showInFileBrowser: path => {
@@ -121,7 +121,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
           panel = (await commands.execute('notebook:create-new', kernelName ? { kernelName } : {})) as NotebookPanel;
         }
         if (!panel) {
-          throw new Error('Cannot open a notebook');
+          throw new Error(trans.__('Cannot open a notebook'));
         }
         await panel.context.ready;
         const notebook = panel.content;
@@ -133,14 +133,14 @@ const plugin: JupyterFrontEndPlugin<void> = {
         }
         notebook.activeCell?.model.sharedModel.setSource(code);
         shell.activateById(panel.id);
-        Notification.info('Pirus run code inserted into the notebook', { autoClose: 4000 });
+        Notification.info(trans.__('Pirus run code inserted into the notebook'), { autoClose: 4000 });
       },
       confirm: async (title, body, accept, danger = false) => {
         const result = await showDialog({
           title,
           body,
           buttons: [
-            Dialog.cancelButton({ label: 'Keep' }),
+            Dialog.cancelButton({ label: trans.__('Keep') }),
             danger ? Dialog.warnButton({ label: accept }) : Dialog.okButton({ label: accept })
           ]
         });
@@ -209,11 +209,11 @@ const plugin: JupyterFrontEndPlugin<void> = {
 
     uploads.finished.connect((_, item) => {
       if (item.state === 'error') {
-        Notification.error(`Upload of ${item.filename} failed: ${item.error}`, { autoClose: false });
+        Notification.error(trans.__('Upload of %1 failed: %2', item.filename, item.error ?? ''), { autoClose: false });
       } else if (item.kind === 'input') {
-        Notification.success(`Uploaded ${item.filename}`, { autoClose: 4000 });
+        Notification.success(trans.__('Uploaded %1', item.filename), { autoClose: 4000 });
       } else {
-        Notification.info(`Uploaded ${item.filename}: installing the pipeline…`, { autoClose: 4000 });
+        Notification.info(trans.__('Uploaded %1: installing the pipeline…', item.filename), { autoClose: 4000 });
       }
       void model.refresh();
     });
@@ -227,13 +227,18 @@ const plugin: JupyterFrontEndPlugin<void> = {
         return;
       }
       const type = run.status === 'DONE' ? 'success' : run.status === 'ERROR' ? 'error' : 'warning';
-      const verb = run.status === 'DONE' ? 'finished' : run.status === 'ERROR' ? 'failed' : 'was canceled';
-      Notification.emit(`Pirus run “${run.name}” (#${run.id}) ${verb}`, type, {
+      const message =
+        run.status === 'DONE'
+          ? trans.__('Pirus run “%1” (#%2) finished', run.name, run.id)
+          : run.status === 'ERROR'
+            ? trans.__('Pirus run “%1” (#%2) failed', run.name, run.id)
+            : trans.__('Pirus run “%1” (#%2) was canceled', run.name, run.id);
+      Notification.emit(message, type, {
         autoClose: run.status === 'ERROR' ? false : 10000,
         actions: [
           {
-            label: 'Open run',
-            caption: `Show run #${run.id} in the Pirus panel`,
+            label: trans.__('Open run'),
+            caption: trans.__('Show run #%1 in the Pirus panel', run.id),
             callback: () => void commands.execute(CommandIDs.openRun, { id: run.id })
           }
         ]
@@ -241,8 +246,8 @@ const plugin: JupyterFrontEndPlugin<void> = {
     });
 
     commands.addCommand(CommandIDs.open, {
-      label: 'Open Pirus panel',
-      caption: 'Show the Pirus pipelines, uploads and runs',
+      label: trans.__('Open Pirus panel'),
+      caption: trans.__('Show the Pirus pipelines, uploads and runs'),
       icon: pirusIcon,
       execute: (args: any) => {
         if (args?.tab) {
@@ -253,7 +258,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
     });
 
     commands.addCommand(CommandIDs.openRun, {
-      label: 'Open Pirus run',
+      label: trans.__('Open Pirus run'),
       icon: pirusIcon,
       execute: (args: any) => {
         const id = Number(args?.id);
@@ -265,7 +270,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
     });
 
     commands.addCommand(CommandIDs.newRun, {
-      label: 'New Pirus run',
+      label: trans.__('New Pirus run'),
       icon: pirusIcon,
       execute: (args: any) => {
         const inputs = Array.isArray(args?.inputs) ? args.inputs.map(String) : selectedFiles();
@@ -276,8 +281,8 @@ const plugin: JupyterFrontEndPlugin<void> = {
     });
 
     commands.addCommand(CommandIDs.runOnSelection, {
-      label: 'Run Pirus pipeline on selected files',
-      caption: 'Open the Pirus new-run form with the selected files as inputs',
+      label: trans.__('Run Pirus pipeline on selected files'),
+      caption: trans.__('Open the Pirus new-run form with the selected files as inputs'),
       icon: pirusIcon,
       isEnabled: () => selectedFiles().length > 0,
       execute: () => {
@@ -287,7 +292,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
     });
 
     commands.addCommand(CommandIDs.installSelection, {
-      label: 'Install as Pirus pipeline',
+      label: trans.__('Install as Pirus pipeline'),
       icon: pirusIcon,
       isVisible: () => selectedFiles().some(p => PACKAGE_RE.test(p)),
       execute: async () => {
@@ -296,9 +301,9 @@ const plugin: JupyterFrontEndPlugin<void> = {
             const since = model.mark();
             const pipeline = await api.installPipeline({ path });
             model.applyRecord('pipeline', pipeline, since);
-            Notification.info(`Installing ${path} as a Pirus pipeline…`, { autoClose: 4000 });
+            Notification.info(trans.__('Installing %1 as a Pirus pipeline…', path), { autoClose: 4000 });
           } catch (error) {
-            Notification.error(`Cannot install ${path}: ${errorMessage(error)}`, { autoClose: false });
+            Notification.error(trans.__('Cannot install %1: %2', path, errorMessage(error)), { autoClose: false });
           }
         }
         router.setTab('pipelines');
@@ -307,7 +312,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
     });
 
     commands.addCommand(CommandIDs.refresh, {
-      label: 'Refresh Pirus panel',
+      label: trans.__('Refresh Pirus panel'),
       icon: pirusIcon,
       execute: async () => {
         if (events.state === 'open') {

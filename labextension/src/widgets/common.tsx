@@ -124,10 +124,12 @@ export function ErrorBanner(props: {
   message: string | null | undefined;
   onDismiss?: () => void;
   title?: string;
+  trans?: TranslationBundle;
 }): JSX.Element | null {
   if (!props.message) {
     return null;
   }
+  const trans = props.trans ?? NULL_TRANS;
   return (
     <div className="jp-pirus-error" role="alert">
       <div className="jp-pirus-error-text">
@@ -138,8 +140,8 @@ export function ErrorBanner(props: {
         <button
           className="jp-pirus-icon-button"
           onClick={props.onDismiss}
-          title="Dismiss"
-          aria-label="Dismiss error"
+          title={trans.__('Dismiss')}
+          aria-label={trans.__('Dismiss error')}
         >
           ×
         </button>
