@@ -151,7 +151,17 @@ const plugin: JupyterFrontEndPlugin<void> = {
       }
     };
 
-    const ctx: IPanelContext = { api, model, uploads, events, router, host, settings: panelSettings, trans };
+    const ctx: IPanelContext = {
+      api,
+      model,
+      uploads,
+      events,
+      router,
+      host,
+      settings: panelSettings,
+      trans,
+      translator: translator ?? nullTranslator
+    };
     const panel = new PirusPanel(ctx);
     shell.add(panel, 'left', { rank: 650 });
     if (restorer) {

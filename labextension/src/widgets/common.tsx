@@ -1,7 +1,7 @@
 /**
  * Small building blocks shared by the panel's views.
  */
-import { nullTranslator, TranslationBundle } from '@jupyterlab/translation';
+import { ITranslator, nullTranslator, TranslationBundle } from '@jupyterlab/translation';
 import { LabIcon } from '@jupyterlab/ui-components';
 import { ISignal } from '@lumino/signaling';
 import React, { useEffect, useReducer, useState } from 'react';
@@ -47,6 +47,8 @@ export interface IPanelContext {
   settings: IPanelSettings;
   /** The panel's strings, translated (JupyterLab's language packs). */
   trans: TranslationBundle;
+  /** JupyterLab's translator, for its own components' strings (the forms' buttons). */
+  translator?: ITranslator;
 }
 
 export const NULL_TRANS: TranslationBundle = nullTranslator.load('pirus_jupyter');

@@ -320,6 +320,7 @@ export function NewRunForm(props: { ctx: IPanelContext; view: INewRunView }): JS
         {schema && hasFields(schema) ? (
           <div className="jp-pirus-form" data-testid="pirus-newrun-form">
             <FormComponent
+              translator={ctx.translator}
               schema={drawn || schema}
               uiSchema={FORM_UI_SCHEMA}
               formData={formData as any}

@@ -346,6 +346,7 @@ export function PipelineDetails(props: { ctx: IPanelContext; id: number }): JSX.
           {schema && hasFields(schema) ? (
             <div className="jp-pirus-form jp-pirus-form-preview">
               <FormComponent
+                translator={ctx.translator}
                 schema={schema}
                 formData={{}}
                 onChange={() => undefined}
