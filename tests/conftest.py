@@ -264,3 +264,18 @@ async def start_run(api, pipeline: dict, status: str | None = "RUNNING", **body:
     code, run = await api("POST", "runs", body={"pipeline_id": pipeline["id"], **body})
     assert code == 201, run
     return await wait_run(api, run["id"], status) if status else run
+
+
+@pytest.fixture
+def lab(tmp_path: Path):
+    """A running ``jupyter lab`` with the Pirus server extension and the built panel, in its
+    own folders (tests/browser.py); what its runs and pipelines left is removed after."""
+    from browser import LabProcess  # here: browser.py imports this module
+
+    proc = LabProcess(tmp_path)
+    try:
+        yield proc.start()
+    finally:
+        if proc.proc is not None:
+            proc.cleanup()
+        proc.stop()

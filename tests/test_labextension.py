@@ -2,12 +2,12 @@
 ``jupyter lab`` + Pirus server + LXD.
 
 Builds nothing: the extension must have been built (``npm ci && npm run build`` in
-``labextension/``, which writes ``pirus_jupyter/labextension/``). This module starts
+``labextension/``, which writes ``pirus_jupyter/labextension/``). The ``lab`` fixture starts
 ``jupyter lab`` (token auth, a temporary root, the freshly built extension put first on the
-labextensions path), builds the pipeline packages the scenarios upload with ``pkgbuild``, and runs
-the Playwright script ``labextension/ui-tests/panel.spec.mjs`` with node. Screenshots of each main
-state go to ``$PIRUS_SCREENSHOTS`` (default ``test-artifacts/screenshots/``); the folder is
-printed.
+labextensions path: tests/browser.py); this module builds the pipeline packages the scenarios
+upload with ``pkgbuild``, and runs the Playwright script ``labextension/ui-tests/panel.spec.mjs``
+with node. Screenshots of each main state go to ``$PIRUS_SCREENSHOTS`` (default
+``test-artifacts/screenshots/``); the folder is printed.
 
 Set ``PIRUS_SKIP_BROWSER=1`` to skip the browser test on a machine without Chromium.
 """
@@ -26,29 +26,24 @@ import time
 from pathlib import Path
 
 import pytest
-import requests
-from conftest import FINAL, requires_lxd
+from browser import (
+    LABEXT_BUILD,
+    LABEXT_SRC,
+    ROOT,
+    UI_TESTS,
+    LabProcess,
+    require_browser,
+    screenshots_dir,
+    ui_env,
+)
+from conftest import requires_lxd
 from pkgbuild import build_pipeline, fastq, progress_script
-from server import LXD_PREFIX, free_port
 
-ROOT = Path(__file__).resolve().parent.parent
-LABEXT_SRC = ROOT / "labextension"
-LABEXT_BUILD = ROOT / "pirus_jupyter" / "labextension"
-UI_SCRIPT = LABEXT_SRC / "ui-tests" / "panel.spec.mjs"
-CHROMIUM = os.environ.get("PIRUS_CHROMIUM", "/usr/bin/chromium")
-TOKEN = "pirus-ui-test-token"
+UI_SCRIPT = UI_TESTS / "panel.spec.mjs"
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 # A pipeline that runs for minutes (unless canceled), reporting progress every half second.
 SLOW_SCRIPT = progress_script(400, 0.5, word="slow step")
-
-
-def screenshots_dir() -> Path:
-    folder = Path(os.environ.get("PIRUS_SCREENSHOTS") or ROOT / "test-artifacts" / "screenshots")
-    folder.mkdir(parents=True, exist_ok=True)
-    for old in [*folder.glob("[0-9][0-9]-*.png"), folder / "failure.png"]:
-        old.unlink(missing_ok=True)  # only this test's own files, from an earlier run
-    return folder.resolve()
 
 
 def test_labextension_listed_enabled_and_ok():
@@ -77,103 +72,6 @@ def test_labextension_build_is_consistent():
 
 
 # -- the browser test --------------------------------------------------------------------------
-class LabProcess:
-    """``jupyter lab`` with the Pirus server extension and the built lab extension."""
-
-    def __init__(self, base: Path) -> None:
-        self.base = base
-        self.root = base / "root"
-        self.data = base / "pirus-data"
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/"
-        self.log_path = base / "jupyter-lab.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.session = requests.Session()
-        self.session.headers["Authorization"] = f"token {TOKEN}"
-
-    def start(self, timeout: float = 90) -> LabProcess:
-        for folder in ("root", "pirus-data", "labext", "settings", "workspaces", "config",
-                       "runtime", "data"):
-            (self.base / folder).mkdir(parents=True, exist_ok=True)
-        # The freshly built output comes first on the labextensions path, whatever is installed.
-        link = self.base / "labext" / "pirus-jupyter"
-        if not link.exists():
-            link.symlink_to(LABEXT_BUILD, target_is_directory=True)
-        args = [
-            sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root",
-            f"--port={self.port}", "--ip=127.0.0.1", f"--ServerApp.root_dir={self.root}",
-            f"--IdentityProvider.token={TOKEN}",
-            "--ServerApp.jpserver_extensions={'pirus_jupyter': True}",
-            f"--PirusApp.data_dir={self.data}", "--PirusApp.max_parallel_runs=2",
-            "--PirusApp.poll_interval=0.2", f"--PirusApp.lxd_prefix={LXD_PREFIX}",
-            f"--LabApp.extra_labextensions_path={self.base / 'labext'}",
-            f"--LabApp.user_settings_dir={self.base / 'settings'}",
-            f"--LabApp.workspaces_dir={self.base / 'workspaces'}",
-            "--LabApp.expose_app_in_browser=True",
-            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-        ]
-        # No "receive Jupyter news?" toast over the panel (and no request to the internet).
-        notification = self.base / "settings" / "@jupyterlab" / "apputils-extension"
-        notification.mkdir(parents=True, exist_ok=True)
-        (notification / "notification.jupyterlab-settings").write_text(
-            json.dumps({"fetchNews": "false", "checkForUpdates": False}))
-        env = {**os.environ, "JUPYTER_PLATFORM_DIRS": "1",
-               "JUPYTER_CONFIG_DIR": str(self.base / "config"),
-               "JUPYTER_RUNTIME_DIR": str(self.base / "runtime"),
-               "JUPYTER_DATA_DIR": str(self.base / "data")}
-        log = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the process' lifetime
-        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                if (self.session.get(f"{self.url}pirus/api/v1", timeout=2).status_code == 200
-                        and self.session.get(f"{self.url}lab", timeout=5).status_code == 200):
-                    return self
-            except requests.ConnectionError:
-                pass
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.3)
-        raise RuntimeError(f"jupyter lab did not start; log:\n{self.log_tail()}")
-
-    def log_tail(self, size: int = 4000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-size:]
-        except OSError:
-            return ""
-
-    def api(self, path: str) -> str:
-        return f"{self.url}pirus/api/v1/{path}".rstrip("/")
-
-    def cleanup(self) -> None:
-        """Cancel what still runs and uninstall the pipelines (their LXD images go too)."""
-        try:
-            runs = self.session.get(self.api("runs"), params={"limit": 1000}, timeout=10).json()
-            for run in runs.get("items", []):
-                if run["status"] not in FINAL:
-                    self.session.post(self.api(f"runs/{run['id']}/cancel"), timeout=30)
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                runs = self.session.get(self.api("runs"), params={"limit": 1000}, timeout=10)
-                if all(r["status"] in FINAL for r in runs.json().get("items", [])):
-                    break
-                time.sleep(0.5)
-            pipelines = self.session.get(self.api("pipelines"), timeout=10).json()
-            for pipeline in pipelines.get("items", []):
-                self.session.delete(self.api(f"pipelines/{pipeline['id']}"), timeout=60)
-        except (requests.RequestException, ValueError) as e:
-            print(f"cleanup after the browser test failed: {e}")
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-
-
 def run_scenarios(lab: LabProcess, env: dict[str, str], signals: Path, reads: Path,
                   timeout: float = 900) -> tuple[int, str, str]:
     """Run the Playwright script; restart the server when it asks (a line on its stdout), then
@@ -208,40 +106,11 @@ def run_scenarios(lab: LabProcess, env: dict[str, str], signals: Path, reads: Pa
     return proc.returncode, "".join(lines), stderr_path.read_text()
 
 
-def _browser_prerequisites() -> str | None:
-    if os.environ.get("PIRUS_SKIP_BROWSER") == "1":
-        return "PIRUS_SKIP_BROWSER=1"
-    if not shutil.which("node"):
-        return "node is not installed"
-    if not Path(CHROMIUM).exists():
-        return f"no Chromium at {CHROMIUM} (apt-get install -y chromium)"
-    return None
-
-
-@pytest.fixture
-def lab(tmp_path):
-    proc = LabProcess(tmp_path)
-    try:
-        yield proc.start()
-    finally:
-        if proc.proc is not None:
-            proc.cleanup()
-        proc.stop()
-
-
 @pytest.mark.lxd
 @pytest.mark.slow
 @requires_lxd
 def test_panel_in_browser(lab: LabProcess, tmp_path: Path):
-    skip = _browser_prerequisites()
-    if skip and os.environ.get("CI") and skip != "PIRUS_SKIP_BROWSER=1":
-        pytest.fail(f"CI must run the browser tests: {skip}")  # scripts/setup.sh installs them
-    if skip:
-        pytest.skip(skip)
-    if not (LABEXT_BUILD / "package.json").is_file():
-        pytest.fail(f"{LABEXT_BUILD} is not built: run `npm ci && npm run build` in labextension/")
-    if not (LABEXT_SRC / "node_modules" / "playwright-core").is_dir():
-        pytest.fail("playwright-core is missing: run `npm ci` in labextension/")
+    require_browser()
 
     assets = tmp_path / "assets"
     assets.mkdir()
@@ -253,14 +122,10 @@ def test_panel_in_browser(lab: LabProcess, tmp_path: Path):
     big = assets / "big-reads.fastq"  # several chunks: paused, resumed after a page reload
     big.write_bytes(fastq(1000) * 400)
 
-    shots = screenshots_dir()
+    shots = screenshots_dir("[0-9][0-9]-*.png", "failure.png")
     print(f"\nPirus panel screenshots: {shots}")
-    env = {
-        **os.environ,
-        "PIRUS_URL": lab.url, "PIRUS_TOKEN": TOKEN, "PIRUS_CHROMIUM": CHROMIUM,
-        "PIRUS_COUNT_PACKAGE": str(count), "PIRUS_SLOW_PACKAGE": str(slow),
-        "PIRUS_FASTQ": str(reads), "PIRUS_BIG_FILE": str(big), "PIRUS_SCREENSHOTS": str(shots),
-    }
+    env = ui_env(lab, shots, PIRUS_COUNT_PACKAGE=str(count), PIRUS_SLOW_PACKAGE=str(slow),
+                 PIRUS_FASTQ=str(reads), PIRUS_BIG_FILE=str(big))
     signals = tmp_path / "signals"
     signals.mkdir()
     env["PIRUS_SIGNALS"] = str(signals)

@@ -6,30 +6,19 @@ brought into sight, the notebook form (sections, toggle, help, errorMessage), an
 pipeline whose form.json is the nf-core schema) to DONE. Screenshots: ``nfcore-*.png`` in the
 test artifacts folder (``$PIRUS_SCREENSHOTS``, default ``test-artifacts/screenshots/``).
 
-Builds nothing: the extension must have been built (see tests/test_labextension.py)."""
+Builds nothing: the extension must have been built (see tests/browser.py)."""
 
 from __future__ import annotations
 
-import os
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
+from browser import LabProcess, require_browser, run_ui, screenshots_dir, ui_env
 from conftest import requires_lxd
 from nfcore_schemas import INPUT_ERROR, template_schema
 from pkgbuild import build_pipeline
-from test_labextension import (
-    CHROMIUM,
-    LABEXT_BUILD,
-    LABEXT_SRC,
-    ROOT,
-    TOKEN,
-    LabProcess,
-    _browser_prerequisites,
-)
 
-UI_SCRIPT = LABEXT_SRC / "ui-tests" / "nfcore.spec.mjs"
 # Copies the sample sheet the config names (a flat nf-core parameter) to the outputs.
 SCRIPT = r"""#!/bin/sh
 set -e
@@ -39,27 +28,10 @@ echo "read $sheet"
 """
 
 
-@pytest.fixture
-def lab(tmp_path):
-    proc = LabProcess(tmp_path)
-    try:
-        yield proc.start()
-    finally:
-        if proc.proc is not None:
-            proc.cleanup()
-        proc.stop()
-
-
 @pytest.mark.lxd
 @requires_lxd
 def test_nfcore_form_in_browser(lab: LabProcess, tmp_path: Path):
-    skip = _browser_prerequisites()
-    if skip and os.environ.get("CI") and skip != "PIRUS_SKIP_BROWSER=1":
-        pytest.fail(f"CI must run the browser tests: {skip}")
-    if skip:
-        pytest.skip(skip)
-    if not (LABEXT_BUILD / "package.json").is_file():
-        pytest.fail(f"{LABEXT_BUILD} is not built: run `npm ci && npm run build` in labextension/")
+    require_browser()
     started = time.monotonic()
     package = build_pipeline(lab.root / "nfdemo.tar.gz", name="nfdemo", script=SCRIPT,
                              form=template_schema(error_message=True))
@@ -75,14 +47,9 @@ def test_nfcore_form_in_browser(lab: LabProcess, tmp_path: Path):
         time.sleep(0.3)
     assert status == "READY", lab.session.get(lab.api(f"pipelines/{pipeline_id}")).text
 
-    shots = Path(os.environ.get("PIRUS_SCREENSHOTS") or ROOT / "test-artifacts" / "screenshots")
-    shots.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "PIRUS_URL": lab.url, "PIRUS_TOKEN": TOKEN, "PIRUS_CHROMIUM": CHROMIUM,
-           "PIRUS_PIPELINE_ID": str(pipeline_id), "PIRUS_INPUT_ERROR": INPUT_ERROR,
-           "PIRUS_SCREENSHOTS": str(shots.resolve())}
-    result = subprocess.run(["node", str(UI_SCRIPT)], cwd=LABEXT_SRC, env=env, text=True,
-                            capture_output=True, timeout=600)
-    print(result.stdout)
+    shots = screenshots_dir("nfcore-*.png")
+    result = run_ui("nfcore.spec.mjs", ui_env(lab, shots, PIRUS_PIPELINE_ID=str(pipeline_id),
+                                              PIRUS_INPUT_ERROR=INPUT_ERROR))
     print(f"nf-core browser test: {time.monotonic() - started:.0f} s; screenshots in {shots}")
     if result.returncode != 0:
         pytest.fail(f"the nf-core browser scenario failed (screenshots in {shots}):\n"

@@ -14,26 +14,14 @@ to ``$PIRUS_SCREENSHOTS`` (default ``test-artifacts/screenshots/``), named ``pol
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from browser import LabProcess, require_browser, run_ui, screenshots_dir, ui_env
 from conftest import FINAL, requires_lxd
 from pkgbuild import bad_package, build_pipeline, fastq
-from test_labextension import (
-    CHROMIUM,
-    LABEXT_BUILD,
-    LABEXT_SRC,
-    ROOT,
-    TOKEN,
-    LabProcess,
-    _browser_prerequisites,
-)
 
-UI_SCRIPT = LABEXT_SRC / "ui-tests" / "polish.spec.mjs"
 LONG_NAME = "reads-counter-with-a-name-far-too-long-for-the-side-panel"
 DESCRIPTION = "Counts **reads** in FASTQ files.\n\n- one `counts.tsv`\n- <b>no HTML</b>"
 
@@ -58,14 +46,6 @@ def _form(pattern: str) -> dict:
                   "title": "Input file"}}}
 
 
-def screenshots_dir() -> Path:
-    folder = Path(os.environ.get("PIRUS_SCREENSHOTS") or ROOT / "test-artifacts" / "screenshots")
-    folder.mkdir(parents=True, exist_ok=True)
-    for old in folder.glob("polish-*.png"):
-        old.unlink(missing_ok=True)  # this test's own files, from an earlier run
-    return folder.resolve()
-
-
 def _wait(lab: LabProcess, path: str, until, timeout: float = 240) -> dict:
     deadline = time.monotonic() + timeout
     while True:
@@ -85,27 +65,10 @@ def _install(lab: LabProcess, package: Path) -> dict:
                  lambda b: b["status"] not in ("INSTALLING", "UPLOADING"))
 
 
-@pytest.fixture
-def lab(tmp_path):
-    proc = LabProcess(tmp_path)
-    try:
-        yield proc.start()
-    finally:
-        if proc.proc is not None:
-            proc.cleanup()
-        proc.stop()
-
-
 @pytest.mark.lxd
 @requires_lxd
 def test_panel_walkthrough_fixes(lab: LabProcess, tmp_path: Path):
-    skip = _browser_prerequisites()
-    if skip and os.environ.get("CI") and skip != "PIRUS_SKIP_BROWSER=1":
-        pytest.fail(f"CI must run the browser tests: {skip}")
-    if skip:
-        pytest.skip(skip)
-    if not (LABEXT_BUILD / "package.json").is_file():
-        pytest.fail(f"{LABEXT_BUILD} is not built: run `npm ci && npm run build` in labextension/")
+    require_browser()
 
     assets = tmp_path / "assets"
     assets.mkdir()
@@ -142,16 +105,11 @@ def test_panel_walkthrough_fixes(lab: LabProcess, tmp_path: Path):
     paused = lab.session.post(lab.api(f"runs/{waiting_run['id']}/pause"), timeout=60)
     assert paused.status_code == 200 and paused.json()["paused_since"], paused.text
 
-    shots = screenshots_dir()
-    env = {**os.environ, "PIRUS_URL": lab.url, "PIRUS_TOKEN": TOKEN, "PIRUS_CHROMIUM": CHROMIUM,
-           "PIRUS_SCREENSHOTS": str(shots), "PIRUS_LONG_NAME": LONG_NAME,
-           "PIRUS_WAITING_RUN": json.dumps(paused.json()),
-           "PIRUS_FAILED_RUN": str(failed["id"])}
+    shots = screenshots_dir("polish-*.png")
+    env = ui_env(lab, shots, PIRUS_LONG_NAME=LONG_NAME, PIRUS_WAITING_RUN=json.dumps(paused.json()),
+                 PIRUS_FAILED_RUN=str(failed["id"]))
     started = time.monotonic()
-    result = subprocess.run(["node", str(UI_SCRIPT)], cwd=LABEXT_SRC, env=env, text=True,
-                            capture_output=True, timeout=600)
-    print(result.stdout)
-    print(result.stderr, file=sys.stderr)
+    result = run_ui("polish.spec.mjs", env)
     print(f"browser scenarios: {time.monotonic() - started:.0f} s; screenshots in {shots}")
     assert result.returncode == 0, (
         f"the browser scenarios failed (screenshots in {shots}):\n{result.stdout[-6000:]}\n"

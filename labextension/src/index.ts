@@ -21,6 +21,7 @@ import { pirusIcon } from './icons';
 import { PirusModel } from './model';
 import { Router } from './router';
 import { UploadManager } from './uploads';
+import { PanelWidthKeeper, sideSplitOf } from './width';
 import { DEFAULT_SETTINGS, IHost, IPanelContext, IPanelSettings } from './widgets/common';
 import { PirusPanel } from './widgets/panel';
 
@@ -37,6 +38,8 @@ const PACKAGE_RE = /\.(tar|tar\.gz|tgz|tar\.xz|txz)$/i;
 const PLUGIN_ID = 'pirus-jupyter:plugin';
 // The state database key of the panel's open tab and views.
 const STATE_KEY = 'pirus-jupyter:panel';
+// ...and of its width (src/width.ts).
+const WIDTH_KEY = 'pirus-jupyter:panel-width';
 
 const plugin: JupyterFrontEndPlugin<void> = {
   id: PLUGIN_ID,
@@ -102,7 +105,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
     const host: IHost = {
       openFile: path => {
         void commands.execute('docmanager:open', { path }).catch(error =>
-          Notification.error(`Cannot open ${path}: ${errorMessage(error)}`, { autoClose: 8000 })
+          Notification.error(trans.__('Cannot open %1: %2', path, errorMessage(error)), { autoClose: 8000 })
         );
       },
       showInFileBrowser: path => {
@@ -118,7 +121,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
           panel = (await commands.execute('notebook:create-new', kernelName ? { kernelName } : {})) as NotebookPanel;
         }
         if (!panel) {
-          throw new Error('Cannot open a notebook');
+          throw new Error(trans.__('Cannot open a notebook'));
         }
         await panel.context.ready;
         const notebook = panel.content;
@@ -130,14 +133,14 @@ const plugin: JupyterFrontEndPlugin<void> = {
         }
         notebook.activeCell?.model.sharedModel.setSource(code);
         shell.activateById(panel.id);
-        Notification.info('Pirus run code inserted into the notebook', { autoClose: 4000 });
+        Notification.info(trans.__('Pirus run code inserted into the notebook'), { autoClose: 4000 });
       },
       confirm: async (title, body, accept, danger = false) => {
         const result = await showDialog({
           title,
           body,
           buttons: [
-            Dialog.cancelButton({ label: 'Keep' }),
+            Dialog.cancelButton({ label: trans.__('Keep') }),
             danger ? Dialog.warnButton({ label: accept }) : Dialog.okButton({ label: accept })
           ]
         });
@@ -148,7 +151,17 @@ const plugin: JupyterFrontEndPlugin<void> = {
       }
     };
 
-    const ctx: IPanelContext = { api, model, uploads, events, router, host, settings: panelSettings, trans };
+    const ctx: IPanelContext = {
+      api,
+      model,
+      uploads,
+      events,
+      router,
+      host,
+      settings: panelSettings,
+      trans,
+      translator: translator ?? nullTranslator
+    };
     const panel = new PirusPanel(ctx);
     shell.add(panel, 'left', { rank: 650 });
     if (restorer) {
@@ -178,6 +191,17 @@ const plugin: JupyterFrontEndPlugin<void> = {
           router.changed.connect(() => void state.save(STATE_KEY, router.snapshot() as any));
         })
         .catch(error => console.warn('pirus: panel state not restored', error));
+      // After JupyterLab restored its own layout, so that it does not undo the width set here.
+      const width = new PanelWidthKeeper({
+        store: state,
+        key: WIDTH_KEY,
+        measure: () => (panel.isVisible ? panel.node.getBoundingClientRect().width : 0),
+        findSplit: () => sideSplitOf(panel)
+      });
+      if (typeof ResizeObserver !== 'undefined') {
+        new ResizeObserver(() => width.resized()).observe(panel.node);
+      }
+      void app.restored.then(() => width.load());
     }
 
     // Live updates: events patch the model; every (re)connection re-reads everything.
@@ -195,11 +219,11 @@ const plugin: JupyterFrontEndPlugin<void> = {
 
     uploads.finished.connect((_, item) => {
       if (item.state === 'error') {
-        Notification.error(`Upload of ${item.filename} failed: ${item.error}`, { autoClose: false });
+        Notification.error(trans.__('Upload of %1 failed: %2', item.filename, item.error ?? ''), { autoClose: false });
       } else if (item.kind === 'input') {
-        Notification.success(`Uploaded ${item.filename}`, { autoClose: 4000 });
+        Notification.success(trans.__('Uploaded %1', item.filename), { autoClose: 4000 });
       } else {
-        Notification.info(`Uploaded ${item.filename}: installing the pipeline…`, { autoClose: 4000 });
+        Notification.info(trans.__('Uploaded %1: installing the pipeline…', item.filename), { autoClose: 4000 });
       }
       void model.refresh();
     });
@@ -213,13 +237,18 @@ const plugin: JupyterFrontEndPlugin<void> = {
         return;
       }
       const type = run.status === 'DONE' ? 'success' : run.status === 'ERROR' ? 'error' : 'warning';
-      const verb = run.status === 'DONE' ? 'finished' : run.status === 'ERROR' ? 'failed' : 'was canceled';
-      Notification.emit(`Pirus run “${run.name}” (#${run.id}) ${verb}`, type, {
+      const message =
+        run.status === 'DONE'
+          ? trans.__('Pirus run “%1” (#%2) finished', run.name, run.id)
+          : run.status === 'ERROR'
+            ? trans.__('Pirus run “%1” (#%2) failed', run.name, run.id)
+            : trans.__('Pirus run “%1” (#%2) was canceled', run.name, run.id);
+      Notification.emit(message, type, {
         autoClose: run.status === 'ERROR' ? false : 10000,
         actions: [
           {
-            label: 'Open run',
-            caption: `Show run #${run.id} in the Pirus panel`,
+            label: trans.__('Open run'),
+            caption: trans.__('Show run #%1 in the Pirus panel', run.id),
             callback: () => void commands.execute(CommandIDs.openRun, { id: run.id })
           }
         ]
@@ -227,8 +256,8 @@ const plugin: JupyterFrontEndPlugin<void> = {
     });
 
     commands.addCommand(CommandIDs.open, {
-      label: 'Open Pirus panel',
-      caption: 'Show the Pirus pipelines, uploads and runs',
+      label: trans.__('Open Pirus panel'),
+      caption: trans.__('Show the Pirus pipelines, uploads and runs'),
       icon: pirusIcon,
       execute: (args: any) => {
         if (args?.tab) {
@@ -239,7 +268,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
     });
 
     commands.addCommand(CommandIDs.openRun, {
-      label: 'Open Pirus run',
+      label: trans.__('Open Pirus run'),
       icon: pirusIcon,
       execute: (args: any) => {
         const id = Number(args?.id);
@@ -251,7 +280,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
     });
 
     commands.addCommand(CommandIDs.newRun, {
-      label: 'New Pirus run',
+      label: trans.__('New Pirus run'),
       icon: pirusIcon,
       execute: (args: any) => {
         const inputs = Array.isArray(args?.inputs) ? args.inputs.map(String) : selectedFiles();
@@ -262,8 +291,8 @@ const plugin: JupyterFrontEndPlugin<void> = {
     });
 
     commands.addCommand(CommandIDs.runOnSelection, {
-      label: 'Run Pirus pipeline on selected files',
-      caption: 'Open the Pirus new-run form with the selected files as inputs',
+      label: trans.__('Run Pirus pipeline on selected files'),
+      caption: trans.__('Open the Pirus new-run form with the selected files as inputs'),
       icon: pirusIcon,
       isEnabled: () => selectedFiles().length > 0,
       execute: () => {
@@ -273,7 +302,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
     });
 
     commands.addCommand(CommandIDs.installSelection, {
-      label: 'Install as Pirus pipeline',
+      label: trans.__('Install as Pirus pipeline'),
       icon: pirusIcon,
       isVisible: () => selectedFiles().some(p => PACKAGE_RE.test(p)),
       execute: async () => {
@@ -282,9 +311,9 @@ const plugin: JupyterFrontEndPlugin<void> = {
             const since = model.mark();
             const pipeline = await api.installPipeline({ path });
             model.applyRecord('pipeline', pipeline, since);
-            Notification.info(`Installing ${path} as a Pirus pipeline…`, { autoClose: 4000 });
+            Notification.info(trans.__('Installing %1 as a Pirus pipeline…', path), { autoClose: 4000 });
           } catch (error) {
-            Notification.error(`Cannot install ${path}: ${errorMessage(error)}`, { autoClose: false });
+            Notification.error(trans.__('Cannot install %1: %2', path, errorMessage(error)), { autoClose: false });
           }
         }
         router.setTab('pipelines');
@@ -293,7 +322,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
     });
 
     commands.addCommand(CommandIDs.refresh, {
-      label: 'Refresh Pirus panel',
+      label: trans.__('Refresh Pirus panel'),
       icon: pirusIcon,
       execute: async () => {
         if (events.state === 'open') {

@@ -12,66 +12,19 @@
  *   PIRUS_CHROMIUM           the browser (default /usr/bin/chromium)
  * A file samples.csv is at the Jupyter root. Exits non-zero at the first failing step.
  */
-import { mkdirSync } from 'node:fs';
-import { join } from 'node:path';
-import { chromium } from 'playwright-core';
+import { assert, env, startBrowser } from './harness.mjs';
 
-const env = name => {
-  const value = process.env[name];
-  if (!value) {
-    console.error(`missing environment variable ${name}`);
-    process.exit(2);
-  }
-  return value;
-};
-const URL_ = env('PIRUS_URL').replace(/\/?$/, '/');
-const TOKEN = env('PIRUS_TOKEN');
 const PIPELINE_ID = Number(env('PIRUS_PIPELINE_ID'));
 const INPUT_ERROR = env('PIRUS_INPUT_ERROR');
-const SHOTS = env('PIRUS_SCREENSHOTS');
-const CHROMIUM = process.env.PIRUS_CHROMIUM || '/usr/bin/chromium';
-mkdirSync(SHOTS, { recursive: true });
 
-function assert(condition, message) {
-  if (!condition) {
-    throw new Error(`assertion failed: ${message}`);
-  }
-}
-
-const browser = await chromium.launch({
-  executablePath: CHROMIUM,
-  headless: true,
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
-    '--disable-component-update', '--disable-sync', '--disable-dev-shm-usage']
-});
-const page = await (await browser.newContext({ viewport: { width: 1440, height: 1000 } })).newPage();
-page.setDefaultTimeout(30000);
-const pageErrors = [];
-page.on('pageerror', error => pageErrors.push(error.message));
-
-let stepName = '';
-async function step(name, fn) {
-  stepName = name;
-  console.log(`▶ ${name}`);
-  await fn();
-}
-async function shot(name, locator) {
-  const path = join(SHOTS, `${name}.png`);
-  await (locator || page).screenshot({ path });
-  console.log(`  screenshot ${path}`);
-}
-
-const panel = page.locator('#pirus-panel');
+const h = await startBrowser({ prefix: 'nfcore-', viewport: { width: 1440, height: 1000 }, settle: 0 });
+const { page, panel, step, shot, pageErrors } = h;
 const form = panel.locator('[data-testid="pirus-newrun-form"]');
 const sections = form.locator('.jp-pirus-form-section');
 
-try {
+await h.run(async () => {
   await step('open the new-run form of the nf-core pipeline', async () => {
-    await page.goto(`${URL_}lab?token=${TOKEN}`);
-    await page.waitForFunction(() => window.jupyterapp && document.querySelector('.jp-LabShell'), null, {
-      timeout: 60000
-    });
-    await page.locator('.jp-Launcher').first().waitFor({ timeout: 15000 }).catch(() => undefined);
+    await h.openLab({ launcher: true });
     await page.evaluate(
       ([id]) => window.jupyterapp.commands.execute('pirus:new-run', { pipelineId: id, inputs: ['samples.csv'] }),
       [PIPELINE_ID]
@@ -103,7 +56,7 @@ try {
       Array.from(input.list ? input.list.options : []).map(o => o.value)
     );
     assert(JSON.stringify(options) === JSON.stringify(['samples.csv']), `suggestions: ${JSON.stringify(options)}`);
-    await shot('nfcore-01-sections', panel);
+    await shot('01-sections', panel);
   });
 
   await step('the toggle shows the hidden parameters', async () => {
@@ -111,7 +64,7 @@ try {
     await form.locator('#pirus-config_igenomes_ignore').waitFor();
     await form.locator('section[data-group="institutional_config_options"]').waitFor();
     await form.locator('section[data-group="institutional_config_options"]').scrollIntoViewIfNeeded();
-    await shot('nfcore-02-hidden-shown', panel);
+    await shot('02-hidden-shown', panel);
     await form.locator('[data-testid="pirus-newrun-show-hidden"]').uncheck();
     await form.locator('#pirus-config_igenomes_ignore').waitFor({ state: 'detached' });
   });
@@ -133,7 +86,7 @@ try {
     const text = await form.locator('[data-property="input"]').innerText();
     assert(!text.includes('does not match'), `no generic message: ${text}`);
     await form.locator('#pirus-config_input').scrollIntoViewIfNeeded();
-    await shot('nfcore-03-error-message', panel);
+    await shot('03-error-message', panel);
   });
 
   await step('a valid config runs to DONE', async () => {
@@ -142,7 +95,7 @@ try {
     await panel.locator('[data-testid="pirus-newrun-submit"]').click();
     await panel.locator('.jp-pirus-details[data-run-id][data-status="DONE"]').waitFor({ timeout: 180000 });
     await panel.locator('[data-testid="pirus-outputs"] .jp-pirus-file', { hasText: 'samplesheet.csv' }).waitFor();
-    await shot('nfcore-04-run-done', panel);
+    await shot('04-run-done', panel);
   });
 
   await step('the notebook form: sections, the hidden toggle, the errorMessage', async () => {
@@ -177,15 +130,9 @@ try {
     await help.locator('a', { hasText: 'usage docs' }).waitFor();
     await input.fill('my samples.csv');
     await output.locator('.widget-html', { hasText: INPUT_ERROR }).waitFor();
-    await shot('nfcore-05-notebook-form', notebook);
+    await shot('05-notebook-form', notebook);
   });
 
   assert(pageErrors.length === 0, `page errors: ${pageErrors.join('\n')}`);
   console.log('PIRUS:NFCORE-OK');
-  await browser.close();
-} catch (error) {
-  console.error(`step "${stepName}" failed: ${error.stack || error}`);
-  await page.screenshot({ path: join(SHOTS, 'nfcore-failure.png') }).catch(() => undefined);
-  await browser.close();
-  process.exit(1);
-}
+});

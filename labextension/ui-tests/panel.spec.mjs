@@ -16,97 +16,20 @@
  *
  * Exits non-zero at the first failing step (after saving a screenshot of the failure).
  */
-import { existsSync, mkdirSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { basename, join } from 'node:path';
-import { chromium } from 'playwright-core';
 
-const env = name => {
-  const value = process.env[name];
-  if (!value) {
-    console.error(`missing environment variable ${name}`);
-    process.exit(2);
-  }
-  return value;
-};
+import { assert, env, startBrowser } from './harness.mjs';
 
-const URL_ = env('PIRUS_URL').replace(/\/?$/, '/');
-const TOKEN = env('PIRUS_TOKEN');
 const COUNT_PACKAGE = env('PIRUS_COUNT_PACKAGE');
 const SLOW_PACKAGE = env('PIRUS_SLOW_PACKAGE');
 const FASTQ = env('PIRUS_FASTQ');
 const BIG_FILE = env('PIRUS_BIG_FILE');
-const SHOTS = env('PIRUS_SCREENSHOTS');
-const CHROMIUM = process.env.PIRUS_CHROMIUM || '/usr/bin/chromium';
 const SIGNALS = env('PIRUS_SIGNALS');
 const FASTQ_NAME = basename(FASTQ);
 
-mkdirSync(SHOTS, { recursive: true });
-
-const started = Date.now();
-const log = (...args) => console.log(`[${((Date.now() - started) / 1000).toFixed(1).padStart(6)}s]`, ...args);
-
-function assert(condition, message) {
-  if (!condition) {
-    throw new Error(`assertion failed: ${message}`);
-  }
-}
-
-const browser = await chromium.launch({
-  executablePath: CHROMIUM,
-  headless: true,
-  args: [
-    '--headless',
-    '--no-sandbox',
-    '--disable-gpu',
-    '--disable-quic',
-    '--no-first-run',
-    '--disable-background-networking',
-    '--disable-component-update',
-    '--disable-sync',
-    '--disable-dev-shm-usage'
-  ]
-});
-const context = await browser.newContext({
-  viewport: { width: 1440, height: 900 },
-  deviceScaleFactor: 1,
-  permissions: ['clipboard-read', 'clipboard-write']
-});
-const page = await context.newPage();
-page.setDefaultTimeout(30000);
-
-const consoleErrors = [];
-page.on('console', msg => {
-  if (msg.type() === 'error') {
-    consoleErrors.push(msg.text());
-  }
-});
-page.on('pageerror', error =>
-  consoleErrors.push(`page error (during "${stepName}"): ${error.message}\n${(error.stack || '').split('\n').slice(1, 4).join('\n')}`)
-);
-
-let stepName = '';
-async function step(name, fn) {
-  stepName = name;
-  const t0 = Date.now();
-  log(`▶ ${name}`);
-  await fn();
-  log(`✔ ${name} (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
-}
-
-async function shot(name, locator) {
-  const path = join(SHOTS, `${name}.png`);
-  // Let transitions (progress bars, toasts) settle.
-  await page.waitForTimeout(400);
-  if (locator) {
-    await locator.screenshot({ path });
-  } else {
-    await page.screenshot({ path });
-  }
-  log(`  screenshot ${path}`);
-}
-
-const panel = page.locator('#pirus-panel');
-const tab = name => panel.locator(`.jp-pirus-tab[data-tab="${name}"]`);
+const h = await startBrowser({ permissions: ['clipboard-read', 'clipboard-write'], settle: 400 });
+const { page, context, panel, tab, step, shot, log, execute, consoleErrors } = h;
 // JupyterLab's own "Server Connection Error" dialogs may pop up after a server restart, several
 // stacked and some seconds late: clicks that may meet them first dismiss them (topmost first)
 // and are tried again if one appeared in between. Their only button is "Close", a *reject*
@@ -136,10 +59,6 @@ const clickPastDialogs = async (locator, timeout = 30000) => {
     }
   }
 };
-
-async function execute(command, args = {}) {
-  return page.evaluate(([c, a]) => window.jupyterapp.commands.execute(c, a), [command, args]);
-}
 
 async function waitForToast(text, timeout = 30000) {
   const toast = page.locator('.Toastify__toast', { hasText: text }).first();
@@ -174,13 +93,9 @@ async function runStatus() {
   return panel.locator('.jp-pirus-details[data-run-id]').getAttribute('data-status');
 }
 
-try {
+await h.run(async () => {
   await step('open JupyterLab with token auth', async () => {
-    await page.goto(`${URL_}lab?token=${TOKEN}`);
-    await page.waitForFunction(() => window.jupyterapp && document.querySelector('.jp-LabShell'), null, {
-      timeout: 60000
-    });
-    await page.locator('.jp-DirListing').first().waitFor();
+    await h.openLab();
     // The Pirus icon is in the left bar.
     await page.locator('.jp-SideBar.jp-mod-left .lm-TabBar-tab[data-id="pirus-panel"]').waitFor();
     // JupyterLab opens its Launcher (and focuses it) a moment after start: let it, so that it
@@ -621,17 +536,7 @@ try {
   if (pirusErrors.length) {
     throw new Error(`errors in the browser console:\n${pirusErrors.join('\n')}`);
   }
-  log(`all scenarios passed in ${((Date.now() - started) / 1000).toFixed(0)} s; screenshots in ${SHOTS}`);
-  await browser.close();
-  process.exit(0);
-} catch (error) {
-  console.error(`✘ step failed: ${stepName}\n${error?.stack || error}`);
-  try {
-    await page.screenshot({ path: join(SHOTS, 'failure.png') });
-    console.error(`failure screenshot: ${join(SHOTS, 'failure.png')}`);
-  } catch {
-    // the page is gone
-  }
+}, async () => {
   if (consoleErrors.length) {
     console.error(`browser console errors:\n${consoleErrors.slice(-20).join('\n')}`);
   }
@@ -656,6 +561,4 @@ try {
   } catch {
     // the page is gone
   }
-  await browser.close();
-  process.exit(1);
-}
+});

@@ -13,77 +13,14 @@
  *
  * Exits non-zero at the first failing step (after saving polish-failure.png).
  */
-import { mkdirSync } from 'node:fs';
-import { join } from 'node:path';
-import { chromium } from 'playwright-core';
+import { assert, env, startBrowser } from './harness.mjs';
 
-const env = name => {
-  const value = process.env[name];
-  if (!value) {
-    console.error(`missing environment variable ${name}`);
-    process.exit(2);
-  }
-  return value;
-};
-
-const URL_ = env('PIRUS_URL').replace(/\/?$/, '/');
-const TOKEN = env('PIRUS_TOKEN');
 const LONG_NAME = env('PIRUS_LONG_NAME');
 const WAITING_RUN = JSON.parse(env('PIRUS_WAITING_RUN'));
 const FAILED_RUN = env('PIRUS_FAILED_RUN');
-const SHOTS = env('PIRUS_SCREENSHOTS');
-const CHROMIUM = process.env.PIRUS_CHROMIUM || '/usr/bin/chromium';
-mkdirSync(SHOTS, { recursive: true });
 
-const started = Date.now();
-const log = (...args) => console.log(`[${((Date.now() - started) / 1000).toFixed(1).padStart(6)}s]`, ...args);
-
-function assert(condition, message) {
-  if (!condition) {
-    throw new Error(`assertion failed: ${message}`);
-  }
-}
-
-const browser = await chromium.launch({
-  executablePath: CHROMIUM,
-  headless: true,
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
-    '--disable-component-update', '--disable-sync', '--disable-dev-shm-usage']
-});
-const context = await browser.newContext({ viewport: { width: 1440, height: 900 }, deviceScaleFactor: 1 });
-const page = await context.newPage();
-page.setDefaultTimeout(30000);
-
-// Every console error and every failed request of the Pirus API, all session long.
-const consoleErrors = [];
-const failedRequests = [];
-page.on('console', msg => msg.type() === 'error' && consoleErrors.push(msg.text()));
-page.on('response', response => {
-  if (response.status() >= 400 && response.url().includes('/pirus/api/')) {
-    failedRequests.push(`${response.status()} ${response.request().method()} ${response.url()}`);
-  }
-});
-
-let stepName = '';
-async function step(name, fn) {
-  stepName = name;
-  const t0 = Date.now();
-  log(`▶ ${name}`);
-  await fn();
-  log(`✔ ${name} (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
-}
-
-async function shot(name, locator) {
-  const path = join(SHOTS, `polish-${name}.png`);
-  await page.waitForTimeout(300); // let transitions settle (a picture, not an assertion)
-  await (locator ?? page).screenshot({ path });
-  log(`  screenshot ${path}`);
-}
-
-const panel = page.locator('#pirus-panel');
-const tab = name => panel.locator(`.jp-pirus-tab[data-tab="${name}"]`);
-const execute = (command, args = {}) =>
-  page.evaluate(([c, a]) => window.jupyterapp.commands.execute(c, a), [command, args]);
+const h = await startBrowser({ prefix: 'polish-' });
+const { page, panel, tab, step, shot, execute, failedRequests, consoleErrors } = h;
 const pipelineRow = name => panel.locator('.jp-pirus-list-item[data-pipeline-id]', { hasText: name }).first();
 
 /** The panel's elapsed-time format (format.ts formatDuration), for the expected value. */
@@ -92,15 +29,9 @@ function duration(seconds) {
   return s < 60 ? `${s}s` : `${Math.floor(s / 60)}m ${String(s % 60).padStart(2, '0')}s`;
 }
 
-async function openLab() {
-  await page.goto(`${URL_}lab?token=${TOKEN}`);
-  await page.waitForFunction(() => window.jupyterapp && document.querySelector('.jp-LabShell'), null, { timeout: 60000 });
-  await page.locator('.jp-DirListing').first().waitFor();
-}
-
-try {
+await h.run(async () => {
   await step('open JupyterLab and the panel', async () => {
-    await openLab();
+    await h.openLab();
     await execute('pirus:open', { tab: 'pipelines' });
     await panel.locator('.jp-pirus-connection[data-state="open"]').waitFor();
     await pipelineRow(LONG_NAME).waitFor();
@@ -210,19 +141,38 @@ try {
     await panel.locator('[data-testid="pirus-newrun-inputs"]', { hasText: expectChip }).waitFor();
   });
 
+  let width = 0; // the panel's width set by dragging, kept across the reload
+  const panelWidth = () => panel.evaluate(node => node.getBoundingClientRect().width);
+  await step("the panel's width: dragged wider, kept in the state database", async () => {
+    const before = await panelWidth();
+    const handle = page.locator('#jp-main-split-panel > .lm-SplitPanel-handle').first();
+    const box = await handle.boundingBox();
+    assert(box, 'the side area has a split handle');
+    const y = box.y + box.height / 2;
+    await page.mouse.move(box.x + box.width / 2, y);
+    await page.mouse.down();
+    await page.mouse.move(box.x + box.width / 2 + 120, y, { steps: 5 });
+    await page.mouse.up();
+    width = await panelWidth();
+    assert(width > before + 60, `the panel is wider: ${before} -> ${width}`);
+    // saved after the drag ends (debounced), in the workspace on the server (debounced too)
+    const until = Date.now() + 30000;
+    for (;;) {
+      const saved = await h.savedState('pirus-jupyter:panel-width');
+      if (saved && Math.abs(saved.width - width) <= 1) {
+        break;
+      }
+      assert(Date.now() < until, `the width was not saved: ${JSON.stringify(saved)} (${width})`);
+      await page.waitForTimeout(300);
+    }
+  });
+
   await step('the open tab and view survive a reload', async () => {
     await execute('pirus:open-run', { id: Number(FAILED_RUN) });
     await panel.locator(`.jp-pirus-details[data-run-id="${FAILED_RUN}"]`).waitFor();
     // the state database is written on navigation, to the workspace on the server (debounced):
     // wait until it is there before loading the page again
-    const savedView = () =>
-      page.evaluate(async token => {
-        const reply = await fetch(`${location.origin}/lab/api/workspaces/default`, {
-          headers: { Authorization: `token ${token}` },
-          cache: 'no-store'
-        });
-        return reply.ok ? ((await reply.json()).data || {})['pirus-jupyter:panel'] || null : null;
-      }, TOKEN);
+    const savedView = () => h.savedState('pirus-jupyter:panel');
     const until = Date.now() + 30000;
     for (;;) {
       const saved = await savedView();
@@ -233,8 +183,22 @@ try {
       assert(Date.now() < until, `the view was not saved: ${JSON.stringify(saved)}`);
       await page.waitForTimeout(300);
     }
+    // The side area closed before the reload: JupyterLab's own layout then keeps no width
+    // for it (its share is 0), so only the panel's saved width can bring it back.
+    await page.locator('.jp-SideBar.jp-mod-left .lm-TabBar-tab[data-id="pirus-panel"]').click();
+    const closedUntil = Date.now() + 30000;
+    for (;;) {
+      const layout = await h.savedState('layout-restorer:data');
+      if (layout?.left?.collapsed === true) {
+        break;
+      }
+      assert(Date.now() < closedUntil, `the closed side area was not saved: ${JSON.stringify(layout?.left)}`);
+      await page.waitForTimeout(300);
+    }
     await page.reload();
-    await page.waitForFunction(() => window.jupyterapp && document.querySelector('.jp-LabShell'), null, { timeout: 60000 });
+    await h.waitForLab();
+    // JupyterLab restores its layout (the side area closed) after start: open the panel after it
+    await page.evaluate(() => window.jupyterapp.restored);
     await execute('pirus:open');
     await panel
       .locator(`.jp-pirus-details[data-run-id="${FAILED_RUN}"]`)
@@ -247,11 +211,20 @@ try {
           const saved = ((await reply.json()).data || {})['pirus-jupyter:panel'];
           const p = window.pirusJupyter;
           return JSON.stringify({ router: p.router.snapshot(), restored: p.restoredView, saved, url: location.href });
-        }, TOKEN);
+        }, h.token);
         throw new Error(`${error.message}\nafter the reload: ${seen}`);
       });
     await panel.locator('.jp-pirus-tab.jp-mod-current[data-tab="runs"]').waitFor();
     await shot('08-after-reload', panel);
+    // the width came back (lumino may round the handle's position by a pixel or two)
+    await page
+      .waitForFunction(
+        ([w]) => Math.abs(document.querySelector('#pirus-panel').getBoundingClientRect().width - w) <= 3,
+        [width],
+        { timeout: 10000 }
+      )
+      .catch(async () => assert(false, `the width after the reload: ${await panelWidth()}, not ${width}`));
+    await shot('08b-width-after-reload');
   });
 
   await step('the settings are in the Settings Editor', async () => {
@@ -267,13 +240,6 @@ try {
   assert(!failedRequests.length, `Pirus API requests that failed: ${failedRequests.join(', ')}`);
   const pirusErrors = consoleErrors.filter(e => /pirus|404/i.test(e));
   assert(!pirusErrors.length, `errors in the browser console:\n${pirusErrors.join('\n')}`);
-  log(`all scenarios passed in ${((Date.now() - started) / 1000).toFixed(0)} s; screenshots in ${SHOTS}`);
-  await browser.close();
-  process.exit(0);
-} catch (error) {
-  console.error(`✘ step failed: ${stepName}\n${error?.stack || error}`);
-  await page.screenshot({ path: join(SHOTS, 'polish-failure.png') }).catch(() => undefined);
+}, async () => {
   console.error(`failed requests:\n${failedRequests.join('\n')}\nconsole errors:\n${consoleErrors.slice(-20).join('\n')}`);
-  await browser.close();
-  process.exit(1);
-}
+});

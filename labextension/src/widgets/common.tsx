@@ -1,7 +1,7 @@
 /**
  * Small building blocks shared by the panel's views.
  */
-import { nullTranslator, TranslationBundle } from '@jupyterlab/translation';
+import { ITranslator, nullTranslator, TranslationBundle } from '@jupyterlab/translation';
 import { LabIcon } from '@jupyterlab/ui-components';
 import { ISignal } from '@lumino/signaling';
 import React, { useEffect, useReducer, useState } from 'react';
@@ -47,6 +47,8 @@ export interface IPanelContext {
   settings: IPanelSettings;
   /** The panel's strings, translated (JupyterLab's language packs). */
   trans: TranslationBundle;
+  /** JupyterLab's translator, for its own components' strings (the forms' buttons). */
+  translator?: ITranslator;
 }
 
 export const NULL_TRANS: TranslationBundle = nullTranslator.load('pirus_jupyter');
@@ -124,10 +126,12 @@ export function ErrorBanner(props: {
   message: string | null | undefined;
   onDismiss?: () => void;
   title?: string;
+  trans?: TranslationBundle;
 }): JSX.Element | null {
   if (!props.message) {
     return null;
   }
+  const trans = props.trans ?? NULL_TRANS;
   return (
     <div className="jp-pirus-error" role="alert">
       <div className="jp-pirus-error-text">
@@ -138,8 +142,8 @@ export function ErrorBanner(props: {
         <button
           className="jp-pirus-icon-button"
           onClick={props.onDismiss}
-          title="Dismiss"
-          aria-label="Dismiss error"
+          title={trans.__('Dismiss')}
+          aria-label={trans.__('Dismiss error')}
         >
           ×
         </button>

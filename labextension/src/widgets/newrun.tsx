@@ -25,6 +25,7 @@ import { FORM_UI_SCHEMA } from './sections';
 
 export function NewRunForm(props: { ctx: IPanelContext; view: INewRunView }): JSX.Element {
   const { ctx, view } = props;
+  const { trans } = ctx;
   useSignal(ctx.model.changed);
   const ready = ctx.model.readyPipelines();
   const [pipelineId, setPipelineId] = useState<number | undefined>(view.pipelineId);
@@ -121,7 +122,7 @@ export function NewRunForm(props: { ctx: IPanelContext; view: INewRunView }): JS
 
   const submit = async () => {
     if (pipelineId === undefined) {
-      setError('Choose a pipeline first.');
+      setError(trans.__('Choose a pipeline first.'));
       return;
     }
     setSubmitting(true);
@@ -137,7 +138,7 @@ export function NewRunForm(props: { ctx: IPanelContext; view: INewRunView }): JS
       if (e instanceof PirusRequestError && e.fieldErrors.length) {
         setFieldErrors(e.fieldErrors);
         setExtraErrors(errorSchemaFromDetails(e.fieldErrors));
-        setError('The configuration is not valid: see the fields marked below.');
+        setError(trans.__('The configuration is not valid: see the fields marked below.'));
       } else {
         setError(errorMessage(e));
       }
@@ -148,18 +149,18 @@ export function NewRunForm(props: { ctx: IPanelContext; view: INewRunView }): JS
 
   if (!ready.length && ctx.model.loaded) {
     return (
-      <EmptyState title="No pipeline is ready">
-        <p>Install a pipeline first: upload its package in the Uploads tab.</p>
-        <ActionButton label="Go to uploads" icon={addIcon} onClick={() => ctx.router.setTab('uploads')} />
+      <EmptyState title={trans.__('No pipeline is ready')}>
+        <p>{trans.__('Install a pipeline first: upload its package in the Uploads tab.')}</p>
+        <ActionButton label={trans.__('Go to uploads')} icon={addIcon} onClick={() => ctx.router.setTab('uploads')} />
       </EmptyState>
     );
   }
 
   return (
-    <div className="jp-pirus-details jp-pirus-newrun" role="form" aria-label="New run">
-      <h2 className="jp-pirus-details-title">{view.rerunOf ? `Re-run #${view.rerunOf}` : 'New run'}</h2>
+    <div className="jp-pirus-details jp-pirus-newrun" role="form" aria-label={trans.__('New run')}>
+      <h2 className="jp-pirus-details-title">{view.rerunOf ? trans.__('Re-run #%1', view.rerunOf) : trans.__('New run')}</h2>
       <label className="jp-pirus-block-field">
-        <span>Pipeline</span>
+        <span>{trans.__('Pipeline')}</span>
         <select
           className="jp-pirus-select"
           value={pipelineId ?? ''}
@@ -172,7 +173,7 @@ export function NewRunForm(props: { ctx: IPanelContext; view: INewRunView }): JS
         >
           {pipelineId !== undefined && !ready.some(p => p.id === pipelineId) ? (
             <option value={pipelineId}>
-              {pipeline ? `${pipeline.name} ${pipeline.version ?? ''} (${pipeline.status})` : `#${pipelineId} (not installed)`}
+              {pipeline ? `${pipeline.name} ${pipeline.version ?? ''} (${pipeline.status})` : trans.__('#%1 (not installed)', pipelineId)}
             </option>
           ) : null}
           {ready.map(p => (
@@ -185,16 +186,16 @@ export function NewRunForm(props: { ctx: IPanelContext; view: INewRunView }): JS
       {pipeline?.description ? <p className="jp-pirus-muted">{pipeline.description}</p> : null}
 
       <fieldset className="jp-pirus-fieldset">
-        <legend>Inputs</legend>
+        <legend>{trans.__('Inputs')}</legend>
         {inputs.length ? (
-          <ul className="jp-pirus-chips" aria-label="Selected inputs" data-testid="pirus-newrun-inputs">
+          <ul className="jp-pirus-chips" aria-label={trans.__('Selected inputs')} data-testid="pirus-newrun-inputs">
             {inputs.map(path => (
               <li key={path} className="jp-pirus-chip" title={path}>
                 <span>{baseName(path)}</span>
                 <button
                   type="button"
                   className="jp-pirus-icon-button"
-                  aria-label={`Remove input ${path}`}
+                  aria-label={trans.__('Remove input %1', path)}
                   onClick={() => setInputs(current => current.filter(p => p !== path))}
                 >
                   <closeIcon.react tag="span" />
@@ -203,12 +204,12 @@ export function NewRunForm(props: { ctx: IPanelContext; view: INewRunView }): JS
             ))}
           </ul>
         ) : (
-          <p className="jp-pirus-muted">No input selected.</p>
+          <p className="jp-pirus-muted">{trans.__('No input selected.')}</p>
         )}
         {skipped.length ? (
           <div className="jp-pirus-skipped" data-testid="pirus-newrun-skipped">
             <span className="jp-pirus-muted">
-              Not accepted by {pipeline?.name ?? 'this pipeline'}:{' '}
+              {pipeline ? trans.__('Not accepted by %1:', pipeline.name) : trans.__('Not accepted by this pipeline:')}{' '}
               {skipped.map(path => (
                 <span key={path} className="jp-pirus-skipped-file" title={path}>
                   {baseName(path)}{' '}
@@ -223,20 +224,20 @@ export function NewRunForm(props: { ctx: IPanelContext; view: INewRunView }): JS
                 setSkipped([]);
               }}
             >
-              Add anyway
+              {trans.__('Add anyway')}
             </button>
           </div>
         ) : null}
         <div className="jp-pirus-toolbar jp-pirus-toolbar-wrap">
           <ActionButton
-            label="Add file browser selection"
+            label={trans.__('Add file browser selection')}
             icon={addIcon}
             onClick={() => {
               const selected = ctx.host.selectedFiles();
               if (selected.length) {
                 addInputs(selected);
               } else {
-                setError('Select files in the file browser first.');
+                setError(trans.__('Select files in the file browser first.'));
               }
             }}
           />
@@ -246,11 +247,11 @@ export function NewRunForm(props: { ctx: IPanelContext; view: INewRunView }): JS
             <select
               className="jp-pirus-select"
               value={picked}
-              aria-label="Uploaded input files"
+              aria-label={trans.__('Uploaded input files')}
               data-testid="pirus-newrun-file-picker"
               onChange={e => setPicked(e.currentTarget.value)}
             >
-              <option value="">Uploaded files…</option>
+              <option value="">{trans.__('Uploaded files…')}</option>
               {files.map(f => (
                 <option key={f.id} value={f.path}>
                   {f.name}
@@ -267,7 +268,7 @@ export function NewRunForm(props: { ctx: IPanelContext; view: INewRunView }): JS
                 setPicked('');
               }}
             >
-              Add
+              {trans.__('Add')}
             </button>
           </div>
         ) : null}
@@ -275,8 +276,8 @@ export function NewRunForm(props: { ctx: IPanelContext; view: INewRunView }): JS
           <input
             className="jp-pirus-input"
             type="text"
-            placeholder="or a path under the Jupyter root"
-            aria-label="Input path"
+            placeholder={trans.__('or a path under the Jupyter root')}
+            aria-label={trans.__('Input path')}
             value={typedPath}
             onChange={e => setTypedPath(e.currentTarget.value)}
             onKeyDown={e => {
@@ -296,29 +297,30 @@ export function NewRunForm(props: { ctx: IPanelContext; view: INewRunView }): JS
               setTypedPath('');
             }}
           >
-            Add
+            {trans.__('Add')}
           </button>
         </div>
       </fieldset>
 
       <label className="jp-pirus-block-field">
-        <span>Run name</span>
+        <span>{trans.__('Run name')}</span>
         <input
           className="jp-pirus-input"
           type="text"
           value={name}
-          placeholder={pipeline ? `${pipeline.name} run` : 'optional'}
+          placeholder={pipeline ? trans.__('%1 run', pipeline.name) : trans.__('optional')}
           data-testid="pirus-newrun-name"
           onChange={e => setName(e.currentTarget.value)}
         />
       </label>
 
       <fieldset className="jp-pirus-fieldset">
-        <legend>Settings</legend>
-        <ErrorBanner message={schemaError} title="Cannot load the form" />
+        <legend>{trans.__('Settings')}</legend>
+        <ErrorBanner message={schemaError} title={trans.__('Cannot load the form')} trans={trans} />
         {schema && hasFields(schema) ? (
           <div className="jp-pirus-form" data-testid="pirus-newrun-form">
             <FormComponent
+              translator={ctx.translator}
               schema={drawn || schema}
               uiSchema={FORM_UI_SCHEMA}
               formData={formData as any}
@@ -344,16 +346,17 @@ export function NewRunForm(props: { ctx: IPanelContext; view: INewRunView }): JS
               noValidate
               onSubmit={() => void submit()}
               idPrefix="pirus-config"
+              formContext={{ trans }}
             />
           </div>
         ) : schema ? (
-          <p className="jp-pirus-muted">This pipeline has no settings.</p>
+          <p className="jp-pirus-muted">{trans.__('This pipeline has no settings.')}</p>
         ) : pipelineId !== undefined && !schemaError ? (
-          <p className="jp-pirus-muted">Loading the form…</p>
+          <p className="jp-pirus-muted">{trans.__('Loading the form…')}</p>
         ) : null}
       </fieldset>
 
-      <ErrorBanner message={error} onDismiss={() => setError(null)} />
+      <ErrorBanner message={error} onDismiss={() => setError(null)} trans={trans} />
       {unplaced.length ? (
         <ul className="jp-pirus-error-list" role="alert">
           {unplaced.map((f, i) => (
@@ -372,10 +375,10 @@ export function NewRunForm(props: { ctx: IPanelContext; view: INewRunView }): JS
           data-testid="pirus-newrun-submit"
         >
           <runIcon.react tag="span" className="jp-pirus-button-glyph" />
-          <span>{submitting ? 'Starting…' : 'Start run'}</span>
+          <span>{submitting ? trans.__('Starting…') : trans.__('Start run')}</span>
         </button>
         <button type="button" className="jp-pirus-button" onClick={() => ctx.router.back()}>
-          Cancel
+          {trans.__('Cancel')}
         </button>
       </div>
     </div>

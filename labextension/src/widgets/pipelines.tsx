@@ -64,18 +64,22 @@ export function PipelineIcon(props: { api: PirusAPI; pipeline: IPipeline; size?:
   );
 }
 
-function installProgress(p: IPipeline): JSX.Element | null {
+function installProgress(p: IPipeline, trans: IPanelContext['trans']): JSX.Element | null {
   if (p.status === 'UPLOADING') {
     const fraction = p.size ? Math.min(1, (p.upload_offset || 0) / p.size) : null;
     return (
       <ProgressBar
         fraction={fraction}
-        label={`uploading ${formatBytes(p.upload_offset || 0)}${p.size ? ' / ' + formatBytes(p.size) : ''}`}
+        label={
+          p.size
+            ? trans.__('uploading %1 / %2', formatBytes(p.upload_offset || 0), formatBytes(p.size))
+            : trans.__('uploading %1', formatBytes(p.upload_offset || 0))
+        }
       />
     );
   }
   if (p.status === 'INSTALLING') {
-    return <ProgressBar fraction={null} label="installing into LXD…" />;
+    return <ProgressBar fraction={null} label={trans.__('installing into LXD…')} />;
   }
   return null;
 }
@@ -111,7 +115,7 @@ function ClearFailed(props: { ctx: IPanelContext; count: number }): JSX.Element 
         onClick={() => void clear()}
         testId="pirus-clear-failed"
       />
-      <ErrorBanner message={action.error} onDismiss={() => action.setError(null)} />
+      <ErrorBanner message={action.error} onDismiss={() => action.setError(null)} trans={trans} />
     </div>
   );
 }
@@ -127,7 +131,7 @@ export function PipelineList(props: { ctx: IPanelContext }): JSX.Element {
       <EmptyState title={ctx.model.loaded ? trans.__('No pipeline installed') : trans.__('Loading pipelines…')} icon={pipelineIcon}>
         {ctx.model.loaded ? (
           <>
-            <p>Upload a pipeline package (a .tar.gz built with the Pirus builder) to install it.</p>
+            <p>{trans.__('Upload a pipeline package (a .tar.gz built with the Pirus builder) to install it.')}</p>
             <ActionButton label={trans.__('Upload a pipeline')} icon={addIcon} onClick={() => ctx.router.setTab('uploads')} />
           </>
         ) : null}
@@ -143,7 +147,7 @@ export function PipelineList(props: { ctx: IPanelContext }): JSX.Element {
           <button
             className="jp-pirus-row"
             onClick={() => ctx.router.show({ kind: 'pipeline', id: p.id })}
-            aria-label={`Pipeline ${p.name} ${p.version ?? ''}, ${p.status}`}
+            aria-label={trans.__('Pipeline %1 %2, %3', p.name, p.version ?? '', p.status)}
           >
             <PipelineIcon api={ctx.api} pipeline={p} />
             <span className="jp-pirus-row-main">
@@ -164,7 +168,7 @@ export function PipelineList(props: { ctx: IPanelContext }): JSX.Element {
                   {p.error}
                 </span>
               ) : null}
-              {installProgress(p)}
+              {installProgress(p, trans)}
             </span>
           </button>
         </li>
@@ -268,9 +272,9 @@ export function PipelineDetails(props: { ctx: IPanelContext; id: number }): JSX.
           <StatusBadge status={pipeline.status} />
         </div>
       </div>
-      {installProgress(pipeline)}
+      {installProgress(pipeline, trans)}
       <ErrorBanner message={pipeline.status === 'ERROR' ? pipeline.error : null} title={trans.__('Installation failed')} />
-      <ErrorBanner message={action.error} onDismiss={() => action.setError(null)} />
+      <ErrorBanner message={action.error} onDismiss={() => action.setError(null)} trans={trans} />
       <div className="jp-pirus-toolbar">
         <ActionButton
           label={trans.__('New run')}
@@ -342,6 +346,7 @@ export function PipelineDetails(props: { ctx: IPanelContext; id: number }): JSX.
           {schema && hasFields(schema) ? (
             <div className="jp-pirus-form jp-pirus-form-preview">
               <FormComponent
+                translator={ctx.translator}
                 schema={schema}
                 formData={{}}
                 onChange={() => undefined}
@@ -353,7 +358,7 @@ export function PipelineDetails(props: { ctx: IPanelContext; id: number }): JSX.
               />
             </div>
           ) : schema ? (
-            <p className="jp-pirus-muted">This pipeline has no settings.</p>
+            <p className="jp-pirus-muted">{trans.__('This pipeline has no settings.')}</p>
           ) : null}
         </section>
       ) : null}

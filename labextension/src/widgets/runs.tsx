@@ -44,10 +44,10 @@ import {
   useSignal
 } from './common';
 
-const FILTER_LABELS: Record<string, string> = {
-  all: 'All runs',
-  active: 'Active (not finished)',
-  final: 'Finished'
+const FILTER_LABELS: Record<string, (trans: IPanelContext['trans']) => string> = {
+  all: trans => trans.__('All runs'),
+  active: trans => trans.__('Active (not finished)'),
+  final: trans => trans.__('Finished')
 };
 
 export function RunList(props: {
@@ -77,7 +77,7 @@ export function RunList(props: {
           >
             {(['all', 'active', 'final'] as const).map(f => (
               <option key={f} value={f}>
-                {FILTER_LABELS[f]}
+                {FILTER_LABELS[f](trans)}
               </option>
             ))}
             {RUN_STATUSES.map(s => (
@@ -99,11 +99,19 @@ export function RunList(props: {
       {!runs.length ? (
         <EmptyState
           title={
-            !ctx.model.loaded ? 'Loading runs…' : total ? 'No run matches this filter' : 'No run yet'
+            !ctx.model.loaded
+              ? trans.__('Loading runs…')
+              : total
+                ? trans.__('No run matches this filter')
+                : trans.__('No run yet')
           }
         >
           {ctx.model.loaded && !total ? (
-            <p>Start one with “New run”, or right-click files in the file browser and choose “Run Pirus pipeline on selected files”.</p>
+            <p>
+              {trans.__(
+                'Start one with “New run”, or right-click files in the file browser and choose “Run Pirus pipeline on selected files”.'
+              )}
+            </p>
           ) : null}
         </EmptyState>
       ) : (
@@ -113,7 +121,7 @@ export function RunList(props: {
               <button
                 className="jp-pirus-row"
                 onClick={() => ctx.router.show({ kind: 'run', id: run.id })}
-                aria-label={`Run ${run.name}, ${run.status}`}
+                aria-label={trans.__('Run %1, %2', run.name, run.status)}
               >
                 <span className="jp-pirus-row-main">
                   <span className="jp-pirus-row-title">
@@ -124,8 +132,8 @@ export function RunList(props: {
                   </span>
                   <span className="jp-pirus-row-sub">
                     #{run.id} · {run.pipeline_name} {run.pipeline_version ?? ''}
-                    {run.location ? <span className="jp-pirus-location"> · on {run.location}</span> : null}
-                    {run.origin === 'tes' ? <span className="jp-pirus-origin" title="Made through the GA4GH TES endpoint"> · TES task</span> : null}
+                    {run.location ? <span className="jp-pirus-location"> · {trans.__('on %1', run.location)}</span> : null}
+                    {run.origin === 'tes' ? <span className="jp-pirus-origin" title={trans.__('Made through the GA4GH TES endpoint')}> · {trans.__('TES task')}</span> : null}
                     <span className="jp-pirus-elapsed">{elapsedLabel(run, now)}</span>
                   </span>
                   <ProgressBar
@@ -150,8 +158,9 @@ export function RunList(props: {
 
 function FileList(props: { ctx: IPanelContext; files: IRunFile[]; label: string; testId: string }): JSX.Element {
   const { ctx, files } = props;
+  const { trans } = ctx;
   if (!files.length) {
-    return <p className="jp-pirus-muted">None.</p>;
+    return <p className="jp-pirus-muted">{trans.__('None.')}</p>;
   }
   return (
     <ul className="jp-pirus-list jp-pirus-files" aria-label={props.label} data-testid={props.testId}>
@@ -167,7 +176,7 @@ function FileList(props: { ctx: IPanelContext; files: IRunFile[]; label: string;
           <span className="jp-pirus-muted">{formatBytes(f.size)}</span>
           <span className="jp-pirus-spacer" />
           <ActionButton
-            label={`Show ${f.name} in the file browser`}
+            label={trans.__('Show %1 in the file browser', f.name)}
             icon={folderIcon}
             iconOnly
             onClick={() => ctx.host.showInFileBrowser(dirName(f.path))}
@@ -181,22 +190,23 @@ function FileList(props: { ctx: IPanelContext; files: IRunFile[]; label: string;
 /** "Reused from #N" (a link to it), or why a run asked to reuse ran instead. */
 function ReuseNote(props: { ctx: IPanelContext; run: IRun }): JSX.Element | null {
   const { ctx, run } = props;
+  const { trans } = ctx;
   if (run.reused_from !== null && run.reused_from !== undefined) {
     const from = run.reused_from;
     return (
       <p className="jp-pirus-muted jp-pirus-reuse" data-testid="pirus-run-reused-from">
-        Reused from{' '}
+        {trans.__('Reused from')}{' '}
         <button className="jp-pirus-link" onClick={() => ctx.router.show({ kind: 'run', id: from })}>
-          run #{from}
+          {trans.__('run #%1', from)}
         </button>{' '}
-        (same image, config, inputs and databases): no container ran.
+        {trans.__('(same image, config, inputs and databases): no container ran.')}
       </p>
     );
   }
   if (run.reuse_miss) {
     return (
       <p className="jp-pirus-muted jp-pirus-reuse" data-testid="pirus-run-reuse-miss">
-        Not reused: {run.reuse_miss.message}
+        {trans.__('Not reused: %1', run.reuse_miss.message)}
       </p>
     );
   }
@@ -260,24 +270,24 @@ function LineageView(props: { ctx: IPanelContext; run: IRun }): JSX.Element | nu
   const into = lineage.edges.filter(e => e.from === run.id);
   return (
     <section className="jp-pirus-section" data-testid="pirus-run-lineage">
-      <h3>Lineage</h3>
+      <h3>{ctx.trans.__('Lineage')}</h3>
       {picture ? (
         <img
           className="jp-pirus-lineage"
           data-testid="pirus-run-lineage-graph"
           src={picture}
-          alt={`Lineage of run ${run.id}`}
+          alt={ctx.trans.__('Lineage of run %1', run.id)}
         />
       ) : null}
       {from.length ? (
         <>
-          <p className="jp-pirus-muted">Made from the outputs of</p>
+          <p className="jp-pirus-muted">{ctx.trans.__('Made from the outputs of')}</p>
           <ul className="jp-pirus-list">{from.map(e => link(e.from, e.files))}</ul>
         </>
       ) : null}
       {into.length ? (
         <>
-          <p className="jp-pirus-muted">Its outputs fed</p>
+          <p className="jp-pirus-muted">{ctx.trans.__('Its outputs fed')}</p>
           <ul className="jp-pirus-list">{into.map(e => link(e.to, e.files))}</ul>
         </>
       ) : null}
@@ -356,8 +366,8 @@ function LogTail(props: { ctx: IPanelContext; run: IRun }): JSX.Element {
   return (
     <section className="jp-pirus-section">
       <div className="jp-pirus-section-head">
-        <h3>Log{active ? ' (live)' : ''}</h3>
-        <div className="jp-pirus-segmented" role="tablist" aria-label="Log stream">
+        <h3>{active ? ctx.trans.__('Log (live)') : ctx.trans.__('Log')}</h3>
+        <div className="jp-pirus-segmented" role="tablist" aria-label={ctx.trans.__('Log stream')}>
           {(['out', 'err'] as const).map(w => (
             <button
               key={w}
@@ -371,25 +381,26 @@ function LogTail(props: { ctx: IPanelContext; run: IRun }): JSX.Element {
           ))}
         </div>
       </div>
-      <ErrorBanner message={error} />
+      <ErrorBanner message={error} trans={ctx.trans} />
       <pre
         ref={pre}
         className="jp-pirus-log"
         tabIndex={0}
-        aria-label={`Last lines of ${which === 'out' ? 'standard output' : 'standard error'}`}
+        aria-label={which === 'out' ? ctx.trans.__('Last lines of standard output') : ctx.trans.__('Last lines of standard error')}
         data-testid="pirus-log"
         onScroll={e => {
           const el = e.currentTarget;
           stick.current = el.scrollTop + el.clientHeight >= el.scrollHeight - 8;
         }}
       >
-        {text || (which === null ? 'Loading…' : active ? 'Waiting for output…' : '(empty)')}
+        {text || (which === null ? ctx.trans.__('Loading…') : active ? ctx.trans.__('Waiting for output…') : ctx.trans.__('(empty)'))}
       </pre>
     </section>
   );
 }
 
-function Metrics(props: { run: IRun }): JSX.Element | null {
+function Metrics(props: { run: IRun; trans: IPanelContext['trans'] }): JSX.Element | null {
+  const { trans } = props;
   const m = props.run.metrics;
   if (!m) {
     return null;
@@ -397,11 +408,11 @@ function Metrics(props: { run: IRun }): JSX.Element | null {
   const phases = m.phases && typeof m.phases === 'object' ? Object.entries(m.phases) : [];
   return (
     <section className="jp-pirus-section">
-      <h3>Metrics</h3>
+      <h3>{trans.__('Metrics')}</h3>
       <dl className="jp-pirus-fields" data-testid="pirus-metrics">
-        <Field label="Wall time">{formatDuration(m.wall_seconds)}</Field>
-        <Field label="CPU time">{typeof m.cpu_seconds === 'number' ? `${m.cpu_seconds.toFixed(2)} s` : null}</Field>
-        <Field label="Peak memory">{formatBytes(m.memory_peak_bytes)}</Field>
+        <Field label={trans.__('Wall time')}>{formatDuration(m.wall_seconds)}</Field>
+        <Field label={trans.__('CPU time')}>{typeof m.cpu_seconds === 'number' ? `${m.cpu_seconds.toFixed(2)} s` : null}</Field>
+        <Field label={trans.__('Peak memory')}>{formatBytes(m.memory_peak_bytes)}</Field>
         {phases.map(([phase, seconds]) => (
           <Field key={phase} label={phase}>
             {typeof seconds === 'number' ? `${seconds.toFixed(1)} s` : String(seconds)}
@@ -412,10 +423,10 @@ function Metrics(props: { run: IRun }): JSX.Element | null {
   );
 }
 
-function ConfigView(props: { config: Record<string, unknown> | null }): JSX.Element {
+function ConfigView(props: { config: Record<string, unknown> | null; trans: IPanelContext['trans'] }): JSX.Element {
   const entries = Object.entries(props.config || {});
   if (!entries.length) {
-    return <p className="jp-pirus-muted">Defaults (no setting).</p>;
+    return <p className="jp-pirus-muted">{props.trans.__('Defaults (no setting).')}</p>;
   }
   return (
     <dl className="jp-pirus-fields jp-pirus-config" data-testid="pirus-config">
@@ -464,9 +475,9 @@ export function RunDetails(props: { ctx: IPanelContext; id: number }): JSX.Eleme
     });
   const remove = async () => {
     const ok = await ctx.host.confirm(
-      'Delete run',
-      `Delete run #${run.id} “${run.name}” and its folder (inputs, outputs, logs)?`,
-      'Delete',
+      trans.__('Delete run'),
+      trans.__('Delete run #%1 “%2” and its folder (inputs, outputs, logs)?', run.id, run.name),
+      trans.__('Delete'),
       true
     );
     if (ok && (await action.run('delete', () => ctx.api.deleteRun(id)))) {
@@ -476,7 +487,12 @@ export function RunDetails(props: { ctx: IPanelContext; id: number }): JSX.Eleme
   };
   const code = runCode(specFromRun(run));
   const cancel = async () => {
-    const ok = await ctx.host.confirm('Cancel run', `Cancel run #${run.id} “${run.name}”?`, 'Cancel run', true);
+    const ok = await ctx.host.confirm(
+      trans.__('Cancel run'),
+      trans.__('Cancel run #%1 “%2”?', run.id, run.name),
+      trans.__('Cancel run'),
+      true
+    );
     if (ok) {
       act('cancel');
     }
@@ -496,17 +512,17 @@ export function RunDetails(props: { ctx: IPanelContext; id: number }): JSX.Eleme
               <span
                 className="jp-pirus-status jp-pirus-status-muted jp-pirus-reused"
                 data-testid="pirus-run-reused"
-                title={`No container ran: the outputs are those of run #${run.reused_from}, an identical run`}
+                title={trans.__('No container ran: the outputs are those of run #%1, an identical run', run.reused_from)}
               >
-                reused
+                {trans.__('reused')}
               </span>
             </>
           ) : null}
           <span className="jp-pirus-muted">
             {' '}
             #{run.id} · {run.pipeline_name} {run.pipeline_version ?? ''}
-            {run.location ? <span className="jp-pirus-location"> · on cluster member {run.location}</span> : null}
-            {run.origin === 'tes' ? <span className="jp-pirus-origin"> · GA4GH TES task</span> : null}
+            {run.location ? <span className="jp-pirus-location"> · {trans.__('on cluster member %1', run.location)}</span> : null}
+            {run.origin === 'tes' ? <span className="jp-pirus-origin"> · {trans.__('GA4GH TES task')}</span> : null}
           </span>
         </div>
       </div>
@@ -515,8 +531,8 @@ export function RunDetails(props: { ctx: IPanelContext; id: number }): JSX.Eleme
         tone={statusTone(run.status)}
         label={[progressLabel(run.progress, run.status), elapsedLabel(run, now)].filter(Boolean).join(' · ')}
       />
-      <ErrorBanner message={run.error} title={run.status === 'ERROR' ? 'Run failed' : undefined} />
-      <ErrorBanner message={action.error} onDismiss={() => action.setError(null)} />
+      <ErrorBanner message={run.error} title={run.status === 'ERROR' ? trans.__('Run failed') : undefined} />
+      <ErrorBanner message={action.error} onDismiss={() => action.setError(null)} trans={trans} />
       <ReuseNote ctx={ctx} run={run} />
       <div className="jp-pirus-toolbar jp-pirus-toolbar-wrap">
         {allowed.has('pause') ? (
@@ -565,7 +581,7 @@ export function RunDetails(props: { ctx: IPanelContext; id: number }): JSX.Eleme
           icon={copyIcon}
           onClick={() => {
             ctx.host.copyToClipboard(code);
-            ctx.host.notify('Notebook code copied to the clipboard', 'info');
+            ctx.host.notify(trans.__('Notebook code copied to the clipboard'), 'info');
           }}
           testId="pirus-run-copy-code"
         />
@@ -584,7 +600,7 @@ export function RunDetails(props: { ctx: IPanelContext; id: number }): JSX.Eleme
       </dl>
       <section className="jp-pirus-section">
         <h3>{trans.__('Configuration')}</h3>
-        <ConfigView config={run.config} />
+        <ConfigView config={run.config} trans={trans} />
       </section>
       <section className="jp-pirus-section">
         <h3>{trans.__('Inputs')}</h3>
@@ -603,7 +619,7 @@ export function RunDetails(props: { ctx: IPanelContext; id: number }): JSX.Eleme
         )}
       </section>
       <LogTail ctx={ctx} run={run} />
-      <Metrics run={run} />
+      <Metrics run={run} trans={trans} />
       <LineageView ctx={ctx} run={run} />
       <details className="jp-pirus-section jp-pirus-code">
         <summary>{trans.__('Notebook code')}</summary>

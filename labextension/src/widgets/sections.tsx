@@ -10,13 +10,16 @@ import { ObjectFieldTemplateProps } from '@rjsf/utils';
 import React, { useEffect, useState } from 'react';
 
 import { formGroups, hiddenProperties } from '../forms';
+import { NULL_TRANS } from './common';
 
 const sanitizer = new Sanitizer();
 
-function HelpText(props: { html: string }): JSX.Element {
+type Trans = typeof NULL_TRANS;
+
+function HelpText(props: { html: string; trans: Trans }): JSX.Element {
   return (
     <details className="jp-pirus-form-help">
-      <summary>Help</summary>
+      <summary>{props.trans.__('Help')}</summary>
       <div dangerouslySetInnerHTML={{ __html: sanitizer.sanitize(props.html) }} />
     </details>
   );
@@ -24,6 +27,8 @@ function HelpText(props: { html: string }): JSX.Element {
 
 export function SectionsTemplate(props: ObjectFieldTemplateProps): JSX.Element {
   const [showHidden, setShowHidden] = useState(false);
+  // the panel's translator, passed by the form as its formContext
+  const trans: Trans = (props.registry?.formContext as { trans?: Trans } | undefined)?.trans ?? NULL_TRANS;
   const schema = props.schema as Record<string, any>;
   const groups = formGroups(schema);
   const hidden = new Set(hiddenProperties(schema));
@@ -51,7 +56,7 @@ export function SectionsTemplate(props: ObjectFieldTemplateProps): JSX.Element {
     return (
       <div key={name} className="jp-pirus-form-field" data-property={name}>
         {prop.content}
-        {typeof help === 'string' && help ? <HelpText html={help} /> : null}
+        {typeof help === 'string' && help ? <HelpText html={help} trans={trans} /> : null}
       </div>
     );
   };
@@ -71,7 +76,7 @@ export function SectionsTemplate(props: ObjectFieldTemplateProps): JSX.Element {
           <section key={group.id} className="jp-pirus-form-section" data-group={group.id} aria-label={group.title}>
             <h4 className="jp-pirus-form-section-title">{group.title}</h4>
             {group.description ? <p className="jp-pirus-muted">{group.description}</p> : null}
-            {group.help_html ? <HelpText html={group.help_html} /> : null}
+            {group.help_html ? <HelpText html={group.help_html} trans={trans} /> : null}
             {shown.map(field)}
           </section>
         );
@@ -87,7 +92,7 @@ export function SectionsTemplate(props: ObjectFieldTemplateProps): JSX.Element {
               setRevealed([]);
             }}
           />
-          <span>Show hidden parameters ({hidden.size})</span>
+          <span>{trans.__('Show hidden parameters (%1)', hidden.size)}</span>
         </label>
       ) : null}
     </div>

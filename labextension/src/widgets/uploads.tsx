@@ -15,41 +15,46 @@ import { formatBytes } from '../format';
 import { IUploadItem, UploadKind } from '../uploads';
 import { ActionButton, ErrorBanner, IPanelContext, ProgressBar, useSignal } from './common';
 
+type Trans = IPanelContext['trans'];
+
 type KindChoice = 'auto' | UploadKind;
 
-function itemLabel(item: IUploadItem, pipeline?: IPipeline, pipelineGone?: boolean): string {
+function itemLabel(trans: Trans, item: IUploadItem, pipeline?: IPipeline, pipelineGone?: boolean): string {
   const size = item.size ?? 0;
-  const sent = `${formatBytes(item.sent)} / ${formatBytes(size)}`;
+  const sent = trans.__('%1 / %2', formatBytes(item.sent), formatBytes(size));
   switch (item.state) {
     case 'done':
       if (item.kind === 'pipeline') {
         if (pipeline?.status === 'READY') {
-          return `installed: ${pipeline.name} ${pipeline.version ?? ''}`;
+          return trans.__('installed: %1 %2', pipeline.name, pipeline.version ?? '');
         }
         if (pipeline?.status === 'ERROR') {
-          return 'uploaded, but the installation failed';
+          return trans.__('uploaded, but the installation failed');
         }
         if (pipelineGone) {
-          return 'uploaded (the pipeline was uninstalled since)';
+          return trans.__('uploaded (the pipeline was uninstalled since)');
         }
-        return 'uploaded: installing…';
+        return trans.__('uploaded: installing…');
       }
-      return `uploaded (${formatBytes(size)})${item.filePath ? ` to ${item.filePath}` : ''}`;
+      return item.filePath
+        ? trans.__('uploaded (%1) to %2', formatBytes(size), item.filePath)
+        : trans.__('uploaded (%1)', formatBytes(size));
     case 'paused':
-      return `paused at ${sent}`;
+      return trans.__('paused at %1', sent);
     case 'error':
-      return `failed at ${sent}`;
+      return trans.__('failed at %1', sent);
     case 'interrupted':
-      return `interrupted at ${sent}`;
+      return trans.__('interrupted at %1', sent);
     case 'starting':
-      return 'starting…';
+      return trans.__('starting…');
     default:
-      return `${sent}${item.resumed ? ' (resumed)' : ''}`;
+      return item.resumed ? trans.__('%1 (resumed)', sent) : sent;
   }
 }
 
 function UploadRow(props: { ctx: IPanelContext; item: IUploadItem; onResumeInterrupted: () => void }): JSX.Element {
   const { ctx, item } = props;
+  const { trans } = ctx;
   const pipeline = item.pipelineId !== null ? ctx.model.pipelines.get(item.pipelineId) : undefined;
   const installFailed = pipeline?.status === 'ERROR';
   const pipelineGone = item.pipelineId !== null && !pipeline && ctx.model.loaded;
@@ -68,43 +73,45 @@ function UploadRow(props: { ctx: IPanelContext; item: IUploadItem; onResumeInter
         <span className="jp-pirus-name" title={item.filename}>
           {item.filename}
         </span>
-        <span className={`jp-pirus-kind jp-pirus-kind-${item.kind}`}>{item.kind}</span>
+        <span className={`jp-pirus-kind jp-pirus-kind-${item.kind}`}>
+          {item.kind === 'pipeline' ? trans.__('pipeline') : trans.__('input')}
+        </span>
         <span className="jp-pirus-spacer" />
         {item.state === 'uploading' || item.state === 'starting' ? (
           <button className="jp-pirus-button jp-pirus-button-small" onClick={() => ctx.uploads.pause(item.key)}>
-            Pause
+            {trans.__('Pause')}
           </button>
         ) : null}
         {item.state === 'paused' || item.state === 'error' ? (
           <button className="jp-pirus-button jp-pirus-button-small" onClick={() => ctx.uploads.resume(item.key)}>
-            {item.state === 'error' ? 'Retry' : 'Resume'}
+            {item.state === 'error' ? trans.__('Retry') : trans.__('Resume')}
           </button>
         ) : null}
         {item.state === 'interrupted' ? (
           <button className="jp-pirus-button jp-pirus-button-small" onClick={props.onResumeInterrupted}>
-            Choose file…
+            {trans.__('Choose file…')}
           </button>
         ) : null}
         {item.state !== 'done' ? (
           <ActionButton
-            label={`Cancel upload of ${item.filename}`}
+            label={trans.__('Cancel upload of %1', item.filename)}
             icon={closeIcon}
             iconOnly
             onClick={() => void ctx.uploads.cancel(item.key)}
           />
         ) : null}
       </div>
-      <ProgressBar fraction={item.state === 'starting' ? null : fraction} tone={tone} label={itemLabel(item, pipeline, pipelineGone)} />
+      <ProgressBar fraction={item.state === 'starting' ? null : fraction} tone={tone} label={itemLabel(trans, item, pipeline, pipelineGone)} />
       {item.state === 'interrupted' ? (
         <div className="jp-pirus-muted">
-          Left unfinished by an earlier page: choose the same file again to resume it.
+          {trans.__('Left unfinished by an earlier page: choose the same file again to resume it.')}
         </div>
       ) : null}
       {item.error ? <div className="jp-pirus-row-error">{item.error}</div> : null}
       {installFailed && pipeline?.error ? <div className="jp-pirus-row-error">{pipeline.error}</div> : null}
       {pipeline?.status === 'READY' ? (
         <button className="jp-pirus-link" onClick={() => ctx.router.show({ kind: 'pipeline', id: pipeline.id })}>
-          Show pipeline
+          {trans.__('Show pipeline')}
         </button>
       ) : null}
     </li>
@@ -113,6 +120,7 @@ function UploadRow(props: { ctx: IPanelContext; item: IUploadItem; onResumeInter
 
 export function UploadArea(props: { ctx: IPanelContext }): JSX.Element {
   const { ctx } = props;
+  const { trans } = ctx;
   useSignal(ctx.uploads.changed);
   useSignal(ctx.model.changed);
   const input = useRef<HTMLInputElement>(null);
@@ -142,7 +150,7 @@ export function UploadArea(props: { ctx: IPanelContext }): JSX.Element {
         className={`jp-pirus-dropzone${dragging ? ' jp-mod-dragging' : ''}`}
         role="button"
         tabIndex={0}
-        aria-label="Upload files: drop them here or press Enter to choose"
+        aria-label={trans.__('Upload files: drop them here or press Enter to choose')}
         data-testid="pirus-dropzone"
         onClick={choose}
         onKeyDown={e => {
@@ -175,9 +183,11 @@ export function UploadArea(props: { ctx: IPanelContext }): JSX.Element {
       >
         <fileUploadIcon.react tag="span" className="jp-pirus-dropzone-icon" />
         <span className="jp-pirus-dropzone-text">
-          Drop pipeline packages or input files here, or <u>choose files</u>
+          {trans.__('Drop pipeline packages or input files here, or')} <u>{trans.__('choose files')}</u>
         </span>
-        <span className="jp-pirus-muted">Resumable: a paused or interrupted upload continues where it stopped.</span>
+        <span className="jp-pirus-muted">
+          {trans.__('Resumable: a paused or interrupted upload continues where it stopped.')}
+        </span>
         <input
           ref={input}
           type="file"
@@ -191,30 +201,30 @@ export function UploadArea(props: { ctx: IPanelContext }): JSX.Element {
         />
       </div>
       <label className="jp-pirus-block-field">
-        <span>Upload as</span>
+        <span>{trans.__('Upload as')}</span>
         <select
           className="jp-pirus-select"
           value={kind}
           onChange={e => setKind(e.currentTarget.value as KindChoice)}
           data-testid="pirus-upload-kind"
         >
-          <option value="auto">by file name (.tar.gz = pipeline)</option>
-          <option value="pipeline">pipeline package</option>
-          <option value="input">input file</option>
+          <option value="auto">{trans.__('by file name (.tar.gz = pipeline)')}</option>
+          <option value="pipeline">{trans.__('pipeline package')}</option>
+          <option value="input">{trans.__('input file')}</option>
         </select>
       </label>
-      <ErrorBanner message={error} onDismiss={() => setError(null)} />
+      <ErrorBanner message={error} onDismiss={() => setError(null)} trans={trans} />
       {items.length ? (
         <section className="jp-pirus-section">
           <div className="jp-pirus-section-head">
-            <h3>Transfers</h3>
+            <h3>{trans.__('Transfers')}</h3>
             {finished ? (
               <button className="jp-pirus-link" onClick={() => ctx.uploads.clearFinished()}>
-                Clear finished
+                {trans.__('Clear finished')}
               </button>
             ) : null}
           </div>
-          <ul className="jp-pirus-list" aria-label="Uploads">
+          <ul className="jp-pirus-list" aria-label={trans.__('Uploads')}>
             {items.map(item => (
               <UploadRow key={item.key} ctx={ctx} item={item} onResumeInterrupted={choose} />
             ))}
@@ -222,18 +232,18 @@ export function UploadArea(props: { ctx: IPanelContext }): JSX.Element {
         </section>
       ) : null}
       <section className="jp-pirus-section">
-        <h3>Uploaded input files</h3>
+        <h3>{trans.__('Uploaded input files')}</h3>
         {files.length ? (
-          <ul className="jp-pirus-list jp-pirus-files" aria-label="Uploaded input files">
+          <ul className="jp-pirus-list jp-pirus-files" aria-label={trans.__('Uploaded input files')}>
             {files.map(f => (
               <li key={f.id} className="jp-pirus-list-item jp-pirus-file" data-file-path={f.path}>
-                <button className="jp-pirus-link jp-pirus-name" title={`Open ${f.path}`} onClick={() => ctx.host.openFile(f.path)}>
+                <button className="jp-pirus-link jp-pirus-name" title={trans.__('Open %1', f.path)} onClick={() => ctx.host.openFile(f.path)}>
                   {f.name}
                 </button>
                 <span className="jp-pirus-muted">{formatBytes(f.size)}</span>
                 <span className="jp-pirus-spacer" />
                 <ActionButton
-                  label={`New run with ${f.name}`}
+                  label={trans.__('New run with %1', f.name)}
                   icon={runIcon}
                   iconOnly
                   onClick={() => ctx.router.show({ kind: 'new-run', inputs: [f.path] })}
@@ -242,7 +252,7 @@ export function UploadArea(props: { ctx: IPanelContext }): JSX.Element {
             ))}
           </ul>
         ) : (
-          <p className="jp-pirus-muted">No input file uploaded yet.</p>
+          <p className="jp-pirus-muted">{trans.__('No input file uploaded yet.')}</p>
         )}
       </section>
     </div>
