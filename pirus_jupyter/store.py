@@ -132,6 +132,22 @@ def m006_reuse(db: sqlite_utils.Database) -> None:
     db["files"].create_index(["sha256"], if_not_exists=True)
 
 
+@migrations()
+def m007_scale(db: sqlite_utils.Database) -> None:
+    # Lists at 100,000 rows (docs/benchmarks.md, "Scale"). A deep page walks ids in these
+    # narrow indexes instead of whole rows (45 ms at offset 90,000 of runs; 0.7 ms with it).
+    db.execute("CREATE INDEX IF NOT EXISTS idx_runs_id ON runs(id)")
+    db.execute("CREATE INDEX IF NOT EXISTS idx_files_id ON files(id)")
+    # Start-up looks for containers left by runs' failed attempts: few runs have any.
+    db.execute("CREATE INDEX IF NOT EXISTS idx_runs_attempts ON runs(id) "
+               "WHERE attempts IS NOT NULL")
+    # GET /files?source=upload (the panel's uploaded files, newest first).
+    db["files"].create_index(["source"], if_not_exists=True)
+    # GET /uploads is newest first; start-up reconciles only the unfinished uploads.
+    db.execute("CREATE INDEX IF NOT EXISTS idx_uploads_created ON uploads(created DESC, id)")
+    db["uploads"].create_index(["status"], if_not_exists=True)
+
+
 def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
@@ -290,6 +306,31 @@ class Store:
             sql += f" LIMIT {int(limit if limit is not None else -1)}"
             sql += f" OFFSET {int(offset)}" if offset else ""
         return self._rows(sql, params or [])
+
+    @_on_db_thread
+    def page(self, table: str, where: str | None, params: list[Any], *, descending: bool,
+             limit: int, offset: int = 0, after: int | None = None
+             ) -> tuple[list[dict[str, Any]], int]:
+        """A page of rows by id (``descending``: newest first) and the count of every match.
+        ``after``: only ids past this one in that order (a cursor: the last id of the
+        previous page), which costs what the first page costs; ``offset`` skips more.
+
+        The ids of the page are picked first, from an index where the filter has one, and
+        only the page's rows are read: skipping 90,000 whole rows was most of a deep page.
+        Rows and count come from one call on the database thread, so no write falls between
+        them."""
+        order = "id DESC" if descending else "id"
+        clauses = [where] if where else []
+        page_params = list(params)
+        if after is not None:
+            clauses.append("id < ?" if descending else "id > ?")
+            page_params.append(after)
+        inner = f"SELECT id FROM [{table}]" + (
+            f" WHERE {' AND '.join(clauses)}" if clauses else "")
+        sql = (f"SELECT * FROM [{table}] WHERE id IN ({inner} ORDER BY {order} "
+               f"LIMIT {int(limit)} OFFSET {int(offset)}) ORDER BY {order}")
+        rows = self._rows(sql, page_params)
+        return rows, self.count.sync(self, table, where, params)
 
     @_on_db_thread
     def count(self, table: str, where: str | None = None, params: list[Any] | None = None) -> int:

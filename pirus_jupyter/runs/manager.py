@@ -90,7 +90,9 @@ class RunManager(Queue, Lifecycle, Cluster, Compare):
 
     # -- reading ---------------------------------------------------------------------------
     async def list(self, status: list[str] | None = None, pipeline_id: int | None = None,
-                   limit: int = 50, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+                   limit: int = 50, offset: int = 0, after: int | None = None
+                   ) -> tuple[list[dict[str, Any]], int]:
+        """Newest first; ``after``: only runs older than that run id (the next page)."""
         clauses, params = [], []
         if status:
             for s in status:
@@ -101,9 +103,9 @@ class RunManager(Queue, Lifecycle, Cluster, Compare):
             clauses.append("pipeline_id = ?")
             params.append(pipeline_id)
         where = " AND ".join(clauses) or None
-        rows = await self.store.select("runs", where, params, order_by="id desc", limit=limit,
-                                       offset=offset)
-        return [public_run(r) for r in rows], await self.store.count("runs", where, params)
+        rows, total = await self.store.page("runs", where, params, descending=True,
+                                            limit=limit, offset=offset, after=after)
+        return [public_run(r) for r in rows], total
 
     async def get(self, run_id: int) -> dict[str, Any]:
         return public_run(await self.store.get("runs", run_id))
