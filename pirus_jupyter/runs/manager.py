@@ -26,7 +26,14 @@ from typing import Any
 from ..errors import Conflict, Forbidden, InvalidRequest, NotFound
 from ..files import is_within, resolve_under, to_api_path, unique_input_names
 from ..forms import validate_config
-from ..models import FINAL_RUN_STATUSES, PipelineStatus, RunStatus, check_run_move, public_run
+from ..models import (
+    FINAL_RUN_STATUSES,
+    RUN_LIST_COLUMNS,
+    PipelineStatus,
+    RunStatus,
+    check_run_move,
+    public_run,
+)
 from ..nfschema import path_errors
 from ..store import now_iso
 from .cluster import Cluster
@@ -104,7 +111,8 @@ class RunManager(Queue, Lifecycle, Cluster, Compare):
             params.append(pipeline_id)
         where = " AND ".join(clauses) or None
         rows, total = await self.store.page("runs", where, params, descending=True,
-                                            limit=limit, offset=offset, after=after)
+                                            limit=limit, offset=offset, after=after,
+                                            columns=RUN_LIST_COLUMNS)
         return [public_run(r) for r in rows], total
 
     async def get(self, run_id: int) -> dict[str, Any]:
