@@ -152,3 +152,28 @@ async def test_start_up_reads_no_finished_upload(pirus, monkeypatch):
     monkeypatch.setattr(pirus.store, "get", counting_get)
     await uploads.reconcile()
     assert read == [] and not orphan.exists() and kept.exists()
+
+
+async def test_the_kernel_client_pages_by_cursor(pirus, jp_fetch, jp_http_port, jp_base_url,
+                                                 jp_serverapp, jp_root_dir):
+    # jp_fetch: the fixture that makes the in-process server listen on jp_http_port.
+    from pirus_jupyter.kernel.client import Client
+
+    await seed(pirus.store)
+    client = Client(f"http://127.0.0.1:{jp_http_port}{jp_base_url}",
+                    jp_serverapp.identity_provider.token, root_dir=jp_root_dir)
+
+    def in_kernel() -> tuple[list[int], list[int], list[int]]:
+        first = client.runs(status="DONE", limit=4)
+        after = client.runs(status="DONE", limit=4, after=first[-1])
+        uploads = client.files(source="upload", newest_first=True, limit=2)
+        more = client.files(source="upload", newest_first=True, after=uploads[-1].id, limit=2)
+        return ([r.id for r in first + after], [f.id for f in uploads + more],
+                [r.id for r in client.runs(status="DONE", limit=8)])
+
+    try:
+        runs, files, expected = await asyncio.to_thread(in_kernel)
+    finally:
+        client.close()
+    assert runs == expected and len(runs) == 8
+    assert files == sorted(files, reverse=True) and len(set(files)) == 4
