@@ -177,3 +177,20 @@ async def test_the_kernel_client_pages_by_cursor(pirus, jp_fetch, jp_http_port, 
         client.close()
     assert runs == expected and len(runs) == 8
     assert files == sorted(files, reverse=True) and len(set(files)) == 4
+
+
+def test_start_up_removes_only_staging_folders(tmp_path):
+    from pirus_jupyter.runs.reuse import STAGING_PREFIX, remove_staging
+
+    runs = tmp_path / "runs"
+    (runs / f"{STAGING_PREFIX}1" / "outputs").mkdir(parents=True)
+    (runs / "7-sample").mkdir()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (runs / f"{STAGING_PREFIX}link").symlink_to(outside)  # never followed
+    (runs / f"{STAGING_PREFIX}file").write_bytes(b"x")
+    remove_staging(runs)
+    assert sorted(p.name for p in runs.iterdir()) == [
+        f"{STAGING_PREFIX}file", f"{STAGING_PREFIX}link", "7-sample"]
+    assert outside.is_dir()
+    remove_staging(tmp_path / "missing")  # no runs folder yet: nothing to do
