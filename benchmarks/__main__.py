@@ -2,8 +2,8 @@
 
 Each item runs in its own process and prints ``name: value`` lines as it goes (scripts read
 those); at the end comes a table of every result, for people, and the total wall time. Items:
-upload, run_overhead, queue, api_scale, load (when ``benchmarks/load.py`` exists) and
-placement (a 3-member LXD cluster started for it).
+upload, run_overhead, queue, api_scale, scale (100,000 runs and files), load (when
+``benchmarks/load.py`` exists) and placement (a 3-member LXD cluster started for it).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ ITEMS: dict[str, list[str]] = {
     "run_overhead": ["-n", "3"],
     "queue": ["--runs", "12", "--single", "3", "--sleep-runs", "6"],
     "api_scale": ["--runs", "2000", "--requests", "100", "--seconds", "3"],
+    "scale": ["--runs", "10000", "--files", "10000", "--requests", "50"],
     "load": ["--seconds", "15"],  # optional: runs only when benchmarks/load.py exists
     "placement": ["-n", "2"],  # starts its own 3-member LXD cluster on loopback
 }

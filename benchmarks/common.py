@@ -33,6 +33,8 @@ def free_port() -> int:
 class Server:
     """``jupyter server`` with the Pirus extension, in a temporary root, on loopback."""
 
+    poll = 0.2  # seconds between attempts to reach the starting server
+
     def __init__(self, tmp: Path | None = None, **settings: Any) -> None:
         self.own_tmp = tmp is None  # removed on exit (an upload benchmark leaves GiBs)
         self.tmp = tmp or Path(tempfile.mkdtemp(prefix="pirus-bench-"))
@@ -65,7 +67,7 @@ class Server:
                 if self.session.get(self.api(""), timeout=2).ok:
                     return self
             except requests.ConnectionError:
-                time.sleep(0.2)
+                time.sleep(self.poll)
         raise RuntimeError((self.tmp / "server.log").read_text()[-2000:])
 
     def __exit__(self, *exc: object) -> None:

@@ -15,6 +15,7 @@ from .hashing import sha256_file
 from .models import public_file, public_run
 from .store import Store, now_iso
 
+FILE_SOURCES = ("upload", "run")  # what made a file record: an upload, or a run (its output)
 NAME_MAX_BYTES = 255  # a file name on Linux file systems, in bytes of UTF-8
 # Control characters, bidirectional and other format marks (U+202E shows "exe.txt" as
 # "txt.exe"), lone surrogates (not UTF-8), line and paragraph separators.
@@ -180,11 +181,23 @@ class FileService:
         self.events = events
         self.root_dir = root_dir
 
-    async def list(self, run_id: int | None = None, limit: int = 100, offset: int = 0
-                   ) -> tuple[list[dict[str, Any]], int]:
-        where, params = (("run_id = ?", [run_id]) if run_id is not None else (None, []))
-        rows = await self.store.select("files", where, params, limit=limit, offset=offset)
-        total = await self.store.count("files", where, params)
+    async def list(self, run_id: int | None = None, limit: int = 100, offset: int = 0, *,
+                   source: str | None = None, newest_first: bool = False,
+                   after: int | None = None) -> tuple[list[dict[str, Any]], int]:
+        """Oldest first unless ``newest_first``; ``source``: "upload" or "run" only;
+        ``after``: only records past that file id in this order (the next page)."""
+        clauses, params = [], []
+        if run_id is not None:
+            clauses.append("run_id = ?")
+            params.append(run_id)
+        if source is not None:
+            if source not in FILE_SOURCES:
+                raise InvalidRequest(f"source must be one of {', '.join(FILE_SOURCES)}")
+            clauses.append("source = ?")
+            params.append(source)
+        rows, total = await self.store.page(
+            "files", " AND ".join(clauses) or None, params, descending=newest_first,
+            limit=limit, offset=offset, after=after)
         return [public_file(r) for r in rows], total
 
     async def get(self, file_id: int) -> dict[str, Any]:

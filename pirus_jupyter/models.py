@@ -112,6 +112,8 @@ RUN_PUBLIC = (
     "progress", "exit_code", "error", "created", "metrics", "location", "target", "origin",
     "reused_from", "reuse_miss", "paused_seconds", "paused_since",
 )
+# The columns a run's public record is made of (paused_* come from its timings).
+RUN_LIST_COLUMNS = (*(f for f in RUN_PUBLIC if not f.startswith("paused_")), "timings")
 FILE_PUBLIC = ("id", "name", "path", "size", "sha256", "source", "run_id", "created")
 # An upload as events send it (openapi UploadFields); GET /uploads adds its ``url``.
 UPLOAD_PUBLIC = (

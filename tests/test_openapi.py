@@ -530,12 +530,17 @@ async def test_bad_query_parameters_are_400_for_server_and_document(client):
         (("runs",), {"limit": "1001"}), (("runs",), {"limit": "ten"}),
         (("runs",), {"offset": "-1"}), (("files",), {"limit": "0"}),
         (("files",), {"offset": "x"}), (("uploads",), {"limit": "5000"}),
+        (("runs",), {"after": "-1"}), (("files",), {"after": "x"}),
+        (("files",), {"order": "up"}), (("files",), {"source": "disk"}),
     ]:
         reply = await client("GET", *path, params=params, expect=400, valid_request=False)
         assert reply.json["error"]["code"] == "invalid_request", (path, params)
     page = (await client("GET", "runs", params={"status": "DONE,ERROR", "limit": "1000",
                                                 "offset": "3"}, expect=200)).json
     assert (page["limit"], page["offset"]) == (1000, 3)
+    await client("GET", "runs", params={"after": "5", "status": "DONE"}, expect=200)
+    await client("GET", "files", params={"after": "5", "order": "desc", "source": "upload"},
+                 expect=200)
 
 
 # Known bugs, pinned: each of these is a 500 today. ``strict``: a fix makes the test pass,

@@ -311,14 +311,21 @@ export class PirusAPI {
 
   // -- runs ---------------------------------------------------------------------------------
   async runs(
-    options: { status?: RunStatus[]; pipelineId?: number; limit?: number; offset?: number } = {}
+    options: {
+      status?: RunStatus[];
+      pipelineId?: number;
+      limit?: number;
+      offset?: number;
+      after?: number;
+    } = {}
   ): Promise<IList<IRun>> {
     return this.request('GET', ['runs'], {
       query: {
         status: options.status?.length ? options.status.join(',') : undefined,
         pipeline_id: options.pipelineId,
         limit: options.limit,
-        offset: options.offset
+        offset: options.offset,
+        after: options.after
       }
     });
   }
@@ -378,9 +385,23 @@ export class PirusAPI {
   }
 
   // -- files and uploads --------------------------------------------------------------------
-  async files(options: { runId?: number; limit?: number } = {}): Promise<IList<IFileRecord>> {
+  async files(
+    options: {
+      runId?: number;
+      source?: 'upload' | 'run';
+      order?: 'asc' | 'desc';
+      limit?: number;
+      after?: number;
+    } = {}
+  ): Promise<IList<IFileRecord>> {
     return this.request('GET', ['files'], {
-      query: { run_id: options.runId, limit: options.limit ?? 500 }
+      query: {
+        run_id: options.runId,
+        source: options.source,
+        order: options.order,
+        limit: options.limit ?? 500,
+        after: options.after
+      }
     });
   }
 

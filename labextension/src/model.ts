@@ -56,7 +56,8 @@ export class PirusModel {
       const [pipelines, runs, files] = await Promise.all([
         this.api.pipelines(),
         this.api.runs({ limit: RUNS_PAGE }),
-        this.api.files({ limit: 1000 })
+        // The panel offers uploaded files only: the newest thousand, however many outputs.
+        this.api.files({ source: 'upload', order: 'desc', limit: 1000 })
       ]);
       if (generation !== this._generation) {
         return; // a newer refresh superseded this one

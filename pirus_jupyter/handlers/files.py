@@ -5,6 +5,7 @@ from __future__ import annotations
 from jupyter_server.auth.decorator import authorized
 from tornado import web
 
+from ..errors import InvalidRequest
 from .base import ID_SEGMENT, PirusHandler, path_id
 from .streaming import send_file
 
@@ -15,9 +16,14 @@ class FilesHandler(PirusHandler):
     @web.authenticated
     @authorized
     async def get(self) -> None:
+        order = self.get_query_argument("order", "asc")
+        if order not in ("asc", "desc"):
+            raise InvalidRequest("query parameter 'order' must be asc or desc")
         items, total = await self.services.files.list(
             run_id=self.query_int("run_id", None),
-            limit=self.query_int("limit", 100, 1, 1000), offset=self.query_int("offset", 0))
+            limit=self.query_int("limit", 100, 1, 1000), offset=self.query_int("offset", 0),
+            source=self.get_query_argument("source", None) or None,
+            newest_first=order == "desc", after=self.query_int("after", None))
         self.send_json({"items": items, "total": total})
 
 

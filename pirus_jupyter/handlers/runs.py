@@ -31,7 +31,8 @@ class RunsHandler(PirusHandler):
         pipeline_id = self.query_int("pipeline_id", None)
         limit = self.query_int("limit", 50, 1, 1000)
         offset = self.query_int("offset", 0)
-        items, total = await self.services.runs.list(statuses or None, pipeline_id, limit, offset)
+        items, total = await self.services.runs.list(statuses or None, pipeline_id, limit, offset,
+                                                     after=self.query_int("after", None))
         self.send_json({"items": items, "total": total, "limit": limit, "offset": offset})
 
     @web.authenticated

@@ -163,10 +163,14 @@ class Client:
     # -- runs ---------------------------------------------------------------------------
     def runs(self, status: str | Iterable[str] | None = None,
              pipeline: Pipeline | int | str | None = None, limit: int = 50,
-             offset: int = 0) -> list[Run]:
+             offset: int = 0, after: Run | int | None = None) -> list[Run]:
         """Runs, newest first; ``status`` one status or several (``"RUNNING"``,
-        ``["DONE", "ERROR"]``), ``pipeline`` a :class:`Pipeline`, id or name."""
+        ``["DONE", "ERROR"]``), ``pipeline`` a :class:`Pipeline`, id or name; ``after`` the
+        last run of the previous page (the runs older than it: the next page, as fast as
+        the first however deep)."""
         params: dict[str, Any] = {"limit": str(limit), "offset": str(offset)}
+        if after is not None:
+            params["after"] = str(after.id if isinstance(after, Run) else int(after))
         if status:
             params["status"] = status if isinstance(status, str) else ",".join(status)
         if pipeline is not None:
@@ -196,11 +200,21 @@ class Client:
         run_id = run if isinstance(run, int) else run.id
         return Lineage(self._request("GET", f"runs/{run_id}/lineage"))
 
-    def files(self, run: Run | int | None = None, limit: int = 1000) -> list[File]:
-        """File records: uploaded inputs and run outputs (only those of ``run`` when given)."""
+    def files(self, run: Run | int | None = None, limit: int = 1000, *,
+              source: str | None = None, newest_first: bool = False,
+              after: File | int | None = None) -> list[File]:
+        """File records, oldest first unless ``newest_first``: uploaded inputs and run
+        outputs (only those of ``run`` when given; ``source``: "upload" or "run" only);
+        ``after`` the last file of the previous page."""
         params: dict[str, Any] = {"limit": str(limit)}
         if run is not None:
             params["run_id"] = str(run.id if isinstance(run, Run) else int(run))
+        if source is not None:
+            params["source"] = source
+        if newest_first:
+            params["order"] = "desc"
+        if after is not None:
+            params["after"] = str(after.id if isinstance(after, File) else int(after))
         body = self._request("GET", "files", params=params)
         return [File(self, item) for item in body["items"]]
 

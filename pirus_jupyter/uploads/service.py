@@ -151,13 +151,12 @@ class UploadService:
         try:
             # Listed before the rows are read: a part file created after this is never an orphan.
             paths = await self.parts.listing()
-            rows = await self.records.all()
-            for row in rows:
+            for row in await self.records.to_reconcile():
                 if row["status"] == CONCATENATING:
                     self._start_concatenation(row)
                 elif row["id"] not in self.locks:  # else a request holds it: consistent
                     await self._reconcile_one(row["id"])
-            known = {r["id"] for r in rows}
+            known = await self.records.known([path.name for path in paths])
             for path in paths:
                 if path.name not in known and path.name not in self._creating:
                     await self.parts.delete_orphan(path)

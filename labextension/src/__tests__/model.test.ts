@@ -44,6 +44,13 @@ describe('PirusModel', () => {
     expect(changes).toBeGreaterThanOrEqual(2);
   });
 
+  it('asks for the newest uploaded files only, whatever the number of outputs', async () => {
+    const { model, requests } = makeModel({ pipelines: [], runs: [], files: [] });
+    await model.refresh();
+    const files = requests.map(r => pathOf(r.url)).find(p => p.path.endsWith('/files'));
+    expect(Object.fromEntries(files!.query)).toMatchObject({ source: 'upload', order: 'desc', limit: '1000' });
+  });
+
   it('reports a failed load and keeps the previous state', async () => {
     const state = { pipelines: [{ id: 1, name: 'count', status: 'READY' }], runs: [], files: [] };
     const { model } = makeModel(state);
