@@ -16,6 +16,7 @@ these handlers is the streamed request body (``stream_request_body``):
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from jupyter_server.auth.decorator import authorized
@@ -35,6 +36,25 @@ from ..uploads import (
     response_headers,
 )
 from .base import PirusHandler
+
+# Body bytes handed to data_received at once (tornado's default is 64 KiB: 16,384 calls, each
+# a few Python-level hops, per GiB). The socket is also read in pieces this large.
+BODY_PIECE = 1024 * 1024
+
+
+def _read_in_large_pieces(connection: Any) -> None:
+    """Read this request's body in :data:`BODY_PIECE` pieces. The connection parameters object
+    is shared by every connection of the server: this connection gets its own copy."""
+    params = getattr(connection, "params", None)
+    stream = getattr(connection, "stream", None)
+    if params is None or stream is None:
+        return
+    connection.params = copy.copy(params)
+    connection.params.chunk_size = BODY_PIECE
+    if stream.read_chunk_size < BODY_PIECE:
+        # Kept for the connection's later requests too: a read allocates its full size, but
+        # only while bytes wait on the socket is a large one filled.
+        stream.read_chunk_size = min(BODY_PIECE, stream.max_buffer_size // 2)
 
 
 @web.stream_request_body
@@ -86,6 +106,7 @@ class _TusHandler(PirusHandler):
             # The server-wide limit (512 MiB by default) would cut a large PATCH: the real
             # bound is checked against the upload's own length by the service.
             self.request.connection.set_max_body_size(max(self.uploads.max_size, 1))
+            _read_in_large_pieces(self.request.connection)
         await self.prepare_body()
 
     async def prepare_body(self) -> None:
