@@ -954,6 +954,22 @@ async def test_uploader_pipeline_kind(server_url, token, tmp_path, pirus, api):
                                 url_storage_path=tmp_path / "urls.json")
 
 
+def test_part_file_writes_many_pieces_in_order(tmp_path):
+    """One write job gets the pieces tornado handed over: more than one pwritev can take
+    (IOV_MAX), empty ones among them, from a position inside the file."""
+    from pirus_jupyter.uploads.parts import IOV_MAX, PartFile
+
+    pieces = [bytes([i % 251]) * (i % 7) for i in range(IOV_MAX + 500)]
+    (tmp_path / "part").write_bytes(b"x" * 10)
+    part = PartFile(tmp_path / "part", 3)
+    try:
+        part.write_pieces(pieces, 3)
+        part.write_pieces([b"end"], 3 + sum(map(len, pieces)))
+    finally:
+        part.close()
+    assert (tmp_path / "part").read_bytes() == b"xxx" + b"".join(pieces) + b"end"
+
+
 # -- big bodies and crashes ----------------------------------------------------------------------
 @pytest.mark.slow
 async def test_single_patch_larger_than_512_mib(create, pirus, uploads_path, jp_http_port, auth,

@@ -7,8 +7,8 @@
 
 What it does
     * Chunked PATCHes of ``chunk_size`` bytes (8 MiB by default; one chunk is held in memory, two
-      while the hash catches up) on one keep-alive connection, retried on network errors and
-      5xx answers (``retries``).
+      while the hash catches up) on one keep-alive connection; a failed PATCH is retried from
+      the server's offset (``retries``).
     * Resumable across processes: the upload URL is kept in a tuspy ``FileStorage`` file (by
       default ``<jupyter data dir>/pirus/tus-urls.json``) under the file's fingerprint; calling
       :func:`upload` again for the same file (after a crash, a kernel restart, a lost network)
