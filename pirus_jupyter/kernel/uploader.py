@@ -6,9 +6,9 @@
 'pirus-uploads/reads.fastq.gz'
 
 What it does
-    * Chunked PATCHes of ``chunk_size`` bytes (8 MiB by default; one chunk is held in memory, two
-      while the hash catches up) on one keep-alive connection; a failed PATCH is retried from
-      the server's offset (``retries``).
+    * Chunked PATCHes of ``chunk_size`` bytes (8 MiB by default; up to three chunks in memory:
+      the one being sent, the next one read ahead, one the hash has not finished) on one
+      keep-alive connection; a failed PATCH is retried from the server's offset (``retries``).
     * Resumable across processes: the upload URL is kept in a tuspy ``FileStorage`` file (by
       default ``<jupyter data dir>/pirus/tus-urls.json``) under the file's fingerprint; calling
       :func:`upload` again for the same file (after a crash, a kernel restart, a lost network)
@@ -139,8 +139,50 @@ class StreamHash:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 
+class ChunkReader:
+    """The file's chunks, the next one read ahead in a thread while the current one is sent
+    (so sending never waits for the disk when the server takes the chunks in order)."""
+
+    def __init__(self, path: Path, size: int) -> None:
+        self.size = size
+        self.fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pirus-upload-read")
+        self._ahead: tuple[int, int, Future[bytes]] | None = None
+
+    def _pread(self, offset: int, length: int) -> bytes:
+        pieces = []
+        while length:
+            piece = os.pread(self.fd, length, offset)
+            if not piece:
+                break  # the file shrank: the server then gets fewer bytes and says so
+            pieces.append(piece)
+            offset += len(piece)
+            length -= len(piece)
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+    def read(self, offset: int, length: int) -> bytes:
+        """``length`` bytes from ``offset``; reads the next chunk ahead."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and ahead[:2] == (offset, length):
+            chunk = ahead[2].result()
+        else:  # a retry from another offset: the chunk read ahead is not the one
+            if ahead is not None:
+                ahead[2].cancel()
+            chunk = self._pread(offset, length)
+        following = offset + len(chunk)
+        if len(chunk) == length and following < self.size:
+            n = min(length, self.size - following)
+            self._ahead = (following, n, self._pool.submit(self._pread, following, n))
+        return chunk
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        os.close(self.fd)
+
+
 class _ChunkRequest(TusRequest):
-    """tuspy's PATCH, on the uploader's keep-alive session, the chunk fed to the hash first."""
+    """tuspy's PATCH, on the uploader's keep-alive session, the chunk (read ahead) fed to the
+    hash first."""
 
     def __init__(self, uploader: PirusUploader) -> None:
         super().__init__(uploader)
@@ -148,7 +190,7 @@ class _ChunkRequest(TusRequest):
 
     def perform(self) -> None:
         uploader = self._uploader
-        chunk = self.file.read(self._content_length)
+        chunk = uploader.reader.read(uploader.offset, self._content_length)
         uploader.hash.feed(uploader.offset, chunk)
         try:
             resp = uploader.session.patch(self._url, data=chunk, headers=self._request_headers,
@@ -165,11 +207,13 @@ class PirusUploader(Uploader):
     from the chunks as they are sent, and a fingerprint that never reads the file."""
 
     def __init__(self, *args: Any, session: requests.Session, stream_hash: StreamHash,
-                 progress: ProgressCallback | None = None, **kwargs: Any) -> None:
+                 reader: ChunkReader, progress: ProgressCallback | None = None, **kwargs: Any
+                 ) -> None:
         # Set before tuspy's __init__, which already asks for the fingerprint and the offset.
         self._progress = progress
         self.session = session
         self.hash = stream_hash
+        self.reader = reader
         super().__init__(*args, **kwargs)
 
     def _get_fingerprint(self) -> str:
@@ -230,19 +274,22 @@ def upload(client_base_url: str, token: str, path: str | os.PathLike[str], kind:
     fields = {**(metadata or {}), "filename": source.name, "kind": kind}
     client = TusClient(endpoint, headers=headers)
     stream_hash = StreamHash(source)
+    reader = ChunkReader(source, fingerprint.size)
     try:
         with requests.Session() as session:
             session.headers.update(headers)
-            return _run(source, client, session, stream_hash, storage, fingerprint, fields,
+            return _run(source, client, session, stream_hash, reader, storage, fingerprint, fields,
                         chunk_size=chunk_size, progress=progress, retries=retries,
                         retry_delay=retry_delay, verify_tls=verify_tls)
     finally:
         stream_hash.close()
+        reader.close()
         storage.close()
 
 
 def _run(source: Path, client: TusClient, session: requests.Session, stream_hash: StreamHash,
-         storage: FileStorage, fingerprint: FileFingerprint, fields: dict[str, str], *,
+         reader: ChunkReader, storage: FileStorage, fingerprint: FileFingerprint,
+         fields: dict[str, str], *,
          chunk_size: int, progress: ProgressCallback | None, retries: int, retry_delay: int,
          verify_tls: bool) -> dict[str, Any]:
     try:
@@ -252,7 +299,7 @@ def _run(source: Path, client: TusClient, session: requests.Session, stream_hash
                     file_stream=stream, client=client, chunk_size=chunk_size, metadata=fields,
                     retries=retries, retry_delay=retry_delay, verify_tls_cert=verify_tls,
                     store_url=True, url_storage=storage, fingerprinter=fingerprint,
-                    session=session, stream_hash=stream_hash, progress=progress)
+                    session=session, stream_hash=stream_hash, reader=reader, progress=progress)
 
             try:
                 uploader = make()
