@@ -257,11 +257,6 @@ class PartStore:
         self._io.shutdown(wait=False, cancel_futures=True)
 
     # -- whole part files -------------------------------------------------------------------
-    async def open(self, upload_id: str, start: int) -> PartFile:
-        """Open a part file to write from ``start`` (bytes after it are dropped)."""
-        part: PartFile = await self.run(PartFile, self.path(upload_id), start)
-        return part
-
     async def truncate(self, upload_id: str, size: int) -> None:
         await asyncio.to_thread(_truncate, self.path(upload_id), size)
 

@@ -136,14 +136,15 @@ class ChunkWriter:
 
     # -- setup ------------------------------------------------------------------------
     async def open(self) -> None:
-        self._file = await self.parts.open(self.upload_id, self.start)
-        # Rebuilding the running hash (only needed after a restart) is the first queued job, so it
-        # overlaps with receiving the body instead of delaying it.
+        # Opening the part file and rebuilding the running hash (only needed after a restart)
+        # are the thread's first job, so they overlap with receiving the body instead of
+        # delaying it; the writes queued behind them wait for them.
         self._io = _lanes.take()
-        self._queued.append((0, self._io.submit(self._prepare_hash)))
+        self._queued.append((0, self._io.submit(self._open)))
 
-    def _prepare_hash(self) -> None:
+    def _open(self) -> None:
         try:
+            self._file = PartFile(self.parts.path(self.upload_id), self.start)
             self._hash = self.parts.running_hash(self.upload_id, self.start)
         except OSError as e:  # nothing can be written: the jobs queued after this one fail too
             self._failed_at, self._failure = self.start, e
@@ -332,12 +333,12 @@ class ChunkWriter:
     async def _close(self) -> None:
         # No job of the thread may outlive the file descriptor (its number could be reused).
         await self._settle()
-        if self._file is not None:
-            part, self._file = self._file, None
-            with contextlib.suppress(OSError):
-                await self.parts.run(part.close)
-        if self._io is not None:  # idle now: every job it was given is done
+        part, self._file = self._file, None
+        if self._io is not None:
             lane, self._io = self._io, None
+            if part is not None:
+                # Not waited for: the lane closes it before any job of its next writer.
+                lane.submit(part.close)
             _lanes.give(lane)
 
     # -- ending -----------------------------------------------------------------------
