@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import resource
 import sqlite3
 import subprocess
@@ -891,6 +892,53 @@ async def test_uploader_resumes_across_processes(server_url, token, tmp_path, pi
     assert (await pirus.uploads.list())[1] == 1
 
 
+async def test_uploader_never_resumes_a_modified_file_wrongly(server_url, token, tmp_path,
+                                                             pirus, monkeypatch):
+    """Rewritten in place with the same size and its old mtime put back (``cp -p``): the
+    fingerprint (ctime) differs, so a new upload is made. Should the fingerprint be fooled (a
+    coarse filesystem, simulated by leaving ctime out), the SHA-256 of what is sent, compared
+    with the server's, refuses the mixed result."""
+    from pirus_jupyter.kernel import uploader
+
+    source = tmp_path / "rewritten.bin"
+    source.write_bytes(pattern_bytes(0, 3 * MiB))
+    storage = tmp_path / "urls.json"
+
+    def interrupt(sent: int, total: int) -> None:
+        if sent:
+            raise Interrupted
+
+    def rewrite(shift: int) -> None:
+        before = source.stat()
+        source.write_bytes(pattern_bytes(shift, 3 * MiB + shift))
+        os.utime(source, ns=(before.st_atime_ns, before.st_mtime_ns))
+
+    with pytest.raises(Interrupted):
+        await asyncio.to_thread(uploader.upload, server_url, token, source, chunk_size=MiB,
+                                progress=interrupt, url_storage_path=storage)
+    rewrite(7)
+    seen: list[int] = []
+    record = await asyncio.to_thread(uploader.upload, server_url, token, source, chunk_size=MiB,
+                                     progress=lambda sent, total: seen.append(sent),
+                                     url_storage_path=storage)
+    assert seen[0] == 0  # not resumed
+    assert record["sha256"] == file_sha256(source)
+
+    class CoarseFingerprint(uploader.FileFingerprint):
+        def __init__(self, endpoint: str, kind: str, path: Path) -> None:
+            super().__init__(endpoint, kind, path)
+            self.key = self.key.rsplit("|ctime:", 1)[0]
+
+    monkeypatch.setattr(uploader, "FileFingerprint", CoarseFingerprint)
+    with pytest.raises(Interrupted):
+        await asyncio.to_thread(uploader.upload, server_url, token, source, chunk_size=MiB,
+                                progress=interrupt, url_storage_path=storage)
+    rewrite(11)
+    with pytest.raises(uploader.UploadError, match="does not match what the server received"):
+        await asyncio.to_thread(uploader.upload, server_url, token, source, chunk_size=MiB,
+                                url_storage_path=storage)
+
+
 async def test_uploader_pipeline_kind(server_url, token, tmp_path, pirus, api):
     from pirus_jupyter.kernel.uploader import UploadError, upload
 
@@ -904,6 +952,22 @@ async def test_uploader_pipeline_kind(server_url, token, tmp_path, pirus, api):
     with pytest.raises(UploadError, match="403"):
         await asyncio.to_thread(upload, server_url, "wrong-token", source,
                                 url_storage_path=tmp_path / "urls.json")
+
+
+def test_part_file_writes_many_pieces_in_order(tmp_path):
+    """One write job gets the pieces tornado handed over: more than one pwritev can take
+    (IOV_MAX), empty ones among them, from a position inside the file."""
+    from pirus_jupyter.uploads.parts import IOV_MAX, PartFile
+
+    pieces = [bytes([i % 251]) * (i % 7) for i in range(IOV_MAX + 500)]
+    (tmp_path / "part").write_bytes(b"x" * 10)
+    part = PartFile(tmp_path / "part", 3)
+    try:
+        part.write_pieces(pieces, 3)
+        part.write_pieces([b"end"], 3 + sum(map(len, pieces)))
+    finally:
+        part.close()
+    assert (tmp_path / "part").read_bytes() == b"xxx" + b"".join(pieces) + b"end"
 
 
 # -- big bodies and crashes ----------------------------------------------------------------------

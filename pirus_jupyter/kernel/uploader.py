@@ -6,47 +6,54 @@
 'pirus-uploads/reads.fastq.gz'
 
 What it does
-    * Chunked PATCHes of ``chunk_size`` bytes (8 MiB by default; tuspy holds one chunk in
-      memory), each carrying ``Upload-Checksum: sha1 ...`` (tuspy's ``upload_checksum``) so a
-      corrupted chunk is refused with 460 and sent again instead of being stored.
+    * Chunked PATCHes of ``chunk_size`` bytes (8 MiB by default; up to three chunks in memory:
+      the one being sent, the next one read ahead, one the hash has not finished) on one
+      keep-alive connection; a failed PATCH is retried from the server's offset (``retries``).
     * Resumable across processes: the upload URL is kept in a tuspy ``FileStorage`` file (by
       default ``<jupyter data dir>/pirus/tus-urls.json``) under the file's fingerprint; calling
       :func:`upload` again for the same file (after a crash, a kernel restart, a lost network)
       asks the server for the offset and sends only the rest.
-    * End-to-end verification: the server's SHA-256 of the assembled file must equal the one
-      computed here, otherwise :class:`UploadError` is raised.
+    * End-to-end verification: the SHA-256 of the file, computed from the very chunks being sent
+      (in a thread, overlapped with sending; the prefix of a resumed upload is read from the file
+      meanwhile), must equal the server's SHA-256 of what it assembled, otherwise
+      :class:`UploadError` is raised. Every byte is read and hashed once.
 
-Why the fingerprint is the SHA-256 of the whole file
-    tuspy's default fingerprint is the MD5 of the first 64 KiB plus the size: two different files
-    that share a header and a size (FASTQ/BAM files of one run, a file rewritten in place) would
-    resume into each other and silently produce a corrupt upload. ``path + size + mtime + inode``
-    is cheap but not sound either: mtimes are coarse on some filesystems and preserved by
-    ``cp -p``/``rsync -a``, inodes are reused after delete-and-recreate, and NFS makes both
-    unreliable. A content hash is the only key that cannot resume the wrong bytes. Reading the
-    file once more costs seconds per GiB (far less than sending it), and the digest is not wasted:
-    it is compared with the server's SHA-256 at the end, which catches a file modified during the
-    upload and any corruption on the way. The key also holds the server URL, the kind and the
-    file name, so the same bytes sent to another server or as another kind never share an upload.
+Why the fingerprint is the file's identity and not its content
+    The fingerprint picks which remembered upload to resume. tuspy's default (MD5 of the first
+    64 KiB plus the size) lets two files sharing a header and a size (FASTQ/BAM files of one run,
+    a file rewritten in place) resume into each other. A content hash of the whole file cannot,
+    but it costs one more read of the file before the first byte is sent. The key here is the
+    file's identity and state: real path, device, inode, size, ``mtime_ns`` and ``ctime_ns``.
+    ``ctime`` is what makes it sound: it moves on every write and on every ``utime`` (so
+    ``cp -p``/``rsync -a``/``touch -d`` restoring an old mtime still change it) and cannot be set
+    back by a user; a file deleted and recreated under a reused inode gets a new one. What is left
+    (a rewrite of the same size within the timestamp granularity of a coarse filesystem) is
+    caught by the SHA-256 comparison at the end: never a silent corrupt upload. The key also
+    holds the server URL, the kind and the file name, so the same file sent to another server or
+    as another kind never shares an upload.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+from collections import deque
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any
 
 import requests
 from tusclient.client import TusClient
-from tusclient.exceptions import TusCommunicationError
+from tusclient.exceptions import TusCommunicationError, TusUploadFailed
 from tusclient.fingerprint.interface import Fingerprint
+from tusclient.request import TusRequest
 from tusclient.storage.filestorage import FileStorage
 from tusclient.uploader import Uploader
 
-from ..hashing import sha256_file
-
 DEFAULT_CHUNK_SIZE = 8 * 1024 * 1024
 UPLOADS_PATH = "pirus/api/v1/uploads"
+READ_BLOCK = 4 * 1024 * 1024
 
 #: ``progress(bytes_on_server, total_bytes)``: called once the offset is known (0, or where a
 #: resumed upload stands) and after every chunk.
@@ -63,27 +70,150 @@ def default_url_storage_path() -> Path:
     return Path(jupyter_data_dir()) / "pirus" / "tus-urls.json"
 
 
-class ContentFingerprint(Fingerprint):
-    """A tuspy fingerprint computed up front from the whole content (see the module docstring).
+class FileFingerprint(Fingerprint):
+    """A tuspy fingerprint from the file's identity and state (see the module docstring)."""
 
-    tuspy asks for the fingerprint several times per upload; it is computed once, here.
-    """
-
-    def __init__(self, endpoint: str, kind: str, filename: str, size: int, sha256: str) -> None:
-        self.sha256 = sha256
-        self.key = f"pirus|{endpoint}|{kind}|{filename}|size:{size}|sha256:{sha256}"
+    def __init__(self, endpoint: str, kind: str, path: Path) -> None:
+        info = path.stat()
+        self.size = info.st_size
+        self.key = (f"pirus|{endpoint}|{kind}|{path.name}|{path.resolve()}|"
+                    f"{info.st_dev}:{info.st_ino}|size:{info.st_size}|"
+                    f"mtime:{info.st_mtime_ns}|ctime:{info.st_ctime_ns}")
 
     def get_fingerprint(self, fs: IO[bytes]) -> str:
         return self.key
 
 
-class PirusUploader(Uploader):
-    """tuspy's uploader with a progress hook and a fingerprint that never re-reads the file."""
+class StreamHash:
+    """SHA-256 of a file, fed in order with the chunks being sent, hashed in one worker thread
+    (hashlib releases the GIL) so that hashing overlaps with sending.
 
-    def __init__(self, *args: Any, progress: ProgressCallback | None = None, **kwargs: Any
+    Bytes already hashed are never hashed again (a chunk re-sent after a retry); bytes that were
+    not sent by this process (the prefix of a resumed upload) are read from the file, in the same
+    thread, in order. At most two chunks wait for the thread.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.digest = hashlib.sha256()
+        self.size = 0  # bytes handed to the thread so far
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pirus-upload-hash")
+        self._pending: deque[Future[None]] = deque()
+
+    def _submit(self, fn: Callable[..., None], *args: Any) -> None:
+        while len(self._pending) >= 2:
+            self._pending.popleft().result()
+        self._pending.append(self._pool.submit(fn, *args))
+
+    def _hash_file(self, start: int, end: int) -> None:
+        with open(self.path, "rb", buffering=0) as f:
+            f.seek(start)
+            left = end - start
+            while left:
+                block = f.read(min(READ_BLOCK, left))
+                if not block:
+                    raise UploadError(f"{self.path.name} became shorter during the upload")
+                self.digest.update(block)
+                left -= len(block)
+
+    def feed(self, offset: int, chunk: bytes) -> None:
+        """``chunk`` is the file's bytes from ``offset``, about to be sent."""
+        if offset > self.size:  # bytes this process did not send: read them
+            self._submit(self._hash_file, self.size, offset)
+            self.size = offset
+        end = offset + len(chunk)
+        if end > self.size:
+            self._submit(self.digest.update, memoryview(chunk)[self.size - offset:])
+            self.size = end
+
+    def hexdigest(self, size: int) -> str:
+        """The SHA-256 of the first ``size`` bytes (all of them fed or read by now)."""
+        if size > self.size:
+            self._submit(self._hash_file, self.size, size)
+            self.size = size
+        while self._pending:
+            self._pending.popleft().result()
+        return self.digest.hexdigest()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+class ChunkReader:
+    """The file's chunks, the next one read ahead in a thread while the current one is sent
+    (so sending never waits for the disk when the server takes the chunks in order)."""
+
+    def __init__(self, path: Path, size: int) -> None:
+        self.size = size
+        self.fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pirus-upload-read")
+        self._ahead: tuple[int, int, Future[bytes]] | None = None
+
+    def _pread(self, offset: int, length: int) -> bytes:
+        pieces = []
+        while length:
+            piece = os.pread(self.fd, length, offset)
+            if not piece:
+                break  # the file shrank: the server then gets fewer bytes and says so
+            pieces.append(piece)
+            offset += len(piece)
+            length -= len(piece)
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+    def read(self, offset: int, length: int) -> bytes:
+        """``length`` bytes from ``offset``; reads the next chunk ahead."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and ahead[:2] == (offset, length):
+            chunk = ahead[2].result()
+        else:  # a retry from another offset: the chunk read ahead is not the one
+            if ahead is not None:
+                ahead[2].cancel()
+            chunk = self._pread(offset, length)
+        following = offset + len(chunk)
+        if len(chunk) == length and following < self.size:
+            n = min(length, self.size - following)
+            self._ahead = (following, n, self._pool.submit(self._pread, following, n))
+        return chunk
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        os.close(self.fd)
+
+
+class _ChunkRequest(TusRequest):
+    """tuspy's PATCH, on the uploader's keep-alive session, the chunk (read ahead) fed to the
+    hash first."""
+
+    def __init__(self, uploader: PirusUploader) -> None:
+        super().__init__(uploader)
+        self._uploader = uploader
+
+    def perform(self) -> None:
+        uploader = self._uploader
+        chunk = uploader.reader.read(uploader.offset, self._content_length)
+        uploader.hash.feed(uploader.offset, chunk)
+        try:
+            resp = uploader.session.patch(self._url, data=chunk, headers=self._request_headers,
+                                          verify=self.verify_tls_cert, cert=self.client_cert)
+        except requests.exceptions.RequestException as error:
+            raise TusUploadFailed(error) from error
+        self.status_code = resp.status_code
+        self.response_content = resp.content
+        self.response_headers = {k.lower(): v for k, v in resp.headers.items()}
+
+
+class PirusUploader(Uploader):
+    """tuspy's uploader with a progress hook, a keep-alive session, the file's SHA-256 computed
+    from the chunks as they are sent, and a fingerprint that never reads the file."""
+
+    def __init__(self, *args: Any, session: requests.Session, stream_hash: StreamHash,
+                 reader: ChunkReader, progress: ProgressCallback | None = None, **kwargs: Any
                  ) -> None:
         # Set before tuspy's __init__, which already asks for the fingerprint and the offset.
         self._progress = progress
+        self.session = session
+        self.hash = stream_hash
+        self.reader = reader
         super().__init__(*args, **kwargs)
 
     def _get_fingerprint(self) -> str:
@@ -94,6 +224,16 @@ class PirusUploader(Uploader):
     def report(self) -> None:
         if self._progress is not None:
             self._progress(int(self.offset), int(self.stop_at))
+
+    def _do_request(self) -> None:
+        self.request = _ChunkRequest(self)
+        try:
+            self.request.perform()
+            if not 200 <= int(self.request.status_code or 0) < 300:
+                raise TusUploadFailed("", self.request.status_code,
+                                      self.request.response_content)
+        except TusUploadFailed as error:
+            self._retry_or_cry(error)
 
     def upload_chunk(self) -> None:
         super().upload_chunk()
@@ -127,23 +267,29 @@ def upload(client_base_url: str, token: str, path: str | os.PathLike[str], kind:
         raise ValueError("kind must be 'input' or 'pipeline'")
     endpoint = _endpoint(client_base_url)
     headers = {"Authorization": f"token {token}"}
-    size = source.stat().st_size
-    fingerprint = ContentFingerprint(endpoint, kind, source.name, size, sha256_file(source))
+    fingerprint = FileFingerprint(endpoint, kind, source)
     storage_path = Path(url_storage_path) if url_storage_path else default_url_storage_path()
     storage_path.parent.mkdir(parents=True, exist_ok=True)
     storage = FileStorage(str(storage_path))
     fields = {**(metadata or {}), "filename": source.name, "kind": kind}
     client = TusClient(endpoint, headers=headers)
+    stream_hash = StreamHash(source)
+    reader = ChunkReader(source, fingerprint.size)
     try:
-        return _run(source, client, endpoint, headers, storage, fingerprint, fields,
-                    chunk_size=chunk_size, progress=progress, retries=retries,
-                    retry_delay=retry_delay, verify_tls=verify_tls)
+        with requests.Session() as session:
+            session.headers.update(headers)
+            return _run(source, client, session, stream_hash, reader, storage, fingerprint, fields,
+                        chunk_size=chunk_size, progress=progress, retries=retries,
+                        retry_delay=retry_delay, verify_tls=verify_tls)
     finally:
+        stream_hash.close()
+        reader.close()
         storage.close()
 
 
-def _run(source: Path, client: TusClient, endpoint: str, headers: dict[str, str],
-         storage: FileStorage, fingerprint: ContentFingerprint, fields: dict[str, str], *,
+def _run(source: Path, client: TusClient, session: requests.Session, stream_hash: StreamHash,
+         reader: ChunkReader, storage: FileStorage, fingerprint: FileFingerprint,
+         fields: dict[str, str], *,
          chunk_size: int, progress: ProgressCallback | None, retries: int, retry_delay: int,
          verify_tls: bool) -> dict[str, Any]:
     try:
@@ -153,7 +299,7 @@ def _run(source: Path, client: TusClient, endpoint: str, headers: dict[str, str]
                     file_stream=stream, client=client, chunk_size=chunk_size, metadata=fields,
                     retries=retries, retry_delay=retry_delay, verify_tls_cert=verify_tls,
                     store_url=True, url_storage=storage, fingerprinter=fingerprint,
-                    upload_checksum=True, progress=progress)
+                    session=session, stream_hash=stream_hash, reader=reader, progress=progress)
 
             try:
                 uploader = make()
@@ -166,13 +312,14 @@ def _run(source: Path, client: TusClient, endpoint: str, headers: dict[str, str]
             uploader.report()
             uploader.upload()
             url = str(uploader.url)
+            sha256 = stream_hash.hexdigest(fingerprint.size)
     except TusCommunicationError as e:
         content = e.response_content or b""
         detail = content.decode("utf-8", "replace") if isinstance(content, bytes) else content
         raise UploadError(f"upload of {source.name} failed: {e} {detail[:500]}".strip()) from e
 
-    response = requests.get(url, headers={**headers, "Accept": "application/json"}, timeout=60,
-                            verify=verify_tls)
+    response = session.get(url, headers={"Accept": "application/json"}, timeout=60,
+                           verify=verify_tls)
     if response.status_code != 200:
         raise UploadError(f"cannot read the upload record ({response.status_code}): "
                           f"{response.text[:500]}")
@@ -183,7 +330,11 @@ def _run(source: Path, client: TusClient, endpoint: str, headers: dict[str, str]
         raise UploadError(f"the server could not use {source.name}: {record.get('error')}")
     if record.get("status") != "complete":
         raise UploadError(f"upload of {source.name} ended in state {record.get('status')}")
-    if record.get("sha256") and record["sha256"] != fingerprint.sha256:
-        raise UploadError(f"{source.name} changed during the upload: the server received "
-                          f"sha256 {record['sha256']}, the file now has {fingerprint.sha256}")
+    if record.get("sha256") and record["sha256"] != sha256:
+        file_id = (record.get("file") or {}).get("id")
+        raise UploadError(f"{source.name} does not match what the server received (the file "
+                          "changed during the upload, or since the interrupted upload this "
+                          f"one resumed): sha256 {record['sha256']} on the server (upload "
+                          f"{record.get('id')}, file {file_id}), {sha256} here; call upload() "
+                          "again to send it afresh")
     return record

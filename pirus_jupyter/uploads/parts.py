@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import errno
 import hashlib
 import os
@@ -30,6 +31,29 @@ from typing import Any
 from ..files import sha256_file
 
 COPY_BLOCK = 4 * 1024 * 1024
+IOV_MAX = 1024  # buffers in one pwritev (Linux's limit)
+
+
+def _load_sync_file_range() -> Callable[[int, int, int], None]:
+    """``sync_file_range(fd, offset, n, SYNC_FILE_RANGE_WRITE)``: start writing those dirty pages
+    to disk without waiting. Started as each piece is written, it leaves the fsync at the end of
+    a body little to wait for (an 8 MiB PATCH's fsync: ~5 ms -> ~1 ms). A no-op where missing."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        call = libc.sync_file_range
+    except (OSError, AttributeError):
+        return lambda fd, offset, n: None
+    call.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    call.restype = ctypes.c_int
+    write = 2  # SYNC_FILE_RANGE_WRITE
+
+    def start_writeback(fd: int, offset: int, n: int) -> None:
+        call(fd, offset, n, write)  # a failure only means the fsync does all the work
+
+    return start_writeback
+
+
+start_writeback = _load_sync_file_range()
 
 
 @dataclass
@@ -181,6 +205,26 @@ class PartFile:
 
     def write(self, data: bytes | bytearray | memoryview, position: int) -> None:
         _pwrite_all(self.fd, data, position)
+        start_writeback(self.fd, position, len(data))
+
+    def write_pieces(self, pieces: list[bytes], position: int) -> None:
+        """Write ``pieces`` one after the other from ``position`` in as few system calls as
+        possible (no joining copy), then start their writeback."""
+        if len(pieces) == 1:
+            self.write(pieces[0], position)
+            return
+        views = [memoryview(piece) for piece in pieces if piece]
+        start = position
+        while views:
+            n = os.pwritev(self.fd, views[:IOV_MAX], position)
+            if n <= 0:
+                raise OSError(f"pwritev wrote nothing at {position}")
+            position += n
+            while views and n >= len(views[0]):
+                n -= len(views.pop(0))
+            if n:
+                views[0] = views[0][n:]
+        start_writeback(self.fd, start, position - start)
 
     def sync(self) -> None:
         os.fsync(self.fd)
@@ -213,11 +257,6 @@ class PartStore:
         self._io.shutdown(wait=False, cancel_futures=True)
 
     # -- whole part files -------------------------------------------------------------------
-    async def open(self, upload_id: str, start: int) -> PartFile:
-        """Open a part file to write from ``start`` (bytes after it are dropped)."""
-        part: PartFile = await self.run(PartFile, self.path(upload_id), start)
-        return part
-
     async def truncate(self, upload_id: str, size: int) -> None:
         await asyncio.to_thread(_truncate, self.path(upload_id), size)
 

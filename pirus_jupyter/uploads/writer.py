@@ -1,8 +1,11 @@
 """Streaming one request body (a PATCH, or a creation-with-upload POST) into a part file.
 
-The event loop only collects up to :data:`WRITE_BUFFER` bytes; a worker thread writes them (in
-order: the next write is submitted only once the previous one finished) and feeds the upload's
-running SHA-256, so completion needs no second read of the file.
+The event loop only collects up to :data:`WRITE_BUFFER` bytes and queues them, without waiting,
+to the writer's own thread, which writes them in order (starting their writeback to disk at
+once) and feeds the upload's running SHA-256, so completion needs no second read of the file.
+Up to :data:`MAX_IN_FLIGHT` bytes may wait for that thread: receiving goes on while the disk
+and the hash work, and only a disk slower than the network holds the client back (TCP
+back-pressure). The loop is woken by the thread only when it waits for it.
 
 Crash safety: the recorded offset is never ahead of the bytes on disk. Bytes are written, then
 ``fsync``-ed (at the end of the body, and every :data:`CHECKPOINT_BYTES` of a long body sent
@@ -15,9 +18,11 @@ through :class:`~.parts.PartStore`.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
-from collections.abc import Awaitable, Mapping
+from collections import deque
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 from ..errors import Conflict, PayloadTooLarge, PirusError
@@ -30,12 +35,39 @@ from .protocol import (
     with_headers,
 )
 
-# Bytes collected on the event loop before one write is handed to a thread: large enough that
-# the per-write overhead vanishes, small enough that an upload costs ~2 MiB of memory.
+# Bytes collected on the event loop before one write is handed to the thread: large enough that
+# the per-write overhead vanishes (the handlers receive bodies in pieces this large).
 WRITE_BUFFER = 1024 * 1024
+# Bytes queued to the thread before receiving waits: an upload costs at most ~this much memory.
+MAX_IN_FLIGHT = 8 * 1024 * 1024
 # A long body sent without Upload-Checksum is made durable (fsync + recorded offset) this often,
 # so a crash or a dropped connection in the middle of a multi-GiB PATCH loses at most this much.
 CHECKPOINT_BYTES = 64 * 1024 * 1024
+
+
+class _Lanes:
+    """Single-thread executors, one per writer while it lives, kept for the next writers:
+    starting a thread for every PATCH would make the event loop wait for it to start."""
+
+    KEEP = 8
+
+    def __init__(self) -> None:
+        self._idle: list[concurrent.futures.ThreadPoolExecutor] = []
+
+    def take(self) -> concurrent.futures.ThreadPoolExecutor:
+        if self._idle:
+            return self._idle.pop()
+        return concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="pirus-tus-write")
+
+    def give(self, lane: concurrent.futures.ThreadPoolExecutor) -> None:
+        if len(self._idle) < self.KEEP:
+            self._idle.append(lane)
+        else:
+            lane.shutdown(wait=False)
+
+
+_lanes = _Lanes()
 
 
 class UploadOwner(Protocol):
@@ -87,27 +119,36 @@ class ChunkWriter:
         self.error_headers = dict(error_headers or {})
         self.error: PirusError | None = None
         self.state = "receiving" if accepting else "noop"
-        self._buffer = bytearray()
-        self._pending: asyncio.Future[Any] | None = None
+        self._buffer: list[bytes] = []  # received, not yet queued to the thread
+        self._buffered = 0
+        # The writer's thread runs its jobs in order: the hash set-up, writes, hash snapshots.
+        self._io: concurrent.futures.ThreadPoolExecutor | None = None
+        self._queued: deque[tuple[int, concurrent.futures.Future[Any]]] = deque()  # (bytes, job)
+        self._in_flight = 0
         self._mutex = asyncio.Lock()
         self._file: PartFile | None = None
         self._hash: RunningHash | None = None
         self._saved: Any = None  # running hash at ``recorded``, restored when bytes are discarded
         self._checkpoint: asyncio.Task[None] | None = None  # a background fsync + record
-        self._snapshot: tuple[int, Any] | None = None  # (offset, hash copy) for that checkpoint
         # Where the first failed write started (disk full): the bytes before it are kept.
         self._failed_at: int | None = None
         self._failure: OSError | None = None
 
     # -- setup ------------------------------------------------------------------------
     async def open(self) -> None:
-        self._file = await self.parts.open(self.upload_id, self.start)
-        # Rebuilding the running hash (only needed after a restart) is the first queued job, so it
-        # overlaps with receiving the body instead of delaying it.
-        self._pending = asyncio.ensure_future(self.parts.run(self._prepare_hash))
+        # Opening the part file and rebuilding the running hash (only needed after a restart)
+        # are the thread's first job, so they overlap with receiving the body instead of
+        # delaying it; the writes queued behind them wait for them.
+        self._io = _lanes.take()
+        self._queued.append((0, self._io.submit(self._open)))
 
-    def _prepare_hash(self) -> None:
-        self._hash = self.parts.running_hash(self.upload_id, self.start)
+    def _open(self) -> None:
+        try:
+            self._file = PartFile(self.parts.path(self.upload_id), self.start)
+            self._hash = self.parts.running_hash(self.upload_id, self.start)
+        except OSError as e:  # nothing can be written: the jobs queued after this one fail too
+            self._failed_at, self._failure = self.start, e
+            raise
         self._saved = self._hash.digest.copy()
 
     # -- receiving --------------------------------------------------------------------
@@ -122,55 +163,77 @@ class ChunkWriter:
                 self.error = PayloadTooLarge(
                     f"the request body goes past the upload length ({self.limit} bytes left)")
                 return
-            self._buffer += data
+            self._buffer.append(data)
+            self._buffered += len(data)
             self.received += len(data)
-            if len(self._buffer) < WRITE_BUFFER:
+            if self._buffered < WRITE_BUFFER:
                 return
             try:
                 await self._flush_buffer()
                 if self.checksum is None and self._checkpoint is None and (
                         self.start + self.flushed - self.recorded >= CHECKPOINT_BYTES):
-                    # In the background: receiving goes on while the disk catches up.
-                    assert self._pending is not None
+                    # In the background: receiving goes on while the disk catches up. The hash
+                    # state at this offset is taken in order, right after the last write.
+                    assert self._io is not None
+                    snapshot = self._io.submit(self._hash_copy)
+                    self._queued.append((0, snapshot))
                     self._checkpoint = asyncio.ensure_future(
-                        self._run_checkpoint(self._pending, self.start + self.flushed))
+                        self._run_checkpoint(snapshot, self.start + self.flushed))
             except OSError as e:
                 # Keep reading (and ignoring) the body so that the client gets a response.
                 self.error = storage_error(e)
 
     async def _flush_buffer(self) -> None:
-        if self._pending is not None:
-            pending, self._pending = self._pending, None
-            await pending  # one write in flight at a time keeps them in order
+        """Queue the buffered bytes to the thread; wait while too many are queued."""
         if self._buffer:
-            data, self._buffer = self._buffer, bytearray()
+            pieces, self._buffer, size = self._buffer, [], self._buffered
+            self._buffered = 0
             position = self.start + self.flushed
-            self.flushed += len(data)
-            self._pending = asyncio.ensure_future(self.parts.run(self._write, data, position))
+            self.flushed += size
+            self._in_flight += size
+            assert self._io is not None
+            self._queued.append((size, self._io.submit(self._write, pieces, position)))
+        while self._queued and (self._queued[0][1].done() or self._in_flight > MAX_IN_FLIGHT):
+            size, job = self._queued[0]
+            if not job.done():
+                await asyncio.wrap_future(job)
+            self._queued.popleft()
+            self._in_flight -= size
+            job.result()  # its OSError (the jobs after a failed one fail too)
 
     async def _drain(self) -> None:
+        """Queue what is buffered and wait until the thread has done everything queued."""
         await self._flush_buffer()
-        if self._pending is not None:
-            pending, self._pending = self._pending, None
-            await pending
+        while self._queued:
+            size, job = self._queued.popleft()
+            self._in_flight -= size
+            await asyncio.wrap_future(job)
 
-    def _write(self, data: bytearray, position: int) -> None:
+    def _check_not_failed(self) -> None:
+        if self._failure is not None:  # nothing is written or hashed after a failed write
+            raise self._failure
+
+    def _write(self, pieces: list[bytes], position: int) -> None:
+        self._check_not_failed()
         assert self._file is not None and self._hash is not None
         try:
-            self._file.write(data, position)
+            self._file.write_pieces(pieces, position)
         except OSError as e:
             # Writes run one at a time, in order, and the hash only takes what was written:
             # the file and the hash are both good up to ``position``.
-            if self._failed_at is None:
-                self._failed_at, self._failure = position, e
+            self._failed_at, self._failure = position, e
             raise
-        self._hash.digest.update(data)
-        self._hash.size += len(data)
-        if self._checksum_digest is not None:
-            self._checksum_digest.update(data)
-        if self.checksum is None:
-            # The hash state at this offset, should a checkpoint record it.
-            self._snapshot = (position + len(data), self._hash.digest.copy())
+        for piece in pieces:
+            self._hash.digest.update(piece)
+            self._hash.size += len(piece)
+            if self._checksum_digest is not None:
+                self._checksum_digest.update(piece)
+
+    def _hash_copy(self) -> Any:
+        """The running hash state after every write queued so far (a job of the thread)."""
+        assert self._hash is not None
+        self._check_not_failed()
+        return self._hash.digest.copy()
 
     # -- durability -------------------------------------------------------------------
     async def _record(self, offset: int) -> None:
@@ -181,20 +244,18 @@ class ChunkWriter:
         self.row = await self.owner.record_offset(self.upload_id, offset, new_length)
         self.recorded = offset
 
-    async def _run_checkpoint(self, written: Awaitable[Any], offset: int) -> None:
+    async def _run_checkpoint(self, snapshot: concurrent.futures.Future[Any], offset: int
+                              ) -> None:
         """Make ``[0, offset)`` durable and record ``offset``, while later bytes keep coming.
 
-        ``written`` is the write that ends at ``offset``; fsync after it returns covers every
-        byte before ``offset`` (later writes may or may not be included: they are not
-        recorded), so the recorded offset is never ahead of the disk.
+        ``snapshot`` is the thread's job right after the write that ends at ``offset`` (the hash
+        state there); fsync after it returns covers every byte before ``offset`` (later writes
+        may or may not be included: they are not recorded), so the recorded offset is never
+        ahead of the disk.
         """
-        await written
-        snapshot = self._snapshot
+        saved = await asyncio.wrap_future(snapshot)
         await self._record(offset)
-        if snapshot is not None and snapshot[0] == offset:
-            self._saved = snapshot[1]
-        else:  # a later write already replaced the snapshot: rebuild if ever needed
-            self._saved = None
+        self._saved = saved
 
     async def _wait_checkpoint(self) -> None:
         if self._checkpoint is not None:
@@ -217,11 +278,12 @@ class ChunkWriter:
         was not written yet."""
         with contextlib.suppress(Exception):
             await self._wait_checkpoint()  # it may still move the recorded offset
-        if self._pending is not None:
+        while self._queued:
+            size, job = self._queued.popleft()
+            self._in_flight -= size
             with contextlib.suppress(Exception):
-                await self._pending
-            self._pending = None
-        self._buffer = bytearray()
+                await asyncio.wrap_future(job)
+        self._buffer, self._buffered = [], 0
 
     async def _discard(self) -> None:
         """Drop every byte after the recorded offset (checksum mismatch, oversize, failure)."""
@@ -269,10 +331,15 @@ class ChunkWriter:
         return with_headers(error, {**self.error_headers, "Upload-Offset": str(self.recorded)})
 
     async def _close(self) -> None:
-        if self._file is not None:
-            part, self._file = self._file, None
-            with contextlib.suppress(OSError):
-                await self.parts.run(part.close)
+        # No job of the thread may outlive the file descriptor (its number could be reused).
+        await self._settle()
+        part, self._file = self._file, None
+        if self._io is not None:
+            lane, self._io = self._io, None
+            if part is not None:
+                # Not waited for: the lane closes it before any job of its next writer.
+                lane.submit(part.close)
+            _lanes.give(lane)
 
     # -- ending -----------------------------------------------------------------------
     async def commit(self) -> dict[str, Any]:
