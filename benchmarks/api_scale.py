@@ -43,8 +43,22 @@ PIPELINES = 5
 LABEL = "bench "
 
 
-def _iso(t: datetime) -> str:
+def iso(t: datetime) -> str:
     return t.isoformat(timespec="milliseconds")
+
+
+def seeded_pipelines(data: Path, base: datetime) -> list[dict[str, Any]]:
+    """PIPELINES READY pipeline rows, as the seeds of this module and scale.py write them."""
+    return [{
+        "id": p, "name": f"pipeline-{p}", "description": "seeded", "version": "1.0.0",
+        "pirus_api": "1", "license": "MIT", "developers": json.dumps(["bench"]),
+        "size": 10 * MiB, "upload_offset": 10 * MiB, "status": "READY", "created": iso(base),
+        "documents": "[]", "limits": "{}", "manifest": "{}", "lxd_alias": f"bench-{p}",
+        "fingerprint": secrets.token_hex(32), "lxd_inputs_path": "/pirus/inputs",
+        "lxd_outputs_path": "/pirus/outputs", "lxd_logs_path": "/pirus/logs",
+        "lxd_db_path": "/pirus/databases", "lxd_run_cmd": "true",
+        "root_path": str(data / "pipelines" / str(p)),
+    } for p in range(1, PIPELINES + 1)]
 
 
 def seed(tmp: Path, runs: int, active: int) -> list[tuple[int, str]]:
@@ -56,16 +70,7 @@ def seed(tmp: Path, runs: int, active: int) -> list[tuple[int, str]]:
     runs_dir.mkdir(parents=True)
     store = Store(data / "pirus.db")  # applies the migrations, as the server would
     base = datetime.now(timezone.utc) - timedelta(minutes=runs)
-    pipelines = [{
-        "id": p, "name": f"pipeline-{p}", "description": "seeded", "version": "1.0.0",
-        "pirus_api": "1", "license": "MIT", "developers": json.dumps(["bench"]),
-        "size": 10 * MiB, "upload_offset": 10 * MiB, "status": "READY", "created": _iso(base),
-        "documents": "[]", "limits": "{}", "manifest": "{}", "lxd_alias": f"bench-{p}",
-        "fingerprint": secrets.token_hex(32), "lxd_inputs_path": "/pirus/inputs",
-        "lxd_outputs_path": "/pirus/outputs", "lxd_logs_path": "/pirus/logs",
-        "lxd_db_path": "/pirus/databases", "lxd_run_cmd": "true",
-        "root_path": str(data / "pipelines" / str(p)),
-    } for p in range(1, PIPELINES + 1)]
+    pipelines = seeded_pipelines(data, base)
     rows, files, running = [], [], []
     file_id = 0
     for run_id in range(1, runs + 1):
@@ -78,7 +83,7 @@ def seed(tmp: Path, runs: int, active: int) -> list[tuple[int, str]]:
         root_path = runs_dir / f"{run_id}-sample-{run_id}"
         moves = ["WAITING", "INITIALIZING", "RUNNING"] + (
             [] if is_active else ["FINISHING", status] if status == "DONE" else [status])
-        timings = [[m, _iso(created + timedelta(seconds=3 * i))] for i, m in enumerate(moves)]
+        timings = [[m, iso(created + timedelta(seconds=3 * i))] for i, m in enumerate(moves)]
         outputs = []
         if status == "DONE":
             for out in ("report.html", "counts.tsv"):
@@ -106,7 +111,7 @@ def seed(tmp: Path, runs: int, active: int) -> list[tuple[int, str]]:
                                     "label": "aligning"}),
             "exit_code": None if is_active else {"DONE": 0, "ERROR": 1}.get(status),
             "error": "the pipeline exited with code 1" if status == "ERROR" else None,
-            "created": _iso(created),
+            "created": iso(created),
             "metrics": None if is_active else json.dumps({
                 "wall_seconds": 9.0, "cpu_seconds": 7.5, "memory_peak_bytes": 300 * MiB,
                 "phases": {"WAITING": 3.0, "INITIALIZING": 3.0, "RUNNING": 3.0}}),

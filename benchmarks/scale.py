@@ -34,15 +34,11 @@ from typing import Any
 
 import requests
 
-from benchmarks.api_scale import BACKEND, PIPELINES, timed_gets
+from benchmarks.api_scale import BACKEND, PIPELINES, iso, seeded_pipelines, timed_gets
 from benchmarks.common import MiB, RssSampler, Server, percentile, report
 from pirus_jupyter.store import Store
 
 UPLOAD_SHARE = 0.2  # of the files: uploaded inputs; the rest are run outputs
-
-
-def _iso(t: datetime) -> str:
-    return t.isoformat(timespec="milliseconds")
 
 
 def _insert(db: Any, table: str, rows: list[dict[str, Any]]) -> None:
@@ -64,23 +60,14 @@ def seed(tmp: Path, runs: int, files: int, active: int, folders: bool = True
     runs_dir.mkdir(parents=True)
     store = Store(data / "pirus.db")  # applies the migrations, as the server would
     base = datetime.now(timezone.utc) - timedelta(minutes=runs)
-    pipelines = [{
-        "id": p, "name": f"pipeline-{p}", "description": "seeded", "version": "1.0.0",
-        "pirus_api": "1", "license": "MIT", "developers": json.dumps(["bench"]),
-        "size": 10 * MiB, "upload_offset": 10 * MiB, "status": "READY", "created": _iso(base),
-        "documents": "[]", "limits": "{}", "manifest": "{}", "lxd_alias": f"bench-{p}",
-        "fingerprint": secrets.token_hex(32), "lxd_inputs_path": "/pirus/inputs",
-        "lxd_outputs_path": "/pirus/outputs", "lxd_logs_path": "/pirus/logs",
-        "lxd_db_path": "/pirus/databases", "lxd_run_cmd": "true",
-        "root_path": str(data / "pipelines" / str(p)),
-    } for p in range(1, PIPELINES + 1)]
+    pipelines = seeded_pipelines(data, base)
     uploads_wanted = int(files * UPLOAD_SHARE)
     outputs_wanted = files - uploads_wanted
     file_rows: list[dict[str, Any]] = []
     upload_rows: list[dict[str, Any]] = []
     # Uploaded inputs first (ids 1..), as a store that began with uploads would have them.
     for i in range(1, uploads_wanted + 1):
-        created = _iso(base + timedelta(seconds=i))
+        created = iso(base + timedelta(seconds=i))
         sha, size = secrets.token_hex(32), rng.randint(10**6, 10**9)
         file_rows.append({"id": i, "name": f"reads-{i}.fastq.gz",
                           "path": f"pirus-uploads/reads-{i}.fastq.gz", "size": size,
@@ -103,7 +90,7 @@ def seed(tmp: Path, runs: int, files: int, active: int, folders: bool = True
         root_path = runs_dir / f"{run_id}-sample-{run_id}"
         moves = ["WAITING", "INITIALIZING", "RUNNING"] + (
             [] if is_active else ["FINISHING", status] if status == "DONE" else [status])
-        timings = [[m, _iso(created + timedelta(seconds=3 * i))] for i, m in enumerate(moves)]
+        timings = [[m, iso(created + timedelta(seconds=3 * i))] for i, m in enumerate(moves)]
         outputs = []
         if status == "DONE" and len(file_rows) < uploads_wanted + outputs_wanted:
             file_id = len(file_rows) + 1
@@ -130,7 +117,7 @@ def seed(tmp: Path, runs: int, files: int, active: int, folders: bool = True
                                     "label": "aligning"}),
             "exit_code": None if is_active else {"DONE": 0, "ERROR": 1}.get(status),
             "error": "the pipeline exited with code 1" if status == "ERROR" else None,
-            "created": _iso(created),
+            "created": iso(created),
             "metrics": None if is_active else json.dumps({
                 "wall_seconds": 9.0, "cpu_seconds": 7.5, "memory_peak_bytes": 300 * MiB,
                 "phases": {"WAITING": 3.0, "INITIALIZING": 3.0, "RUNNING": 3.0}}),
