@@ -9,7 +9,6 @@ what they need from here rather than keeping their own copies.
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from enum import Enum
 from typing import Any
@@ -126,16 +125,6 @@ JSON_FIELDS = frozenset(
      "manifest", "timings", "attempts", "log_identity", "run_limits", "mounts", "task",
      "reuse_basis", "reuse_miss"}
 )
-
-
-def decode_row(row: dict[str, Any]) -> dict[str, Any]:
-    """Turn a store row into Python values (JSON columns decoded)."""
-    out = dict(row)
-    for key in JSON_FIELDS & out.keys():
-        value = out[key]
-        if isinstance(value, str):
-            out[key] = json.loads(value)
-    return out
 
 
 def public(row: dict[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:

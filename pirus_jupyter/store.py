@@ -224,7 +224,7 @@ class Store:
     # table list and its columns on every call, several times the cost of the query itself.
     # Table names are the module's own constants, never input.
     def _rows(self, sql: str, params: list[Any]) -> list[dict[str, Any]]:
-        """Rows as dicts, JSON columns decoded (as ``models.decode_row``): which columns are
+        """Rows as dicts, the JSON columns (``models.JSON_FIELDS``) decoded: which columns are
         JSON is worked out once per query, not once per row (a page of 200 runs spent more
         time there than in SQLite)."""
         cursor = self.db.execute(sql, params)
